@@ -1,0 +1,30 @@
+"""Exceptions of pgl-zoo. Each message is one line that names the file or model and the problem."""
+
+
+class PglZooError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero."""
+
+
+class UnknownModelError(PglZooError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsNotAvailableError(PglZooError):
+    """The card has no published weights and no local copy was given."""
+
+
+class ChecksumError(PglZooError):
+    """A weights file's sha256 differs from the one recorded for it."""
+
+
+class LoadError(PglZooError):
+    """Weights do not fit the architecture (missing, unexpected or mis-shaped keys) under strict loading."""
+
+
+class ImageReadError(PglZooError):
+    """A volume could not be read, or is not a usable 3D image."""
+
+
+class DataError(PglZooError):
+    """A data set is empty, inconsistent or mislabelled."""

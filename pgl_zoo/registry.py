@@ -1,0 +1,100 @@
+"""The registered zoo entries. Pure data: no torch import (``pgl-zoo list`` stays instant).
+
+Every value below that is not a measurement is a default of this project (see
+``../shared/design/PGL_METHOD.md`` and the README): the paper states neither the spacing nor the
+network widths.
+"""
+
+from __future__ import annotations
+
+from .cards import NOT_PUBLISHED, ModelCard, Preprocessing
+from .errors import UnknownModelError
+
+# Clip range quoted (second-hand) for the paper's CT preprocessing, then z-score.
+CT_WINDOW_HU = (-1024.0, 325.0)
+
+PGL_CT_RECIPE = (
+    "pgl-zoo pretrain --data CT_FOLDER --model pgl-ct --out runs/pgl-ct --steps 100000 "
+    "--batch-size 8 --local-weight 1.0 ; pgl-zoo export runs/pgl-ct --name pgl-ct --out pgl-ct/"
+)
+
+_CARDS: dict[str, ModelCard] = {}
+
+
+def register(card: ModelCard) -> ModelCard:
+    """Add a card to the registry (names are unique)."""
+    if card.name in _CARDS:
+        raise ValueError(f"model {card.name!r} is already registered")
+    _CARDS[card.name] = card
+    return card
+
+
+register(
+    ModelCard(
+        name="pgl-ct",
+        summary="Paper-scale residual 3D U-Net encoder (widths 32-64-128-256-320) for CT, PGL pretraining.",
+        status=NOT_PUBLISHED,
+        arch={
+            "in_channels": 1,
+            "widths": [32, 64, 128, 256, 320],
+            "blocks": [1, 2, 2, 2, 2],
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+        },
+        modality="CT",
+        preprocessing=Preprocessing(
+            spacing_xyz_mm=(1.0, 1.0, 2.5), orientation="LPS", window=CT_WINDOW_HU, normalization="zscore"
+        ),
+        patch_size_zyx=(16, 96, 96),
+        hub_repo_id="pgl-zoo/pgl-ct",
+        training={
+            "method": "PGL (global BYOL loss + prior-guided local loss)",
+            "recipe": PGL_CT_RECIPE,
+            "data": "none yet: the paper used 1,808 public CT scans (RibFrac, MSD tasks 8, 10, 7, 6)",
+        },
+        notes=(
+            "No weights exist yet: the paper's authors never released theirs and this project has not "
+            "trained the paper-scale model. Loading it pretrained fails; use pretrained=False for the "
+            "architecture, or train it with the recipe above. Spacing and widths are project defaults."
+        ),
+    )
+)
+
+register(
+    ModelCard(
+        name="pgl-ct-tiny",
+        summary="Tiny residual 3D U-Net encoder (widths 16-32-64-128) for CT that trains on a laptop CPU.",
+        status=NOT_PUBLISHED,
+        arch={
+            "in_channels": 1,
+            "widths": [16, 32, 64, 128],
+            "blocks": [1, 1, 1, 1],
+            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+        },
+        modality="CT",
+        preprocessing=Preprocessing(
+            spacing_xyz_mm=(2.0, 2.0, 2.0), orientation="LPS", window=CT_WINDOW_HU, normalization="zscore"
+        ),
+        patch_size_zyx=(32, 64, 64),
+        hub_repo_id="pgl-zoo/pgl-ct-tiny",
+        training={
+            "method": "PGL (global BYOL loss + prior-guided local loss)",
+            "recipe": "pgl-zoo pretrain --data ../shared/data/ct --model pgl-ct-tiny --out runs/pgl-ct-tiny",
+        },
+        notes="A small demonstration model; weights not yet trained.",
+    )
+)
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    return sorted(_CARDS)
+
+
+def get_card(name: str) -> ModelCard:
+    """The registered card called ``name``; raises UnknownModelError listing the known names."""
+    try:
+        return _CARDS[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())}"
+        ) from None
