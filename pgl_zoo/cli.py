@@ -1,0 +1,96 @@
+"""The ``pgl-zoo`` command line: a click group whose commands are thin calls into the package.
+
+Commands are imported only when run (``LazyGroup``), so ``pgl-zoo list`` never imports torch.
+Every error is printed as one line on stderr with a non-zero exit; set PGL_ZOO_DEBUG=1 for the
+traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+# command name -> "module:attribute"; each module keeps its own heavy imports.
+COMMANDS = {
+    "list": "pgl_zoo.cli_zoo:list_cmd",
+    "info": "pgl_zoo.cli_zoo:info_cmd",
+    "download": "pgl_zoo.cli_zoo:download_cmd",
+    "push": "pgl_zoo.cli_zoo:push_cmd",
+    "pretrain": "pgl_zoo.pretrain.cli:pretrain_cmd",
+    "export": "pgl_zoo.pretrain.cli:export_cmd",
+    "finetune": "pgl_zoo.finetune.cli:finetune_cmd",
+    "segment": "pgl_zoo.finetune.cli:segment_cmd",
+    "evaluate": "pgl_zoo.finetune.cli:evaluate_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("pgl_zoo"):
+                return None  # command not available in this version
+            raise
+        return getattr(module, attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="pgl-zoo")
+@click.option("--offline", is_flag=True, help="Never touch the network (sets HF_HUB_OFFLINE=1).")
+@click.option("--endpoint", metavar="URL", help="Hugging Face Hub endpoint or mirror (sets HF_ENDPOINT).")
+def cli(offline: bool, endpoint: str | None) -> None:
+    """pgl-zoo: PGL-pretrained 3D encoders for medical image segmentation.
+
+    \b
+    Use a model:   pgl-zoo list | info NAME | download --model NAME
+    Train:         pgl-zoo pretrain --data ./ct/ --out RUN ; pgl-zoo export RUN --name N --out DIR
+    Segment:       pgl-zoo finetune ... ; pgl-zoo segment SCAN -o OUT --model RUN ; pgl-zoo evaluate
+    """
+    # Applied before any command imports huggingface_hub (which reads them at import time).
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    if endpoint:
+        os.environ["HF_ENDPOINT"] = endpoint
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning any exception into one line on stderr and exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="pgl-zoo", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback
+        if os.environ.get("PGL_ZOO_DEBUG"):
+            raise
+        from .errors import PglZooError
+
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        prefix = "error" if isinstance(exc, PglZooError) else f"error ({type(exc).__name__})"
+        click.echo(f"{prefix}: {message}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

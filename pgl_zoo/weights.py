@@ -1,0 +1,288 @@
+"""Where weights come from, and how they are written.
+
+Resolution order for a card (the first that applies wins):
+
+1. an explicit file or folder given by the user (``weights=``);
+2. ``$PGL_ZOO_WEIGHTS/<name>/``, a folder of portable copies (``pgl-zoo download --local-dir``);
+3. the copy bundled inside the package (``pgl_zoo/bundled/<name>/``);
+4. the Hugging Face cache, then the Hub, through ``huggingface_hub.hf_hub_download`` with the
+   card's pinned revision (honours ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_HUB_CACHE``).
+
+The sha256 recorded in the card is checked before any byte is deserialised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .cards import BUNDLED, ModelCard
+from .errors import LoadError, PglZooError, WeightsNotAvailableError
+from .hashing import sha256_file, verify_sha256
+from .hub_readme import render_hub_readme
+from .registry import get_card
+
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "card.json"
+README_NAME = "README.md"
+ENV_WEIGHTS_DIR = "PGL_ZOO_WEIGHTS"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights file on disk, the card describing it, and where it was found."""
+
+    path: Path
+    card: ModelCard
+    source: str
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _from_folder(folder: Path, card: ModelCard | None, source: str) -> ResolvedWeights:
+    card_file = folder / CARD_NAME
+    if card_file.is_file():
+        card = ModelCard.from_json_file(card_file)
+    if card is None:
+        raise PglZooError(f"{folder}: no {CARD_NAME} in the folder and no registered model named")
+    path = folder / card.filename
+    if not path.is_file():
+        raise WeightsNotAvailableError(f"{folder}: no {card.filename} in the folder")
+    return ResolvedWeights(path, card, source)
+
+
+def card_for(name_or_path: str | os.PathLike) -> tuple[ModelCard | None, Path | None]:
+    """A registered name gives its card; an existing path gives (None, path)."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if os.sep in text or path.exists():
+        if not path.exists():
+            raise PglZooError(f"{path}: no such file or folder")
+        return None, path
+    return get_card(text), None
+
+
+def resolve_weights(
+    model: str | ModelCard,
+    weights: str | os.PathLike | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+) -> ResolvedWeights:
+    """Find the weights file for ``model`` (a registered name, a card, or a folder/file path).
+
+    Raises WeightsNotAvailableError with a one-line explanation when nothing is found.
+    """
+    card: ModelCard | None
+    if isinstance(model, ModelCard):
+        card = model
+    else:
+        card, path = card_for(model)
+        if path is not None:
+            weights = path
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if path.is_dir():
+            return _from_folder(path, card, "local folder")
+        if path.is_file():
+            sibling = path.parent / CARD_NAME
+            if sibling.is_file():
+                found = ModelCard.from_json_file(sibling)
+                if found.filename == path.name:
+                    return ResolvedWeights(path, found, "explicit file")
+            if card is None:
+                raise PglZooError(f"{path}: a bare weights file needs a model name or a {CARD_NAME} beside it")
+            return ResolvedWeights(path, card, "explicit file")
+        raise WeightsNotAvailableError(f"{path}: no such file or folder")
+    assert card is not None
+    env_dir = os.environ.get(ENV_WEIGHTS_DIR)
+    if env_dir and (Path(env_dir) / card.name / CARD_NAME).is_file():
+        return _from_folder(Path(env_dir) / card.name, card, f"${ENV_WEIGHTS_DIR}")
+    bundled = BUNDLED_DIR / card.name
+    if (bundled / CARD_NAME).is_file():
+        return _from_folder(bundled, card, "bundled")
+    if card.status == BUNDLED:
+        raise WeightsNotAvailableError(f"{card.name}: bundled weights are missing from {bundled}; reinstall pgl-zoo")
+    if not card.has_weights or not card.hub_repo_id:
+        raise WeightsNotAvailableError(
+            f"{card.name}: weights {card.status}; pass weights=PATH (or --weights) to load your own, "
+            "or pretrained=False for the untrained architecture"
+        )
+    return _hub_download(card, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+
+
+def _hub_download(card: ModelCard, *, revision, cache_dir, local_files_only) -> ResolvedWeights:
+    # Imported here: huggingface_hub reads HF_* variables at import, after the CLI has set them.
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = _env_flag("HF_HUB_OFFLINE") if local_files_only is None else local_files_only
+    try:
+        path = hf_hub_download(
+            card.hub_repo_id,
+            card.filename,
+            revision=revision or card.revision,
+            cache_dir=cache_dir,
+            local_files_only=offline,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            library_name="pgl-zoo",
+        )
+    except LocalEntryNotFoundError:
+        raise WeightsNotAvailableError(
+            f"{card.name}: {card.hub_repo_id}@{revision or card.revision} is not in the Hugging Face cache"
+            + (" and offline mode is on" if offline else " and the Hub could not be reached")
+            + "; run `pgl-zoo download --model " + card.name + "` on a connected machine"
+        ) from None
+    except (HfHubHTTPError, OSError) as exc:
+        message = " ".join(str(exc).split())[:200]
+        raise WeightsNotAvailableError(f"{card.name}: download from {card.hub_repo_id} failed ({message})") from None
+    return ResolvedWeights(Path(path), card, "huggingface")
+
+
+def read_state_dict(path: str | Path, expected_sha256: str | None) -> tuple[dict[str, torch.Tensor], str]:
+    """Verify ``path`` against ``expected_sha256`` (when known) and load it; returns (state, digest)."""
+    path = Path(path)
+    if not path.name.endswith(".safetensors"):
+        raise LoadError(f"{path}: only .safetensors weights are loaded (pickle files can run code)")
+    digest = verify_sha256(path, expected_sha256) if expected_sha256 else sha256_file(path)
+    try:
+        return load_file(str(path), device="cpu"), digest
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LoadError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_pretrained(
+    state_dict: dict[str, torch.Tensor], card: ModelCard, out_dir: str | os.PathLike
+) -> Path:
+    """Write ``model.safetensors``, ``card.json`` (with the file's sha256) and a Hub ``README.md``.
+
+    ``state_dict`` keys are named as in :class:`pgl_zoo.nets.UNet3d` (``encoder.*``,
+    ``decoder.*``, ``head.*``); only the parts listed in ``card.contents`` are written. Each file
+    is written to a temporary name and renamed, so an interrupted save never leaves a half file
+    under the final name. Returns the folder, which loads back with ``weights=out_dir``.
+    """
+    from .load_report import part_of
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: v.detach().to("cpu").contiguous() for k, v in state_dict.items() if part_of(k) in card.contents
+    }
+    if not any(part_of(k) == "encoder" for k in tensors):
+        raise PglZooError(f"{card.name}: nothing to save: no encoder.* keys in the state dict")
+    card = card.replace(filename=WEIGHTS_NAME)
+    weights_path = out / WEIGHTS_NAME
+    _atomic_write_bytes(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt",
+                                                                                     "pgl_zoo_model": card.name}))
+    card = card.replace(sha256=sha256_file(weights_path))
+    _atomic_write_bytes(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card.to_json()))
+    _atomic_write_bytes(out / README_NAME, lambda tmp: Path(tmp).write_text(render_hub_readme(card)))
+    return out
+
+
+def export_folder(resolved: ResolvedWeights, out_dir: str | os.PathLike) -> Path:
+    """Copy a verified weights file with its card and README into ``out_dir`` (portable folder)."""
+    card = resolved.card
+    if card.sha256:
+        verify_sha256(resolved.path, card.sha256)
+    else:
+        card = card.replace(sha256=sha256_file(resolved.path))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(out / card.filename, lambda tmp: shutil.copyfile(resolved.path, tmp))
+    _atomic_write_bytes(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card.to_json()))
+    _atomic_write_bytes(out / README_NAME, lambda tmp: Path(tmp).write_text(render_hub_readme(card)))
+    return out
+
+
+def upload_plan(folder: str | os.PathLike) -> list[dict]:
+    """The files ``push_to_hub`` would upload from ``folder``, after checking the card's sha256."""
+    folder = Path(folder)
+    resolved = _from_folder(folder, None, "local folder")
+    if not resolved.card.sha256:
+        raise PglZooError(f"{folder / CARD_NAME}: card has no sha256; save the folder with save_pretrained")
+    verify_sha256(resolved.path, resolved.card.sha256)
+    plan = []
+    for name in (resolved.card.filename, CARD_NAME, README_NAME):
+        path = folder / name
+        if path.is_file():
+            plan.append({"file": name, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    return plan
+
+
+def push_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    dry_run: bool = False,
+) -> dict:
+    """Upload a saved folder (weights, card, README) to a Hugging Face model repository.
+
+    With ``dry_run`` nothing touches the network: the returned dict lists what would be uploaded.
+    Otherwise it also holds the commit URL and the commit hash to pin in a card's ``revision``.
+    """
+    plan = upload_plan(folder)
+    result: dict = {"repo_id": repo_id, "files": plan, "dry_run": dry_run}
+    if dry_run:
+        return result
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token, endpoint=os.environ.get("HF_ENDPOINT") or None)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        revision=revision,
+        allow_patterns=[item["file"] for item in plan],
+        commit_message=commit_message or f"Upload {json.loads((Path(folder) / CARD_NAME).read_text())['name']}",
+    )
+    result.update({"commit_url": str(commit.commit_url), "revision": commit.oid})
+    return result
+
+
+def download(
+    name: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Fetch a zoo entry's weights (or find them locally) and verify them.
+
+    Returns the verified file; with ``local_dir``, also writes a portable folder
+    ``local_dir/<name>/`` (weights, card, README) that loads with ``weights=`` or via
+    ``$PGL_ZOO_WEIGHTS=local_dir`` on a machine without network.
+    """
+    resolved = resolve_weights(get_card(name), revision=revision, cache_dir=cache_dir)
+    if resolved.card.sha256:
+        verify_sha256(resolved.path, resolved.card.sha256)
+    if local_dir is not None:
+        return export_folder(resolved, Path(local_dir) / name) / resolved.card.filename
+    return resolved.path
