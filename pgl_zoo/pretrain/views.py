@@ -1,0 +1,163 @@
+"""Two spatially augmented views of one volume, each with its spatial prior recorded as an affine.
+
+Axis order is (z, y, x) everywhere; coordinates are voxel indices (voxel centres at integers).
+
+A view is defined by a crop box in the source volume (integer offset ``o`` and size ``c`` per
+source axis), a resize of that crop to the patch size ``P``, and an orientation ``R`` (a signed
+permutation: flips along any axis and quarter turns in the axial (y, x) plane). Its affine
+``to_source`` maps a view voxel index ``v`` to a source voxel index ``u``::
+
+    u = diag(s) @ (R @ (v - (P - 1) / 2) + (Q - 1) / 2) + o,   Q = |R| P,   s = (c - 1) / (Q - 1)
+
+i.e. the resize is trilinear with ``align_corners=True`` (crop corner voxels land exactly on patch
+corner voxels). The view image is sampled from the source volume *through this very affine*
+(one trilinear ``grid_sample``), so image and prior cannot disagree. Crops that extend beyond the
+volume (volumes smaller than a crop) read a constant padding value (the volume's minimum).
+
+Defaults: crop scale U(1.1, 1.4) x patch, overlap >= 10 %, flips p = 0.5 per axis are the values
+quoted (second-hand) for the paper; quarter turns (``rotate=True``) are a project option, off by
+default. The scale is drawn once per view (isotropic), a project choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class View:
+    """One view: ``image`` (z, y, x) float32 tensor of the patch size; ``to_source`` (4, 4) float64
+    affine from view voxel index (z, y, x) to source voxel index (z, y, x)."""
+
+    image: Tensor
+    to_source: Tensor
+
+
+def orientation_matrix(flips: tuple[bool, bool, bool] = (False, False, False), quarter_turns: int = 0) -> np.ndarray:
+    """Signed permutation R (3x3) mapping centred view coordinates to centred crop coordinates.
+
+    ``quarter_turns`` (0..3) rotates by k * 90 degrees in the axial (y, x) plane; ``flips`` then
+    reverses view axes (z, y, x) where True (index i -> n - 1 - i).
+    """
+    rot = np.eye(3)
+    turn = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    for _ in range(int(quarter_turns) % 4):
+        rot = rot @ turn
+    flip = np.diag([-1.0 if f else 1.0 for f in flips])
+    return rot @ flip
+
+
+def view_affine(
+    offset_zyx: np.ndarray, crop_zyx: np.ndarray, patch_size: tuple[int, int, int], orientation: np.ndarray
+) -> np.ndarray:
+    """The 4x4 affine (float64) of a view: view voxel index -> source voxel index (see module doc)."""
+    p = np.asarray(patch_size, dtype=np.float64)
+    q = np.abs(orientation) @ p  # patch size in crop-axis order
+    c = np.asarray(crop_zyx, dtype=np.float64)
+    s = np.where(q > 1, (c - 1) / np.maximum(q - 1, 1), 1.0)
+    linear = np.diag(s) @ orientation
+    translation = np.asarray(offset_zyx, dtype=np.float64) + s * (q - 1) / 2 - linear @ ((p - 1) / 2)
+    affine = np.eye(4)
+    affine[:3, :3] = linear
+    affine[:3, 3] = translation
+    return affine
+
+
+def sample_through_affines(
+    volume: np.ndarray | Tensor, affines: list[np.ndarray], patch_size: tuple[int, int, int], pad_value: float
+) -> list[Tensor]:
+    """Images (z, y, x) of ``patch_size``: ``image[v] = trilinear(volume, A @ v)`` for each affine.
+
+    Only the bounding box of all crops is read from ``volume`` (which may be a memory map);
+    points outside the volume read ``pad_value``.
+    """
+    shape = np.asarray(volume.shape)
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in patch_size], indexing="ij")).reshape(3, -1)
+    pts = np.concatenate([(a[:3, :3] @ corners + a[:3, 3:4]) for a in affines], axis=1)
+    lo = np.floor(pts.min(axis=1)).astype(int)
+    hi = np.ceil(pts.max(axis=1)).astype(int) + 1  # exclusive
+    src_lo, src_hi = np.maximum(lo, 0), np.minimum(hi, shape)
+    region = volume[tuple(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True))]
+    region = torch.as_tensor(np.asarray(region, dtype=np.float32) if not torch.is_tensor(region) else region,
+                             dtype=torch.float32)
+    pad_lo, pad_hi = src_lo - lo, hi - src_hi
+    if (pad_lo > 0).any() or (pad_hi > 0).any():
+        pads = [int(v) for pair in zip(pad_lo[::-1], pad_hi[::-1], strict=True) for v in pair]
+        region = F.pad(region, pads, value=float(pad_value))
+    size = np.asarray(region.shape, dtype=np.float64)
+    grid_idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in patch_size], indexing="ij"))
+    grid_idx = grid_idx.reshape(3, -1)
+    grids = []
+    for a in affines:
+        u = a[:3, :3] @ grid_idx + a[:3, 3:4] - lo[:, None]
+        norm = np.where(size[:, None] > 1, 2 * u / np.maximum(size[:, None] - 1, 1) - 1, 0.0)
+        grids.append(norm[::-1].T.reshape(*patch_size, 3))  # grid_sample wants (x, y, z)
+    grid = torch.from_numpy(np.stack(grids).astype(np.float32))
+    out = F.grid_sample(region[None, None].expand(len(affines), 1, *region.shape), grid, mode="bilinear",
+                        padding_mode="border", align_corners=True)
+    return [out[i, 0] for i in range(len(affines))]
+
+
+def _overlap_fraction(o_a, c_a, o_b, c_b) -> float:
+    inter = np.clip(np.minimum(o_a + c_a, o_b + c_b) - np.maximum(o_a, o_b), 0, None)
+    return float(np.prod(inter) / min(np.prod(c_a), np.prod(c_b)))
+
+
+def _random_offset(rng: np.random.Generator, dim: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """Offsets so the crop lies inside the volume, or (crop larger) the volume lies inside the crop."""
+    lo, hi = np.minimum(0, dim - crop), np.maximum(0, dim - crop)
+    return np.array([rng.integers(a, b + 1) for a, b in zip(lo, hi, strict=True)])
+
+
+def sample_view_pair(
+    volume: np.ndarray | Tensor,
+    patch_size: tuple[int, int, int],
+    rng: np.random.Generator,
+    *,
+    scale_range: tuple[float, float] = (1.1, 1.4),
+    min_overlap: float = 0.1,
+    flip_p: float = 0.5,
+    rotate: bool = False,
+    pad_value: float | None = None,
+    max_tries: int = 50,
+) -> tuple[View, View]:
+    """Two views of ``volume`` (z, y, x) with their affines to source voxel indices.
+
+    Each crop is ``round(scale * patch)`` voxels (scale ~ U(scale_range), drawn per view), the two
+    crops overlap by at least ``min_overlap`` of the smaller crop's volume (rejection sampling;
+    after ``max_tries`` the second crop is centred on the first), each view is flipped along each
+    axis with probability ``flip_p`` and, with ``rotate``, turned by a random multiple of 90 degrees
+    in the axial plane. Deterministic given ``rng``. No intensity augmentation here (see augment.py).
+    """
+    patch = tuple(int(p) for p in patch_size)
+    dim = np.asarray(volume.shape[-3:])
+    if pad_value is None:
+        pad_value = float(volume.min())
+    orientations, crops = [], []
+    for _ in range(2):
+        k = int(rng.integers(0, 4)) if rotate else 0
+        flips = tuple(bool(f) for f in rng.random(3) < flip_p)
+        r = orientation_matrix(flips, k)
+        q = np.abs(r) @ np.asarray(patch, dtype=np.float64)
+        scale = rng.uniform(*scale_range)
+        orientations.append(r)
+        crops.append(np.maximum(np.round(scale * q).astype(int), 1))
+    o_a = _random_offset(rng, dim, crops[0])
+    o_b = None
+    for _ in range(max_tries):
+        lo = np.maximum(np.minimum(0, dim - crops[1]), o_a - crops[1] + 1)
+        hi = np.minimum(np.maximum(0, dim - crops[1]), o_a + crops[0] - 1)
+        cand = np.array([rng.integers(a, max(a, b) + 1) for a, b in zip(lo, hi, strict=True)])
+        if _overlap_fraction(o_a, crops[0], cand, crops[1]) >= min_overlap:
+            o_b = cand
+            break
+    if o_b is None:
+        o_b = o_a + (crops[0] - crops[1]) // 2
+    affines = [view_affine(o, c, patch, r) for o, c, r in zip((o_a, o_b), crops, orientations, strict=True)]
+    images = sample_through_affines(volume, affines, patch, pad_value)
+    return tuple(View(img, torch.from_numpy(a)) for img, a in zip(images, affines, strict=True))  # type: ignore[return-value]
