@@ -1,0 +1,77 @@
+"""Shared fixtures: the real data folder and a Hugging Face cache laid out as huggingface_hub lays it out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import pgl_zoo
+from pgl_zoo.cards import PUBLISHED
+from pgl_zoo.nets import build_unet
+from pgl_zoo.registry import _CARDS
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"real data folder {DATA_DIR} is absent (it sits beside the checkout in CI)")
+    return DATA_DIR
+
+
+def lay_out_hf_cache(cache_dir: Path, repo_id: str, revision: str, files: dict[str, Path]) -> Path:
+    """Place ``files`` in ``cache_dir`` exactly as ``hf_hub_download`` stores a model repo.
+
+    models--ORG--NAME/blobs/<sha256> holds the bytes, snapshots/<revision>/<file> is a relative
+    symlink to the blob, refs/main names the revision. Returns the snapshot folder.
+    """
+    from pgl_zoo.hashing import sha256_file
+
+    repo_dir = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    snapshot = repo_dir / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        etag = sha256_file(source)
+        shutil.copyfile(source, repo_dir / "blobs" / etag)
+        os.symlink(os.path.join("..", "..", "blobs", etag), snapshot / name)
+    (repo_dir / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def trained_unet(seed: int = 0):
+    torch.manual_seed(seed)
+    net = build_unet(pgl_zoo.get_card("pgl-ct-tiny").arch, num_classes=2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # no longer the initialisation
+    return net
+
+
+@pytest.fixture
+def saved(tmp_path):
+    net = trained_unet()
+    card = pgl_zoo.get_card("pgl-ct-tiny")
+    folder = pgl_zoo.save_pretrained(net.state_dict(), card, tmp_path / "saved")
+    return net, folder
+
+
+@pytest.fixture
+def published_card(saved):
+    """A registered card as a published entry would be: hub repo, pinned revision, sha256."""
+    _, folder = saved
+    saved_card = pgl_zoo.ModelCard.from_json_file(folder / "card.json")
+    card = saved_card.replace(name="test-published", status=PUBLISHED, hub_repo_id="pgl-test/test-published",
+                              revision=REVISION)
+    _CARDS[card.name] = card
+    yield card
+    del _CARDS[card.name]

@@ -1,0 +1,86 @@
+"""Every registered card is complete and sane; cards round-trip through JSON; listing needs no torch."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+import pgl_zoo
+from pgl_zoo.cards import NORMALIZATIONS, STATUSES, ModelCard, Preprocessing
+
+NAMES = pgl_zoo.list_models()
+
+
+def test_registry_has_the_required_models():
+    assert {"pgl-ct", "pgl-ct-tiny"} <= set(NAMES)
+    assert NAMES == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_card_schema(name):
+    card = pgl_zoo.get_card(name)
+    assert card.name == name
+    assert card.status in STATUSES
+    assert card.summary and card.modality and card.license and "xie2020pgl" in card.citation
+    arch = card.arch
+    n = len(arch["widths"])
+    assert n >= 2 and len(arch["blocks"]) == n and len(arch["strides"]) == n
+    assert all(isinstance(w, int) and w > 0 for w in arch["widths"])
+    assert all(len(s) == 3 and all(v in (1, 2) for v in s) for s in arch["strides"])
+    assert arch["in_channels"] == card.in_channels >= 1
+    prep = card.preprocessing
+    assert prep.normalization in NORMALIZATIONS
+    if prep.spacing_xyz_mm is not None:
+        assert len(prep.spacing_xyz_mm) == 3 and all(0.1 <= s <= 10 for s in prep.spacing_xyz_mm)
+    if card.modality == "CT":
+        low, high = prep.window
+        assert -1200 <= low < high <= 3000
+    # the patch must be divisible by the network's total stride
+    total = [1, 1, 1]
+    for stride in arch["strides"]:
+        total = [t * s for t, s in zip(total, stride, strict=False)]
+    assert all(p % t == 0 for p, t in zip(card.patch_size_zyx, total, strict=False))
+    assert "encoder" in card.contents
+    if card.has_weights:
+        assert re.fullmatch(r"[0-9a-f]{64}", card.sha256 or "")
+        if card.status == "published":
+            assert card.hub_repo_id and re.fullmatch(r"[0-9a-f]{40}", card.revision or "")
+    else:
+        assert card.sha256 is None
+        assert "recipe" in card.training, "an unpublished card says how its weights would be trained"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_card_json_round_trip(name):
+    card = pgl_zoo.get_card(name)
+    again = ModelCard.from_dict(__import__("json").loads(card.to_json()))
+    assert again == card
+
+
+def test_preprocessing_validates():
+    with pytest.raises(ValueError):
+        Preprocessing(normalization="percentile")
+    with pytest.raises(ValueError):
+        Preprocessing(window=None, normalization="minmax")
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(pgl_zoo.UnknownModelError, match="pgl-ct-tiny"):
+        pgl_zoo.get_card("pgl-mri")
+
+
+def test_list_and_info_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "from pgl_zoo.cli import main\n"
+        "main(['list'])\n"
+        "main(['info', 'pgl-ct'])\n"
+        "import pgl_zoo; pgl_zoo.list_models(); pgl_zoo.get_card('pgl-ct')\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "pgl-ct-tiny" in result.stdout and "not yet published" in result.stdout

@@ -1,0 +1,94 @@
+"""The zoo commands: list, info, download (offline, from a Hugging Face cache), push --dry-run, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REVISION, lay_out_hf_cache
+
+import pgl_zoo
+from pgl_zoo.cli import main
+
+
+def run_cli(*args: str, env=None):
+    return subprocess.run([sys.executable, "-m", "pgl_zoo.cli", *args], capture_output=True, text=True, env=env)
+
+
+def call(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_info_json_is_the_card(capsys):
+    code, out, _ = call(capsys, "info", "pgl-ct", "--json")
+    assert code == 0
+    assert pgl_zoo.ModelCard.from_dict(json.loads(out)) == pgl_zoo.get_card("pgl-ct")
+    code, out, _ = call(capsys, "info", "pgl-ct")
+    assert "status: not yet published" in out and "recipe: pgl-zoo pretrain" in out and "window" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["info", "pgl-nope"], "error: unknown model 'pgl-nope'; known models: pgl-ct, pgl-ct-tiny"),
+        (["download", "--model", "pgl-ct"], "error: pgl-ct: weights not yet published"),
+        (["download", "--all"], "Error: no registered model has weights to download yet"),
+        (["push", "/nonexistent-folder", "--repo-id", "a/b", "--dry-run"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(args, message):
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith(("error", "Error"))]) == 1
+
+
+def test_download_offline_from_cache_into_a_portable_folder(saved, published_card, tmp_path, capsys, monkeypatch):
+    net, folder = saved
+    cache = tmp_path / "hf-cache"
+    lay_out_hf_cache(cache, published_card.hub_repo_id, REVISION, {"model.safetensors": folder / "model.safetensors"})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after the test; --offline overrides it
+    code, out, err = call(capsys, "--offline", "download", "--model", "test-published", "--cache-dir", str(cache),
+                          "--local-dir", str(tmp_path / "usb"))
+    assert code == 0, err
+    assert "sha256 verified" in out
+    portable = tmp_path / "usb" / "test-published"
+    encoder = pgl_zoo.load_pgl_encoder(str(portable))
+    for key, value in net.encoder.state_dict().items():
+        assert torch.equal(encoder.state_dict()[key], value)
+    assert encoder.load_report.sha256_verified
+
+
+def test_download_refuses_a_corrupted_cache_entry(saved, published_card, tmp_path, capsys, monkeypatch):
+    _, folder = saved
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((folder / "model.safetensors").read_bytes()[:-1] + b"\0")
+    cache = tmp_path / "hf-cache"
+    lay_out_hf_cache(cache, published_card.hub_repo_id, REVISION, {"model.safetensors": bad})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = call(capsys, "download", "--model", "test-published", "--cache-dir", str(cache))
+    assert code == 1 and "sha256 mismatch" in err and published_card.sha256 in err
+
+
+def test_push_dry_run_cli(saved, capsys):
+    _, folder = saved
+    code, out, _ = call(capsys, "push", str(folder), "--repo-id", "lab/x", "--dry-run")
+    assert code == 0
+    assert [line.split()[2] for line in out.splitlines()] == ["model.safetensors", "card.json", "README.md"]
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("list", "info", "download", "push"):
+        assert f"  {command}" in result.stdout

@@ -1,0 +1,219 @@
+"""Weights round-trip bit-identically from every source, checksums are enforced, load reports are right."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REVISION, lay_out_hf_cache, trained_unet
+from safetensors.torch import load_file, save_file
+
+import pgl_zoo
+from pgl_zoo import weights as W
+from pgl_zoo.nets import build_unet
+
+
+def _assert_encoder_equal(encoder, net):
+    own = encoder.state_dict()
+    ref = net.encoder.state_dict()
+    assert list(own) == list(ref)
+    for key in own:
+        assert torch.equal(own[key], ref[key]), key
+
+
+def test_saved_folder_layout_and_file_contents(saved):
+    net, folder = saved
+    assert sorted(os.listdir(folder)) == ["README.md", "card.json", "model.safetensors"]
+    card = json.loads((folder / "card.json").read_text())
+    assert card["sha256"] == W.sha256_file(folder / "model.safetensors")
+    tensors = load_file(str(folder / "model.safetensors"))
+    assert all(k.startswith("encoder.") for k in tensors)  # the card's contents: encoder only
+    for key, value in tensors.items():
+        assert torch.equal(value, net.state_dict()[key])
+    readme = (folder / "README.md").read_text()
+    assert readme.startswith("---\nlicense: apache-2.0\nlibrary_name: pgl-zoo\n")
+    assert card["sha256"] in readme and "load_pgl_encoder" in readme
+
+
+def test_load_from_explicit_file_and_folder(saved):
+    net, folder = saved
+    for source in (folder, folder / "model.safetensors"):
+        encoder = pgl_zoo.load_pgl_encoder("pgl-ct-tiny", weights=source)
+        _assert_encoder_equal(encoder, net)
+        report = encoder.load_report
+        assert report.sha256_verified and report.complete and report.encoder_fraction == 1.0
+    # a saved folder can also be named directly
+    _assert_encoder_equal(pgl_zoo.load_pgl_encoder(str(folder)), net)
+
+
+def test_load_from_hf_cache_offline(saved, published_card, tmp_path):
+    net, folder = saved
+    cache = tmp_path / "hf-cache"
+    lay_out_hf_cache(cache, published_card.hub_repo_id, REVISION, {"model.safetensors": folder / "model.safetensors"})
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        encoder = pgl_zoo.load_pgl_encoder("test-published", cache_dir=cache)
+    finally:
+        del os.environ["HF_HUB_OFFLINE"]
+    _assert_encoder_equal(encoder, net)
+    assert encoder.load_report.source == "huggingface"
+    assert str(cache) in encoder.load_report.path
+
+
+def test_hf_cache_in_a_fresh_process_with_hf_env(saved, published_card, tmp_path):
+    """HF_HUB_OFFLINE and HF_HUB_CACHE set before import, as a user on an air-gapped machine would."""
+    net, folder = saved
+    cache = tmp_path / "hf-cache"
+    lay_out_hf_cache(cache, published_card.hub_repo_id, REVISION, {"model.safetensors": folder / "model.safetensors"})
+    code = (
+        "import json, sys, torch, pgl_zoo\n"
+        "from pgl_zoo.registry import register\n"
+        "register(pgl_zoo.ModelCard.from_dict(json.loads(sys.argv[1])))\n"
+        "enc = pgl_zoo.load_pgl_encoder('test-published')\n"
+        "print(enc.load_report.path)\n"
+        "torch.save(enc.state_dict(), sys.argv[2])\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
+    out = tmp_path / "state.pt"
+    result = subprocess.run([sys.executable, "-c", code, published_card.to_json(), str(out)], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert str(cache) in result.stdout
+    state = torch.load(out, weights_only=True)
+    for key, value in net.encoder.state_dict().items():
+        assert torch.equal(state[key], value)
+
+
+def test_offline_and_not_in_cache_is_a_clear_error(published_card, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(pgl_zoo.WeightsNotAvailableError, match="not in the Hugging Face cache and offline"):
+        pgl_zoo.load_pgl_encoder("test-published", cache_dir=tmp_path / "empty")
+
+
+def test_load_from_bundled_location(saved, monkeypatch, tmp_path):
+    net, folder = saved
+    bundled = tmp_path / "bundled"
+    shutil.copytree(folder, bundled / "pgl-ct-tiny")
+    monkeypatch.setattr(W, "BUNDLED_DIR", bundled)
+    encoder = pgl_zoo.load_pgl_encoder("pgl-ct-tiny")
+    assert encoder.load_report.source == "bundled"
+    _assert_encoder_equal(encoder, net)
+
+
+def test_load_from_portable_folder_env(saved, monkeypatch, tmp_path):
+    net, folder = saved
+    shutil.copytree(folder, tmp_path / "usb" / "pgl-ct-tiny")
+    monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "usb"))
+    encoder = pgl_zoo.load_pgl_encoder("pgl-ct-tiny")
+    assert encoder.load_report.source == "$PGL_ZOO_WEIGHTS"
+    _assert_encoder_equal(encoder, net)
+
+
+def test_one_flipped_byte_is_refused(saved):
+    _, folder = saved
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    expected = json.loads((folder / "card.json").read_text())["sha256"]
+    with pytest.raises(pgl_zoo.ChecksumError) as info:
+        pgl_zoo.load_pgl_encoder("pgl-ct-tiny", weights=folder)
+    message = str(info.value)
+    assert str(path) in message and expected in message and W.sha256_file(path) in message
+
+
+def test_unpublished_card_refuses_pretrained_and_never_returns_random_weights():
+    with pytest.raises(pgl_zoo.WeightsNotAvailableError, match="pgl-ct: weights not yet published"):
+        pgl_zoo.load_pgl_encoder("pgl-ct")
+    with pytest.raises(pgl_zoo.WeightsNotAvailableError):
+        pgl_zoo.pgl_unet3d(3, encoder="pgl-ct")
+
+
+def test_unet_load_report_names_decoder_and_head_as_not_from_weights(saved):
+    net, folder = saved
+    seg = pgl_zoo.pgl_unet3d(4, encoder=str(folder))
+    report = seg.load_report
+    assert report.encoder_fraction == 1.0 and report.complete
+    assert set(report.not_from_weights) == {k for k in seg.state_dict() if not k.startswith("encoder.")}
+    assert any(k.startswith("decoder.") for k in report.not_from_weights)
+    assert "head.weight" in report.not_from_weights
+    x = torch.randn(1, 1, 16, 16, 16)
+    encoder = pgl_zoo.load_pgl_encoder(str(folder)).eval()
+    with torch.no_grad():
+        for a, b in zip(encoder(x), seg.eval().forward_features(x)[0], strict=True):
+            assert torch.equal(a, b)
+
+
+def test_decoder_is_loaded_when_the_file_has_one(tmp_path):
+    net = trained_unet(1)
+    card = pgl_zoo.get_card("pgl-ct-tiny").replace(contents=("encoder", "decoder"))
+    folder = pgl_zoo.save_pretrained(net.state_dict(), card, tmp_path / "with-decoder")
+    seg = pgl_zoo.pgl_unet3d(5, encoder=str(folder))
+    assert set(seg.load_report.not_from_weights) == {"head.weight", "head.bias"}
+    for key, value in net.decoder.state_dict().items():
+        assert torch.equal(seg.decoder.state_dict()[key], value)
+
+
+def test_in_channels_adaptation_is_reported(saved):
+    _, folder = saved
+    seg = pgl_zoo.pgl_unet3d(2, encoder=str(folder), in_channels=3)
+    assert seg.encoder.stem.conv.weight.shape[1] == 3
+    assert seg.load_report.adapted and seg.load_report.encoder_fraction == 1.0
+
+
+def test_strict_loading_refuses_a_file_for_another_architecture(tmp_path):
+    net = build_unet(pgl_zoo.get_card("pgl-ct-tiny").arch, 2)
+    state = {k: v for k, v in net.state_dict().items() if k.startswith("encoder.")}
+    state["encoder.stages.3.0.conv1.weight"] = torch.zeros(1, 1, 1, 1, 1)
+    del state["encoder.stages.3.0.conv2.weight"]
+    save_file(state, str(tmp_path / "odd.safetensors"))
+    with pytest.raises(pgl_zoo.LoadError, match="missing: 1.*mismatched: 1"):
+        pgl_zoo.load_pgl_encoder("pgl-ct-tiny", weights=tmp_path / "odd.safetensors")
+    loose = pgl_zoo.load_pgl_encoder("pgl-ct-tiny", weights=tmp_path / "odd.safetensors", strict=False)
+    sizes = {k: v.numel() for k, v in net.encoder.state_dict().items()}
+    lost = sizes["stages.3.0.conv1.weight"] + sizes["stages.3.0.conv2.weight"]
+    assert loose.load_report.encoder_fraction == pytest.approx(1 - lost / sum(sizes.values()))
+    assert not loose.load_report.sha256_verified  # a bare file has no recorded digest
+
+
+def test_pickle_weights_are_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"a": torch.zeros(1)}, path)
+    with pytest.raises(pgl_zoo.LoadError, match="only .safetensors"):
+        pgl_zoo.load_pgl_encoder("pgl-ct-tiny", weights=path)
+
+
+def test_push_dry_run_lists_files_and_touches_no_network(saved):
+    _, folder = saved
+    result = pgl_zoo.push_to_hub(folder, "my-lab/pgl-test", dry_run=True)
+    assert [f["file"] for f in result["files"]] == ["model.safetensors", "card.json", "README.md"]
+    assert result["files"][0]["sha256"] == json.loads((folder / "card.json").read_text())["sha256"]
+
+
+def test_push_refuses_a_corrupted_folder(saved):
+    _, folder = saved
+    (folder / "model.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(pgl_zoo.ChecksumError):
+        pgl_zoo.push_to_hub(folder, "my-lab/pgl-test", dry_run=True)
+
+
+def test_save_is_atomic_an_interrupted_save_keeps_the_old_file(saved, monkeypatch):
+    net, folder = saved
+    before = (folder / "model.safetensors").read_bytes()
+
+    def broken_save(tensors, path, metadata=None):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(W, "save_file", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        pgl_zoo.save_pretrained(trained_unet(3).state_dict(), pgl_zoo.get_card("pgl-ct-tiny"), folder)
+    assert (folder / "model.safetensors").read_bytes() == before
+    assert sorted(os.listdir(folder)) == ["README.md", "card.json", "model.safetensors"]
+    _assert_encoder_equal(pgl_zoo.load_pgl_encoder(str(folder)), net)
