@@ -1,0 +1,112 @@
+"""Options of a fine-tuning run (shared by the Python function and ``pgl-zoo finetune``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..cards import Preprocessing
+from ..errors import PglZooError
+from .data import CasePair
+
+NATIVE = "native"  # spacing override: keep each scan's own spacing
+NO_WINDOW = "none"  # window override: clip nothing
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything :func:`pgl_zoo.finetune.finetune` needs. Sizes are (z, y, x) voxels, spacings (x, y, z) mm.
+
+    Data: ``data`` (an MSD / nnU-Net folder or a CSV of image,label) or ``cases`` (explicit pairs).
+    ``train_cases`` / ``val_cases`` pick cases by name (the fixed split of a study); otherwise
+    ``val_fraction`` of the cases (at least one) are held out by a shuffle seeded with ``split_seed``,
+    independent of ``seed`` so that runs with different seeds share the split.
+
+    Network: ``encoder`` is a zoo name or a folder with card.json (pretrained), or None to train
+    from scratch on the architecture of ``architecture`` (default: the encoder's, else "pgl-ct").
+
+    Preprocessing overrides of the encoder card's: ``spacing_xyz_mm`` (a triple, or "native"),
+    ``window`` (a (low, high) pair, or "none"), ``normalization`` ("zscore", "minmax", "none").
+    ``modality`` (e.g. "MRI") replaces the card's in the exported card.
+    The preprocessing actually used is stored in the exported card so that ``segment`` repeats it.
+
+    Schedule: ``epochs`` of ``steps_per_epoch`` optimiser steps on batches of ``batch_size``
+    random patches (``foreground_probability`` of them centred on a labelled voxel); AdamW with a
+    linear warm-up over ``warmup_steps`` (default: one epoch, at most 10 % of all steps) then cosine
+    decay to 0. ``freeze_encoder_epochs`` keeps the encoder fixed for the first epochs;
+    ``layer_decay`` < 1 scales encoder stage ``i`` of ``n`` by ``layer_decay ** (n - i)``.
+    """
+
+    out: str | Path
+    num_classes: int
+    data: str | Path | None = None
+    cases: Sequence[CasePair] | None = None
+    train_cases: Sequence[str] | None = None
+    val_cases: Sequence[str] | None = None
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    encoder: str | Path | None = "pgl-ct"
+    architecture: str | Path | None = None
+    label_names: dict[str, str] | None = None
+    spacing_xyz_mm: tuple[float, float, float] | str | None = None
+    window: tuple[float, float] | str | None = None
+    normalization: str | None = None
+    patch_size_zyx: tuple[int, int, int] | None = None
+    epochs: int = 50
+    steps_per_epoch: int = 50
+    batch_size: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int | None = None
+    freeze_encoder_epochs: int = 0
+    layer_decay: float = 1.0
+    foreground_probability: float = 0.33
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+    seed: int = 0
+    resume: bool = False
+    progress: bool = True
+    device: str = "cpu"
+    name: str | None = None
+    modality: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.cases is None):
+            raise PglZooError("give exactly one of data (a folder or CSV) and cases (explicit pairs)")
+        if self.num_classes < 2:
+            raise PglZooError(f"num_classes must be at least 2 (background + one class), got {self.num_classes}")
+        if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 1:
+            raise PglZooError("epochs, steps_per_epoch and batch_size must be positive")
+        if not 0 < self.layer_decay <= 1:
+            raise PglZooError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if isinstance(self.encoder, str) and self.encoder.strip().lower() in ("", "none", "scratch"):
+            self.encoder = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["cases"] = [{k: str(v) for k, v in asdict(c).items()} for c in self.cases] if self.cases else None
+        return json.dumps(data, indent=2, default=str) + "\n"
+
+
+def resolve_preprocessing(base: Preprocessing, config: FinetuneConfig) -> Preprocessing:
+    """The card's preprocessing with the config's overrides applied."""
+    spacing = base.spacing_xyz_mm
+    if config.spacing_xyz_mm is not None:
+        spacing = None if config.spacing_xyz_mm == NATIVE else tuple(float(s) for s in config.spacing_xyz_mm)
+    window = base.window
+    if config.window is not None:
+        window = None if config.window == NO_WINDOW else tuple(float(w) for w in config.window)
+    normalization = config.normalization or base.normalization
+    try:
+        return Preprocessing(spacing_xyz_mm=spacing, orientation=base.orientation, window=window,
+                             normalization=normalization)
+    except ValueError as exc:
+        raise PglZooError(f"invalid preprocessing: {exc}") from None

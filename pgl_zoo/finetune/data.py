@@ -1,0 +1,216 @@
+"""Labelled data sets for fine-tuning: finding image/label pairs, checking and preprocessing them, patches.
+
+Layouts understood by :func:`find_cases`:
+
+* Medical Segmentation Decathlon: ``DIR/imagesTr/NAME.nii.gz`` with ``DIR/labelsTr/NAME.nii.gz``;
+* nnU-Net: ``DIR/imagesTr/NAME_0000.nii.gz`` with ``DIR/labelsTr/NAME.nii.gz`` (single channel);
+* a CSV file with ``image,label`` columns (header optional), paths relative to the CSV's folder.
+
+An optional ``DIR/dataset.json`` gives label names (MSD ``{"0": "background", ...}`` or nnU-Net v2
+``{"background": 0, ...}``). Arrays are (z, y, x); spacings (x, y, z) in mm.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..cards import Preprocessing
+from ..errors import DataError
+from ..imaging import has_volume_suffix, preprocess_image, preprocess_label, read_image, strip_volume_suffix
+
+__all__ = [
+    "CasePair",
+    "Case",
+    "find_cases",
+    "read_label_names",
+    "check_same_geometry",
+    "load_case",
+    "load_cases",
+    "sample_patch",
+]
+
+GEOMETRY_TOLERANCE = 1e-3  # relative to the spacing, for spacing and origin; absolute for direction
+
+
+@dataclass(frozen=True)
+class CasePair:
+    """One labelled case on disk: an image file (or DICOM folder) and its label map."""
+
+    name: str
+    image: Path
+    label: Path
+
+
+@dataclass
+class Case:
+    """One preprocessed case in memory: ``image`` float32 (z, y, x), ``label`` int64 (z, y, x)."""
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+
+    @property
+    def foreground(self) -> np.ndarray:
+        """Flat indices of the voxels with a label other than 0 (cached)."""
+        cached = getattr(self, "_foreground", None)
+        if cached is None:
+            cached = np.flatnonzero(self.label)
+            self._foreground = cached
+        return cached
+
+
+def _case_name(path: Path) -> str:
+    return strip_volume_suffix(path.name)
+
+
+def _pairs_from_folder(root: Path) -> list[CasePair]:
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir() or not labels_dir.is_dir():
+        raise DataError(f"{root}: expected imagesTr/ and labelsTr/ folders (MSD / nnU-Net layout) or a CSV file")
+    labels = {_case_name(p): p for p in sorted(labels_dir.iterdir())
+              if has_volume_suffix(p.name) and not p.name.startswith(".")}
+    pairs: list[CasePair] = []
+    unmatched: list[str] = []
+    for image in sorted(images_dir.iterdir()):
+        if image.name.startswith(".") or not has_volume_suffix(image.name):
+            continue
+        name = _case_name(image)
+        stem, _, channel = name.rpartition("_")
+        if name not in labels and len(channel) == 4 and channel.isdigit() and stem in labels:
+            if channel != "0000":
+                continue  # another channel of a multi-channel nnU-Net case: only channel 0000 is used
+            name = stem
+        if name not in labels:
+            unmatched.append(image.name)
+            continue
+        pairs.append(CasePair(name, image, labels[name]))
+    if unmatched:
+        raise DataError(f"{images_dir}: no label in {labels_dir} for {', '.join(unmatched[:3])}"
+                        + (f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else ""))
+    return pairs
+
+
+def _pairs_from_csv(path: Path) -> list[CasePair]:
+    try:
+        rows = [row for row in csv.reader(path.read_text().splitlines()) if row and any(c.strip() for c in row)]
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["image", "label"]:
+        rows = rows[1:]
+    pairs = []
+    for number, row in enumerate(rows, start=1):
+        if len(row) < 2:
+            raise DataError(f"{path}: row {number} needs two columns image,label, got {row}")
+        image, label = (path.parent / row[0].strip()), (path.parent / row[1].strip())
+        pairs.append(CasePair(_case_name(image), image, label))
+    return pairs
+
+
+def find_cases(data: str | Path) -> list[CasePair]:
+    """The image/label pairs of a data set folder (MSD / nnU-Net layout) or CSV file, sorted by name.
+
+    Raises DataError naming the folder when it holds no case, or an image without a label.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data}: no such file or folder")
+    pairs = _pairs_from_csv(data) if data.is_file() else _pairs_from_folder(data)
+    if not pairs:
+        raise DataError(f"{data}: no labelled cases found")
+    names = [p.name for p in pairs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"{data}: case names occur more than once: {', '.join(duplicates[:5])}")
+    return sorted(pairs, key=lambda p: p.name)
+
+
+def read_label_names(data: str | Path) -> dict[str, str] | None:
+    """Label names ``{"0": "background", "1": ...}`` from ``dataset.json`` beside the data, if any."""
+    data = Path(data)
+    path = (data if data.is_dir() else data.parent) / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        labels = json.loads(path.read_text()).get("labels")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(labels, dict):
+        return None
+    out: dict[str, str] = {}
+    for key, value in labels.items():
+        if str(key).lstrip("-").isdigit():  # MSD: index -> name
+            out[str(int(key))] = str(value)
+        elif isinstance(value, int):  # nnU-Net v2: name -> index
+            out[str(value)] = str(key)
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0]))) or None
+
+
+def check_same_geometry(image: sitk.Image, label: sitk.Image, image_path: Path, label_path: Path) -> None:
+    """Raise DataError naming both files unless size, spacing, origin and direction agree."""
+    problems = []
+    if image.GetSize() != label.GetSize():
+        problems.append(f"size {image.GetSize()} vs {label.GetSize()}")
+    spacing = np.asarray(image.GetSpacing())
+    tol = GEOMETRY_TOLERANCE * float(spacing.min())
+    if not np.allclose(spacing, label.GetSpacing(), rtol=GEOMETRY_TOLERANCE, atol=0):
+        problems.append(f"spacing {image.GetSpacing()} vs {label.GetSpacing()}")
+    if not np.allclose(image.GetOrigin(), label.GetOrigin(), rtol=0, atol=max(tol, 1e-4)):
+        problems.append(f"origin {image.GetOrigin()} vs {label.GetOrigin()}")
+    if not np.allclose(image.GetDirection(), label.GetDirection(), rtol=0, atol=GEOMETRY_TOLERANCE):
+        problems.append("direction differs")
+    if problems:
+        raise DataError(f"{label_path} does not match the geometry of {image_path}: {'; '.join(problems)}")
+
+
+def load_case(pair: CasePair, prep: Preprocessing, num_classes: int) -> Case:
+    """Read, check and preprocess one pair: intensities as ``prep`` says, label by nearest neighbour.
+
+    Raises DataError when the geometries differ or a label value is not in 0..num_classes-1.
+    """
+    image = read_image(pair.image)
+    label = read_image(pair.label)
+    check_same_geometry(image, label, pair.image, pair.label)
+    raw = sitk.GetArrayViewFromImage(label)
+    low, high = raw.min(), raw.max()
+    if high >= num_classes or low < 0:
+        bad = high if high >= num_classes else low
+        raise DataError(f"{pair.label}: label value {bad:g} outside 0..{num_classes - 1} (num_classes={num_classes})")
+    if np.issubdtype(raw.dtype, np.floating) and not np.array_equal(raw, np.round(raw)):
+        raise DataError(f"{pair.label}: label map has non-integer values")
+    prepared = preprocess_image(image, prep)
+    return Case(pair.name, prepared.array, preprocess_label(label, prepared.grid))
+
+
+def load_cases(pairs: Sequence[CasePair], prep: Preprocessing, num_classes: int) -> list[Case]:
+    """:func:`load_case` for every pair (all kept in memory)."""
+    return [load_case(pair, prep, num_classes) for pair in pairs]
+
+
+def _pad_to(array: np.ndarray, shape: Sequence[int], value: float) -> np.ndarray:
+    pad = [(0, max(0, s - n)) for n, s in zip(array.shape, shape, strict=True)]
+    return np.pad(array, pad, constant_values=value) if any(p[1] for p in pad) else array
+
+
+def sample_patch(
+    case: Case, patch_zyx: Sequence[int], rng: np.random.Generator, foreground_probability: float = 0.33
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random (image, label) patch of ``patch_zyx`` voxels; with ``foreground_probability`` it is
+    centred (up to the volume edge) on a random labelled voxel. Volumes smaller than the patch are
+    padded at the far end (image with its minimum, label with 0)."""
+    image = _pad_to(case.image, patch_zyx, float(case.image.min()))
+    label = _pad_to(case.label, patch_zyx, 0)
+    shape = image.shape
+    if case.foreground.size and rng.random() < foreground_probability:
+        centre = np.unravel_index(case.foreground[rng.integers(case.foreground.size)], case.label.shape)
+        start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch_zyx, shape, strict=True)]
+    else:
+        start = [int(rng.integers(0, s - p + 1)) for p, s in zip(patch_zyx, shape, strict=True)]
+    window = tuple(slice(s, s + p) for s, p in zip(start, patch_zyx, strict=True))
+    return image[window], label[window]

@@ -1,0 +1,47 @@
+"""Trained segmentation networks as zoo entries: export a run's weights, and load a run or entry back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..cards import PUBLISHED, ModelCard
+
+__all__ = ["export_segmentation_model", "resolve_model_folder", "load_model"]
+
+RUN_MODEL_DIR = "model"
+
+
+def export_segmentation_model(
+    state_dict: dict[str, torch.Tensor], card: ModelCard, num_classes: int, out_dir: str | os.PathLike
+) -> Path:
+    """Write a segmentation network (encoder + decoder + head) like a zoo entry: safetensors + card.
+
+    The card is marked as a segmentation model with ``num_classes`` classes; its preprocessing,
+    patch size and label names should be those the network was trained with. Returns the folder,
+    which ``load_model`` / ``pgl_zoo.load_segmentation_model`` / ``pgl-zoo segment --model`` accept.
+    """
+    from ..weights import save_pretrained
+
+    card = card.replace(
+        status=PUBLISHED, task="segmentation", contents=("encoder", "decoder", "head"),
+        num_classes=int(num_classes), sha256=None, hub_repo_id=None, revision=None,
+    )
+    return save_pretrained(state_dict, card, out_dir)
+
+
+def resolve_model_folder(model: str | os.PathLike) -> str | Path:
+    """A run folder (holding ``model/card.json``) gives its exported model folder; anything else as is."""
+    path = Path(model).expanduser()
+    if path.is_dir() and not (path / "card.json").is_file() and (path / RUN_MODEL_DIR / "card.json").is_file():
+        return path / RUN_MODEL_DIR
+    return model
+
+
+def load_model(model: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
+    """A segmentation network and its card from a run folder, an exported folder or a zoo name (Hub)."""
+    from ..api import load_segmentation_model
+
+    return load_segmentation_model(resolve_model_folder(model), map_location=device)

@@ -1,0 +1,220 @@
+"""Sliding-window prediction with Gaussian blending, and segmenting a volume end to end.
+
+Axis order: arrays and tensors are (z, y, x) (with leading (N, C) for tensors); SimpleITK sizes and
+spacings are (x, y, z) in millimetres. Window sizes (``roi_zyx``) are in voxels of the preprocessed grid.
+
+The window placement, the Gaussian importance map and the padding of inputs smaller than the window
+replicate MONAI's ``sliding_window_inference(..., mode="gaussian", sigma_scale=0.125)`` so that both
+give the same output (to float rounding); this implementation preallocates the window batch, runs under
+``torch.inference_mode`` and accumulates in place.
+
+Example:
+    >>> logits = sliding_window_predict(net, volume_ncdhw, roi_zyx=(32, 64, 64), overlap=0.5)
+    >>> label = segment_array(array_zyx, net, card, spacing_xyz_mm=(1.0, 1.0, 1.0))
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .cards import ModelCard
+from .imaging import preprocess_image, restore_label
+
+__all__ = [
+    "gaussian_importance_map",
+    "window_starts",
+    "sliding_window_predict",
+    "predict_label",
+    "segment_image",
+    "segment_array",
+]
+
+
+def gaussian_importance_map(roi_zyx: Sequence[int], sigma_scale: float = 0.125) -> Tensor:
+    """Separable Gaussian weights of one window, (z, y, x) float32, clamped below like MONAI's.
+
+    sigma along each axis is ``sigma_scale * size``; weights below ``max(min, 1e-3)`` are raised to it
+    (``monai.data.utils.compute_importance_map(mode="gaussian")``).
+    """
+    weights: Tensor | None = None
+    for i, n in enumerate(roi_zyx):
+        x = torch.arange(start=-(n - 1) / 2.0, end=(n - 1) / 2.0 + 1, dtype=torch.float)
+        x = torch.exp(x**2 / (-2 * (n * sigma_scale) ** 2))
+        weights = x if weights is None else weights.unsqueeze(-1) * x[(None,) * i]
+    assert weights is not None
+    floor = max(float(weights.min()), 1e-3)
+    return weights.clamp_(min=floor)
+
+
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Start indices of the windows along one axis (MONAI's placement; the last one ends at ``size``).
+
+    ``size`` must be >= ``roi`` (smaller inputs are padded first).
+    """
+    if roi >= size:
+        return [0]
+    interval = max(int(roi * (1 - overlap)), 1)
+    count = int(math.ceil(size / interval))
+    n = next((d for d in range(count) if d * interval + roi >= size), count - 1) + 1
+    return [i * interval - max(i * interval + roi - size, 0) for i in range(n)]
+
+
+def _pad_to_roi(x: Tensor, roi: Sequence[int]) -> tuple[Tensor, list[slice]]:
+    """Pad (half before, rest after, zeros) spatial axes shorter than the window, as MONAI does."""
+    pad: list[int] = []
+    crop: list[slice] = []
+    for n, r in zip(x.shape[2:], roi, strict=True):
+        diff = max(r - n, 0)
+        crop.append(slice(diff // 2, diff // 2 + n))
+    for k in range(x.ndim - 1, 1, -1):  # F.pad order: last axis first
+        diff = max(roi[k - 2] - x.shape[k], 0)
+        pad.extend([diff // 2, diff - diff // 2])
+    if any(pad):
+        x = F.pad(x, pad)
+    return x, crop
+
+
+def sliding_window_predict(
+    network: Callable[[Tensor], Tensor],
+    volume: Tensor,
+    roi_zyx: Sequence[int],
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    sigma_scale: float = 0.125,
+    progress: bool = False,
+) -> Tensor:
+    """Blend the network's outputs over overlapping windows with Gaussian weights.
+
+    Args:
+        network: maps (B, C, *roi_zyx) to (B, K, *roi_zyx) (e.g. logits).
+        volume: (N, C, z, y, x) float tensor, already preprocessed.
+        roi_zyx: window size (z, y, x) in voxels.
+        overlap: fraction of the window shared by neighbouring windows, in [0, 1).
+        sw_batch_size: windows per forward pass.
+        sigma_scale: Gaussian sigma as a fraction of the window size.
+        progress: show a tqdm bar over window batches.
+
+    Returns:
+        (N, K, z, y, x) float32: the weighted average of the window outputs at every voxel.
+    """
+    if volume.ndim != 5:
+        raise ValueError(f"volume must be (N, C, z, y, x), got shape {tuple(volume.shape)}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    roi = tuple(int(r) for r in roi_zyx)
+    volume, crop = _pad_to_roi(volume.float(), roi)
+    n_images, channels = volume.shape[:2]
+    size = tuple(volume.shape[2:])
+    starts = list(itertools.product(*(window_starts(s, r, overlap) for s, r in zip(size, roi, strict=True))))
+    weight = gaussian_importance_map(roi, sigma_scale).to(volume.device)
+    count = torch.zeros(size, dtype=torch.float32, device=volume.device)
+    for z, y, x in starts:
+        count[z : z + roi[0], y : y + roi[1], x : x + roi[2]] += weight
+    jobs = [(b, s) for b in range(n_images) for s in starts]
+    batches = range(0, len(jobs), sw_batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="windows", unit="batch", leave=False)
+    output: Tensor | None = None
+    buffer = torch.empty((min(sw_batch_size, len(jobs)), channels, *roi), dtype=volume.dtype,
+                         device=volume.device)
+    with torch.inference_mode():
+        for first in batches:
+            chunk = jobs[first : first + sw_batch_size]
+            for i, (b, (z, y, x)) in enumerate(chunk):
+                buffer[i].copy_(volume[b, :, z : z + roi[0], y : y + roi[1], x : x + roi[2]])
+            result = network(buffer[: len(chunk)])
+            if output is None:
+                output = torch.zeros((n_images, result.shape[1], *size), dtype=torch.float32,
+                                     device=volume.device)
+            for i, (b, (z, y, x)) in enumerate(chunk):
+                output[b, :, z : z + roi[0], y : y + roi[1], x : x + roi[2]].addcmul_(result[i], weight)
+        assert output is not None
+        output.div_(count)
+    if any(c.start != 0 or c.stop != s for c, s in zip(crop, size, strict=True)):
+        output = output[(slice(None), slice(None), *crop)]
+    return output
+
+
+def _model_device(network: torch.nn.Module) -> torch.device:
+    try:
+        return next(network.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def predict_label(
+    network: torch.nn.Module,
+    array_zyx: np.ndarray,
+    roi_zyx: Sequence[int],
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    progress: bool = False,
+) -> np.ndarray:
+    """Label map (z, y, x) uint8/uint16 of one preprocessed single-channel volume: argmax of the blend."""
+    was_training = network.training
+    network.eval()
+    try:
+        device = _model_device(network)
+        volume = torch.from_numpy(np.ascontiguousarray(array_zyx, dtype=np.float32))[None, None].to(device)
+        logits = sliding_window_predict(network, volume, roi_zyx, overlap, sw_batch_size, progress=progress)
+        label = logits[0].argmax(0).cpu().numpy()
+    finally:
+        network.train(was_training)
+    return label.astype(np.uint8 if label.max(initial=0) < 256 else np.uint16)
+
+
+def segment_image(
+    image: sitk.Image,
+    network: torch.nn.Module,
+    card: ModelCard,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    roi_zyx: Sequence[int] | None = None,
+    progress: bool = False,
+) -> sitk.Image:
+    """Segment one scan: preprocess as the card says, predict, map back to the scan's exact geometry.
+
+    The result is an integer label image with the input's size, spacing, origin and direction.
+    ``roi_zyx`` defaults to the card's ``patch_size_zyx``.
+    """
+    prepared = preprocess_image(image, card.preprocessing)
+    roi = tuple(roi_zyx) if roi_zyx is not None else tuple(card.patch_size_zyx)
+    label = predict_label(network, prepared.array, roi, overlap, sw_batch_size, progress)
+    return restore_label(label, prepared.grid, prepared.original)
+
+
+def segment_array(
+    array_zyx: np.ndarray,
+    network: torch.nn.Module,
+    card: ModelCard,
+    spacing_xyz_mm: Sequence[float] = (1.0, 1.0, 1.0),
+    origin_xyz_mm: Sequence[float] = (0.0, 0.0, 0.0),
+    direction: Sequence[float] | None = None,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+) -> np.ndarray:
+    """Segment a raw (z, y, x) intensity array (scan units, e.g. HU) given its voxel geometry.
+
+    Same as :func:`segment_image` on an image built from the array; returns a (z, y, x) label array
+    of the input's shape (uint8, or uint16 with more than 255 classes).
+    """
+    array = np.asarray(array_zyx)
+    if array.ndim != 3:
+        raise ValueError(f"array must be 3D (z, y, x), got shape {array.shape}")
+    image = sitk.GetImageFromArray(array.astype(np.float32, copy=False))
+    image.SetSpacing(tuple(float(s) for s in spacing_xyz_mm))
+    image.SetOrigin(tuple(float(o) for o in origin_xyz_mm))
+    if direction is not None:
+        image.SetDirection(tuple(float(d) for d in direction))
+    label = segment_image(image, network, card, overlap, sw_batch_size)
+    return sitk.GetArrayFromImage(label)
