@@ -7,8 +7,11 @@ orders meet.
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +84,37 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
     return reader.Execute()
 
 
+def _nifti_shortfall(path: Path) -> str | None:
+    """Why a NIfTI file is incomplete, or None. ITK reads truncated NIfTI files without an error."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(540)
+            length = len(header) + sum(len(chunk) for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except (EOFError, OSError, zlib.error) as exc:
+        return f"compressed data is truncated or corrupt ({exc})"
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            dims = struct.unpack(endian + "8q", header[16:80])
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return "not a NIfTI header"
+    voxels = 1
+    for n in dims[1 : 1 + max(0, min(int(dims[0]), 7))]:
+        voxels *= max(int(n), 1)
+    expected = offset + voxels * bitpix // 8
+    if length < expected:
+        return f"file is truncated ({length} of {expected} bytes)"
+    return None
+
+
 def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
     """Read a 3D scalar volume: a NIfTI/NRRD/MHA/MHD file or a DICOM series folder.
 
@@ -95,6 +129,10 @@ def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
             image = _read_dicom_series(path, series_uid)
         else:
             image = sitk.ReadImage(str(path))
+            if path.name.lower().endswith((".nii", ".nii.gz")):
+                problem = _nifti_shortfall(path)
+                if problem:
+                    raise ImageReadError(f"{path}: {problem}")
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[-160:]
         raise ImageReadError(f"{path}: cannot be read as an image ({detail})") from None
