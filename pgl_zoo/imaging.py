@@ -134,8 +134,8 @@ def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
                 if problem:
                     raise ImageReadError(f"{path}: {problem}")
     except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[-160:]
-        raise ImageReadError(f"{path}: cannot be read as an image ({detail})") from None
+        detail = str(exc).strip().splitlines()[-1].replace("sitk::ERROR:", "").replace(f'"{path}"', "").strip()
+        raise ImageReadError(f"{path}: cannot be read as an image ({' '.join(detail.split())[:160]})") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageReadError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components; need a scalar volume")
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:

@@ -101,7 +101,8 @@ def test_bad_files_give_one_line_naming_the_file(tmp_path, data_dir):
     sitk.WriteImage(read_image(data_dir / "ct/totalseg_patient_a/example_ct_sm.nii.gz"), str(plain))
     plain.write_bytes(plain.read_bytes()[:-1000])
     cases = [(truncated, "compressed data is truncated"), (plain, "file is truncated"), (flat, "not a 3D volume"),
-             (garbage, "compressed data is truncated or corrupt"), (tmp_path / "missing.nrrd", "no such file")]
+             (garbage, "cannot be read as an image (Unable to determine ImageIO reader for)"),
+             (tmp_path / "missing.nrrd", "no such file")]
     for path, message in cases:
         with pytest.raises(ImageReadError) as info:
             read_image(path)
