@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cards import ModelCard
-from .imaging import preprocess_image, restore_label
+from .imaging import VolumeRef, discover_volumes, has_volume_suffix, preprocess_image, restore_label, write_image
 
 __all__ = [
     "gaussian_importance_map",
@@ -35,6 +36,7 @@ __all__ = [
     "predict_label",
     "segment_image",
     "segment_array",
+    "segment_files",
 ]
 
 
@@ -218,3 +220,65 @@ def segment_array(
         image.SetDirection(tuple(float(d) for d in direction))
     label = segment_image(image, network, card, overlap, sw_batch_size)
     return sitk.GetArrayFromImage(label)
+
+
+def _output_names(refs: Sequence[VolumeRef]) -> list[str]:
+    """Unique output stems: the file name without suffix, or folder name (+ series UID if several)."""
+    stems = [ref.stem for ref in refs]
+    names = []
+    for ref, stem in zip(refs, stems, strict=True):
+        if ref.series_uid and stems.count(stem) > 1:
+            stem = f"{stem}_{ref.series_uid}"
+        names.append(stem)
+    return names
+
+
+def segment_files(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    model: str | Path,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    roi_zyx: Sequence[int] | None = None,
+    preview: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[Path]:
+    """Segment scans on disk (NIfTI, NRRD, MHA files, DICOM series folders, or folders of them).
+
+    ``model``: a fine-tuning run folder, an exported model folder or a zoo name. ``out``: a file
+    (``.nii.gz``, ``.nrrd``, ``.mha``) when there is one input volume, else a folder that receives
+    ``NAME.nii.gz`` per volume. ``preview``: a PNG of three orthogonal slices with the labels overlaid
+    (``PREVIEW_NAME.png`` per volume when there are several). Returns the written label files.
+    """
+    from .errors import ImageReadError
+    from .finetune.export import load_model
+
+    refs: list[VolumeRef] = []
+    for item in inputs:
+        found = discover_volumes(item)
+        if not found:
+            raise ImageReadError(f"{item}: no volume files or DICOM series found")
+        refs.extend(found)
+    network, card = load_model(model, device)
+    out = Path(out)
+    single_file = len(refs) == 1 and has_volume_suffix(out.name)
+    if not single_file and has_volume_suffix(out.name):
+        raise ImageReadError(f"{out}: {len(refs)} volumes to segment need an output folder, not a file")
+    names = _output_names(refs)
+    written: list[Path] = []
+    for ref, name in zip(refs, names, strict=True):
+        image = ref.read()
+        label = segment_image(image, network, card, overlap, sw_batch_size, roi_zyx, progress)
+        target = out if single_file else out / f"{name}.nii.gz"
+        written.append(write_image(label, target))
+        if preview is not None:
+            from .preview import write_preview
+
+            png = Path(preview)
+            if len(refs) > 1:
+                png = png.with_name(f"{png.stem}_{name}.png")
+            write_preview(image, label, png, card.label_names, title=name)
+        if progress:
+            print(f"{ref} -> {target}", flush=True)
+    return written

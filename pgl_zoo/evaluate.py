@@ -1,0 +1,154 @@
+"""Compare a folder of predicted label maps with a folder of ground truths: Dice (and HD95) per class.
+
+Files are paired by name without the volume suffix (``case_001.nii.gz`` and ``case_001.nrrd`` are the
+same case). A ground truth without a prediction is reported as *missing*, a prediction without a
+ground truth as *extra*; neither is dropped silently. Dice conventions: see :mod:`pgl_zoo.metrics`
+(a class absent from both maps is NaN and left out of means).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import DataError
+from .imaging import has_volume_suffix, read_image, strip_volume_suffix
+from .metrics import dice_per_class, hd95_per_class, nanmean
+
+__all__ = ["Evaluation", "evaluate_folders", "pair_files"]
+
+
+@dataclass
+class Evaluation:
+    """Per-case and mean scores. ``cases[name]["dice"][class_name]`` etc.; class means over cases."""
+
+    class_names: dict[int, str]
+    cases: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+
+    def class_means(self, metric: str = "dice") -> dict[str, float]:
+        return {name: nanmean([c[metric][name] for c in self.cases.values() if metric in c])
+                for name in self.class_names.values()}
+
+    def mean(self, metric: str = "dice") -> float:
+        return nanmean(list(self.class_means(metric).values()))
+
+    @property
+    def metrics(self) -> list[str]:
+        return ["dice", "hd95"] if any("hd95" in c for c in self.cases.values()) else ["dice"]
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(value: float) -> float | None:
+            return None if math.isnan(value) else round(value, 6)
+
+        return {
+            "cases": {n: {m: {k: clean(v) for k, v in s.items()} for m, s in c.items()} for n, c in self.cases.items()},
+            "mean": {m: {**{k: clean(v) for k, v in self.class_means(m).items()}, "mean": clean(self.mean(m))}
+                     for m in self.metrics},
+            "missing_predictions": self.missing,
+            "extra_predictions": self.extra,
+        }
+
+    def rows(self) -> list[list[str]]:
+        """Table rows: header, one row per case (missing ones flagged), mean row."""
+        names = list(self.class_names.values())
+        header = ["case", "status"] + [f"{m}_{n}" for m in self.metrics for n in names] + ["mean_dice"]
+
+        def fmt(v: float) -> str:
+            return "nan" if math.isnan(v) else f"{v:.4f}"
+
+        rows = [header]
+        for case, scores in self.cases.items():
+            rows.append([case, "ok"] + [fmt(scores[m][n]) for m in self.metrics for n in names]
+                        + [fmt(nanmean(list(scores["dice"].values())))])
+        blank = [""] * (len(header) - 2)
+        rows += [[case, "missing prediction"] + blank for case in self.missing]
+        rows += [[case, "extra prediction (no ground truth)"] + blank for case in self.extra]
+        rows.append(["mean", f"{len(self.cases)} cases"] + [fmt(self.class_means(m)[n]) for m in self.metrics
+                                                           for n in names] + [fmt(self.mean())])
+        return rows
+
+    def table(self) -> str:
+        rows = self.rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(self.rows())
+        return buffer.getvalue()
+
+
+def _volumes(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and has_volume_suffix(path.name) and not path.name.startswith("."):
+            name = strip_volume_suffix(path.name)
+            if name in found:
+                raise DataError(f"{folder}: two files for case {name}: {found[name].name}, {path.name}")
+            found[name] = path
+    return found
+
+
+def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> tuple[dict[str, tuple[Path, Path]], list[str], list[str]]:
+    """({case: (prediction, ground truth)}, missing predictions, extra predictions), by case name."""
+    preds, gts = _volumes(Path(pred_dir)), _volumes(Path(gt_dir))
+    if not gts:
+        raise DataError(f"{gt_dir}: no label files (.nii.gz, .nrrd, .mha, ...) found")
+    pairs = {name: (preds[name], gts[name]) for name in gts if name in preds}
+    return pairs, sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
+
+
+def evaluate_folders(
+    pred_dir: str | Path, gt_dir: str | Path, num_classes: int | None = None,
+    label_names: dict[str, str] | None = None, hd95: bool = False,
+) -> Evaluation:
+    """Score every prediction against its ground truth (same grid required: the size must match and
+    spacing, origin and direction agree within 1e-3). ``num_classes`` defaults to the largest label
+    seen + 1. Classes 1..K-1 are scored."""
+    pairs, missing, extra = pair_files(pred_dir, gt_dir)
+    loaded: dict[str, tuple[np.ndarray, np.ndarray, tuple[float, ...]]] = {}
+    for name, (pred_path, gt_path) in pairs.items():
+        pred, gt = read_image(pred_path), read_image(gt_path)
+        if pred.GetSize() != gt.GetSize() or not np.allclose(pred.GetSpacing(), gt.GetSpacing(), atol=1e-3) \
+                or not np.allclose(pred.GetOrigin(), gt.GetOrigin(), atol=1e-3) \
+                or not np.allclose(pred.GetDirection(), gt.GetDirection(), atol=1e-3):
+            raise DataError(f"{pred_path} and {gt_path}: different geometry (size {pred.GetSize()} vs "
+                            f"{gt.GetSize()}, spacing {pred.GetSpacing()} vs {gt.GetSpacing()})")
+        loaded[name] = (sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(gt), gt.GetSpacing())
+    if num_classes is None:
+        num_classes = 1 + max((int(max(p.max(initial=0), g.max(initial=0))) for p, g, _ in loaded.values()),
+                              default=1)
+        num_classes = max(num_classes, 2)
+    names = label_names or {}
+    evaluation = Evaluation({c: names.get(str(c), f"class_{c}") for c in range(1, num_classes)},
+                            missing=missing, extra=extra)
+    for name, (pred, gt, spacing) in loaded.items():
+        scores = {"dice": {evaluation.class_names[c]: v for c, v in dice_per_class(pred, gt, num_classes).items()}}
+        if hd95:
+            scores["hd95"] = {evaluation.class_names[c]: v
+                              for c, v in hd95_per_class(pred, gt, num_classes, spacing).items()}
+        evaluation.cases[name] = scores
+    return evaluation
+
+
+def write_evaluation(evaluation: Evaluation, out: str | Path) -> list[Path]:
+    """Write ``OUT.csv`` and ``OUT.json`` (``out`` with or without either suffix)."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix.lower() in (".csv", ".json") else out
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
+    csv_path.write_text(evaluation.to_csv())
+    json_path.write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    return [csv_path, json_path]

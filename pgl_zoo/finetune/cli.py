@@ -1,0 +1,164 @@
+"""``pgl-zoo finetune | segment | evaluate``: thin click commands over the Python functions.
+
+Sizes are (z, y, x) voxels; spacings (x, y, z) millimetres, as everywhere in pgl-zoo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import PglZooError
+
+
+def _floats(text: str | None, count: int, option: str, keywords: tuple[str, ...] = ()) -> object:
+    if text is None:
+        return None
+    if text.strip().lower() in keywords:
+        return text.strip().lower()
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        extra = f" or {'/'.join(keywords)}" if keywords else ""
+        raise click.BadParameter(f"expected {count} comma-separated numbers{extra}, got {text!r}", param_hint=option)
+    return values
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+@click.command("finetune")
+@click.option("--data", required=True, type=click.Path(exists=False),
+              help="Labelled data: an MSD / nnU-Net folder (imagesTr/, labelsTr/, optional dataset.json) "
+                   "or a CSV of image,label paths (relative to the CSV).")
+@click.option("--encoder", default="pgl-ct", show_default=True, metavar="NAME|PATH|none",
+              help="Zoo encoder to start from (registered name or folder with card.json); "
+                   "'none' trains from scratch on the same architecture (see --arch).")
+@click.option("--arch", "architecture", metavar="NAME|PATH",
+              help="With --encoder none: the zoo entry whose architecture to use (default pgl-ct).")
+@click.option("--num-classes", required=True, type=int, help="Number of classes including background (0).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder: config.json, metrics.jsonl, checkpoints/, and the exported model/.")
+@click.option("--val-cases", metavar="A,B,...", help="Names of the validation cases (default: a held-out fraction).")
+@click.option("--train-cases", metavar="A,B,...", help="Names of the training cases (default: all the others).")
+@click.option("--val-fraction", default=0.2, show_default=True, type=float,
+              help="Fraction of cases held out for validation when --val-cases is not given.")
+@click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the train/validation split.")
+@click.option("--epochs", default=50, show_default=True, type=int, help="Epochs (validation after each).")
+@click.option("--steps-per-epoch", default=50, show_default=True, type=int, help="Optimiser steps per epoch.")
+@click.option("--batch-size", default=2, show_default=True, type=int, help="Patches per step.")
+@click.option("--patch-size", metavar="Z,Y,X", help="Patch (and inference window) size in voxels; default: the card's.")
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", default=1e-4, show_default=True, type=float, help="AdamW weight decay.")
+@click.option("--warmup-steps", type=int, help="Linear warm-up steps before cosine decay (default: one epoch, "
+                                                  "at most 10% of all steps).")
+@click.option("--freeze-encoder-epochs", default=0, show_default=True, type=int,
+              help="Keep the encoder frozen for this many first epochs.")
+@click.option("--layer-decay", default=1.0, show_default=True, type=float,
+              help="Layer-wise learning-rate decay for the encoder stages (1 = none).")
+@click.option("--foreground-probability", default=0.33, show_default=True, type=float,
+              help="Fraction of patches centred on a labelled voxel.")
+@click.option("--spacing", metavar="X,Y,Z|native", help="Override the card's target spacing (mm) or keep each scan's.")
+@click.option("--window", metavar="LOW,HIGH|none", help="Override the card's intensity clip window, or 'none' (MRI).")
+@click.option("--normalization", type=click.Choice(["zscore", "minmax", "none"]),
+              help="Override the card's intensity normalisation.")
+@click.option("--modality", help="Modality recorded in the exported card (default: the encoder card's).")
+@click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap in validation.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation and patch sampling.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, cuda:1, ...).")
+@click.option("--name", help="Name written in the exported model card (default: the run folder's name).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bar or per-epoch line.")
+def finetune_cmd(data, encoder, architecture, num_classes, out, val_cases, train_cases, val_fraction, split_seed,
+                 epochs, steps_per_epoch, batch_size, patch_size, lr, weight_decay, warmup_steps,
+                 freeze_encoder_epochs, layer_decay, foreground_probability, spacing, window, normalization,
+                 modality, overlap, seed, device, name, resume, no_progress) -> None:
+    """Fine-tune a pgl_unet3d on labelled data (Dice + cross-entropy); export the best model to OUT/model."""
+    from .config import FinetuneConfig
+    from .trainer import finetune
+
+    patch = _floats(patch_size, 3, "--patch-size")
+    config = FinetuneConfig(
+        out=out, num_classes=num_classes, data=data, encoder=encoder, architecture=architecture,
+        train_cases=_names(train_cases), val_cases=_names(val_cases), val_fraction=val_fraction,
+        split_seed=split_seed, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+        patch_size_zyx=tuple(int(p) for p in patch) if patch else None, lr=lr, weight_decay=weight_decay,
+        warmup_steps=warmup_steps, freeze_encoder_epochs=freeze_encoder_epochs, layer_decay=layer_decay,
+        foreground_probability=foreground_probability, spacing_xyz_mm=_floats(spacing, 3, "--spacing", ("native",)),
+        window=_floats(window, 2, "--window", ("none",)), normalization=normalization, modality=modality,
+        overlap=overlap, seed=seed, device=device, name=name, resume=resume, progress=not no_progress,
+    )
+    result = finetune(config)
+    click.echo(f"best validation Dice {result.best_mean_dice:.4f} at epoch {result.best_epoch} "
+               f"({', '.join(f'{k} {v:.4f}' for k, v in result.best_dice.items())}); model in {result.model_dir}")
+
+
+@click.command("segment")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(),
+              help="Output label file (one input: .nii.gz/.nrrd/.mha) or folder (NAME.nii.gz per volume).")
+@click.option("--model", required=True, metavar="RUN|FOLDER|NAME",
+              help="A finetune run folder, an exported model folder, or a zoo segmentation model name.")
+@click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap, in [0, 1).")
+@click.option("--sw-batch-size", default=4, show_default=True, type=int, help="Windows per forward pass.")
+@click.option("--window-size", metavar="Z,Y,X", help="Sliding-window size in voxels (default: the card's patch).")
+@click.option("--preview", type=click.Path(dir_okay=False),
+              help="Also write a PNG of three orthogonal slices with the labels overlaid (needs matplotlib).")
+@click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, ...).")
+@click.option("--no-progress", is_flag=True, help="No progress bar or per-file line.")
+def segment_cmd(inputs, out, model, overlap, sw_batch_size, window_size, preview, device, no_progress) -> None:
+    """Segment INPUTS (NIfTI, NRRD, MHA files, DICOM series folders); labels keep each input's geometry."""
+    from ..inference import segment_files
+
+    roi = _floats(window_size, 3, "--window-size")
+    segment_files(inputs, out, model, overlap=overlap, sw_batch_size=sw_batch_size,
+                  roi_zyx=tuple(int(r) for r in roi) if roi else None, preview=preview, device=device,
+                  progress=not no_progress)
+
+
+@click.command("evaluate")
+@click.option("--pred", required=True, type=click.Path(), help="Folder of predicted label maps.")
+@click.option("--gt", required=True, type=click.Path(), help="Folder of ground-truth label maps (same case names).")
+@click.option("--num-classes", type=int, help="Classes including background (default: largest label + 1).")
+@click.option("--labels", "labels_json", type=click.Path(dir_okay=False),
+              help="dataset.json or card.json giving label names (default: dataset.json beside --gt, if any).")
+@click.option("--hd95", is_flag=True, help="Also compute the 95th-percentile Hausdorff distance (mm).")
+@click.option("--out", type=click.Path(), help="Write OUT.csv and OUT.json (default: PRED/evaluation.*).")
+@click.option("--allow-missing", is_flag=True, help="Exit 0 even when some ground truths have no prediction.")
+def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing) -> None:
+    """Dice per class and mean of predictions against ground truths, paired by file name."""
+    from ..evaluate import evaluate_folders, write_evaluation
+    from .data import read_label_names
+
+    names = None
+    if labels_json:
+        names = _label_names_from(Path(labels_json))
+    elif (Path(gt).parent / "dataset.json").is_file():
+        names = read_label_names(Path(gt).parent)
+    evaluation = evaluate_folders(pred, gt, num_classes=num_classes, label_names=names, hd95=hd95)
+    click.echo(evaluation.table())
+    written = write_evaluation(evaluation, out or Path(pred) / "evaluation")
+    click.echo(f"written: {', '.join(str(p) for p in written)}")
+    if evaluation.extra:
+        click.echo(f"warning: {len(evaluation.extra)} extra prediction(s) without ground truth: "
+                   f"{', '.join(evaluation.extra)}", err=True)
+    if evaluation.missing and not allow_missing:
+        raise PglZooError(f"{len(evaluation.missing)} missing prediction(s) in {pred}: {', '.join(evaluation.missing)}")
+
+
+def _label_names_from(path: Path) -> dict[str, str] | None:
+    import json
+
+    from .data import read_label_names
+
+    if path.name == "dataset.json":
+        return read_label_names(path.parent)
+    try:
+        return json.loads(path.read_text()).get("label_names")
+    except (OSError, ValueError) as exc:
+        raise PglZooError(f"{path}: cannot read label names ({exc})") from None
