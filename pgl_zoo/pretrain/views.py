@@ -83,8 +83,10 @@ def sample_through_affines(
     hi = np.ceil(pts.max(axis=1)).astype(int) + 1  # exclusive
     src_lo, src_hi = np.maximum(lo, 0), np.minimum(hi, shape)
     region = volume[tuple(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True))]
-    region = torch.as_tensor(np.asarray(region, dtype=np.float32) if not torch.is_tensor(region) else region,
-                             dtype=torch.float32)
+    if torch.is_tensor(region):
+        region = region.to(torch.float32)
+    else:  # a copy: the source may be a read-only memory map
+        region = torch.from_numpy(np.array(region, dtype=np.float32))
     pad_lo, pad_hi = src_lo - lo, hi - src_hi
     if (pad_lo > 0).any() or (pad_hi > 0).any():
         pads = [int(v) for pair in zip(pad_lo[::-1], pad_hi[::-1], strict=True) for v in pair]

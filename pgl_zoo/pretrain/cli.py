@@ -1,0 +1,139 @@
+"""``pgl-zoo pretrain`` and ``pgl-zoo export``: thin click commands over the pretrain package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from ..errors import PglZooError
+
+
+def _numbers(kind, count: int, name: str):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            parts = [kind(v) for v in str(value).replace("x", ",").split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected {count} comma-separated numbers, got {value!r}") from None
+        if count and len(parts) != count:
+            raise click.BadParameter(f"expected {count} comma-separated numbers ({name}), got {value!r}")
+        return tuple(parts)
+    return convert
+
+
+# option name in PretrainConfig -> click parameter name (when they differ)
+_PARAM_TO_FIELD = {"crop_scale": "scale_range", "local_scales": "local_levels", "warmup": "warmup_steps",
+                   "momentum": "base_momentum"}
+
+
+@click.command("pretrain", context_settings={"max_content_width": 110})
+@click.option("--data", "data", multiple=True, type=click.Path(exists=True, path_type=str),
+              help="Folder (searched recursively) or file of scans: .nii/.nii.gz/.nrrd/.mha/.mhd and DICOM "
+                   "series. Repeat for several. Not needed with --resume.")
+@click.option("--out", required=True, type=click.Path(path_type=str),
+              help="Run folder: checkpoint.pt, metrics.jsonl, config.json, summary.json, loss.png.")
+@click.option("--model", default="pgl-ct-tiny", show_default=True,
+              help="Model card giving the architecture, preprocessing and default patch size (pgl-zoo list).")
+@click.option("--patch-size", callback=_numbers(int, 3, "z,y,x"), metavar="Z,Y,X",
+              help="Patch (view) size in voxels, (z, y, x); a multiple of the network stride. Default: the card's.")
+@click.option("--spacing", callback=_numbers(float, 3, "x,y,z"), metavar="X,Y,Z",
+              help="Target voxel spacing in mm, (x, y, z). Default: the card's (pgl-ct-tiny: 2,2,2).")
+@click.option("--window", callback=_numbers(float, 2, "lo,hi"), metavar="LO,HI",
+              help="Intensity clip in scan units before z-scoring. Default: the card's ([-1024, 325] HU).")
+@click.option("--batch-size", default=4, show_default=True, type=int,
+              help="View pairs per step and per process (rank).")
+@click.option("--steps", default=1000, show_default=True, type=int, help="Total optimisation steps of the run.")
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate.")
+@click.option("--weight-decay", default=0.01, show_default=True, type=float,
+              help="Weight decay (not applied to biases and norm parameters).")
+@click.option("--optimizer", type=click.Choice(["adamw", "lars"]), default="adamw", show_default=True,
+              help="AdamW (project default) or LARS (the paper's, reportedly lr 0.2 at batch 128).")
+@click.option("--warmup", type=int, default=None,
+              help="Linear warm-up steps before cosine decay. Default: 5% of --steps.")
+@click.option("--clip-grad", default=1.0, show_default=True, type=float, help="Gradient-norm clipping; 0 disables.")
+@click.option("--momentum", default=0.996, show_default=True, type=float,
+              help="Base EMA momentum of the target network (rises to 1 on a cosine).")
+@click.option("--local-weight", default=1.0, show_default=True, type=float,
+              help="lambda in L = L_global + lambda * L_local; 0 gives the BYOL (global-only) baseline.")
+@click.option("--local-scales", callback=_numbers(int, 0, "levels"), metavar="I[,J...]",
+              help="Decoder levels for the local loss (0 = full resolution; level i has the stride of encoder "
+                   "stage i). Default: the coarsest decoder level.")
+@click.option("--crop-scale", default="1.1,1.4", show_default=True, callback=_numbers(float, 2, "lo,hi"),
+              metavar="LO,HI", help="Range of the crop size as a multiple of the patch size (per view).")
+@click.option("--min-overlap", default=0.1, show_default=True, type=float,
+              help="Minimum overlap of the two crops, as a fraction of the smaller crop's volume.")
+@click.option("--rotate/--no-rotate", default=False, show_default=True,
+              help="Also rotate views by random multiples of 90 degrees in the axial plane.")
+@click.option("--non-hu", type=click.Choice(["skip", "rescale", "keep"]), default="skip", show_default=True,
+              help="CT scans not in HU (no value below -500, e.g. uint8 0..255): skip them, rescale their "
+                   "[min, max] onto the window, or keep the values. Each is reported with a warning.")
+@click.option("--workers", type=int, default=None,
+              help="Data-loading processes per rank (0: load in the main process). Default: CPU count per rank, <= 8.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation, views and augmentations.")
+@click.option("--checkpoint-every", default=500, show_default=True, type=int,
+              help="Write checkpoint.pt (atomically) every N steps; also written at the end and on Ctrl-C.")
+@click.option("--stop-after", type=int, default=None,
+              help="Stop after N steps of this invocation (with a checkpoint); continue later with --resume.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its checkpoint (its stored options; you may change --steps, "
+                   "--stop-after, --workers, --checkpoint-every, --device, --compile, --cache-dir, --data).")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default="auto", show_default=True,
+              help="Mixed precision: bf16 autocast on CUDA (auto/bf16); CPU always runs float32.")
+@click.option("--compile", "compile_", is_flag=True, help="Wrap the online network in torch.compile.")
+@click.option("--cache-dir", type=click.Path(path_type=str), default=None,
+              help="Where preprocessed volumes are cached (.npy, keyed by content and preprocessing). "
+                   "Default: $PGL_ZOO_CACHE or ~/.cache/pgl_zoo/preprocessed.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda or cuda:N.")
+@click.pass_context
+def pretrain_cmd(ctx: click.Context, **options) -> None:
+    """PGL self-supervised pretraining on a folder of scans (no preparation step needed).
+
+    \b
+    Example:  pgl-zoo pretrain --data ./ct --out runs/tiny --steps 2000
+    Multi-GPU / multi-node: torchrun --nproc_per_node=4 -m pgl_zoo.cli pretrain --data ./ct --out runs/x
+    """
+    from .config import PretrainConfig
+    from .trainer import pretrain
+
+    options["compile"] = options.pop("compile_")
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    given = {("compile" if n == "compile_" else n) for n in given}
+    values = {_PARAM_TO_FIELD.get(k, k): v for k, v in options.items()}
+    values["data"] = list(values["data"])
+    if options["resume"]:
+        stored_path = Path(options["out"]) / "config.json"
+        if not stored_path.is_file():
+            raise PglZooError(f"{options['out']}: no run to resume (config.json missing)")
+        stored = json.loads(stored_path.read_text())
+        for name in given:
+            stored[_PARAM_TO_FIELD.get(name, name)] = values[_PARAM_TO_FIELD.get(name, name)]
+        stored["resume"] = True
+        values = stored
+    if not values["data"]:
+        raise PglZooError("--data is required (a folder of scans)")
+    pretrain(PretrainConfig.from_dict(values))
+
+
+@click.command("export", context_settings={"max_content_width": 110})
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option("--name", required=True, help="Name of the exported model (recorded in card.json).")
+@click.option("--out", required=True, type=click.Path(path_type=str),
+              help="Output folder: model.safetensors, card.json, README.md.")
+@click.option("--decoder/--no-decoder", default=False, show_default=True,
+              help="Also export the decoder trained by the local loss.")
+def export_cmd(run_dir: str, name: str, out: str, decoder: bool) -> None:
+    """Export a pretraining run's encoder (optionally decoder) as safetensors with a model card.
+
+    \b
+    Example:  pgl-zoo export runs/tiny --name my-pgl-ct --out my-pgl-ct/
+    Then:     pgl_zoo.load_pgl_encoder("my-pgl-ct/")
+    """
+    from .export import export_run
+
+    folder = export_run(run_dir, name, out, include_decoder=decoder)
+    click.echo(f"exported {name} to {folder}")

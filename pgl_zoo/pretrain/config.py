@@ -1,0 +1,114 @@
+"""The options of a pretraining run, shared by the Python API and ``pgl-zoo pretrain``.
+
+Values quoted (second-hand) for the paper: crop scale 1.1-1.4, overlap >= 10 %, flips p 0.5,
+intensity augmentation, LARS lr 0.2 at batch 128 (``--optimizer lars``), patch 16x96x96 and
+window [-1024, 325] HU (card ``pgl-ct``). Project defaults (the paper is silent or the CPU scale
+differs): AdamW lr 1e-3, weight decay 0.01, 5 % warm-up, gradient clipping at norm 1, EMA momentum
+0.996 -> 1 (BYOL), local weight 1, local loss on the coarsest decoder level, card ``pgl-ct-tiny``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import PglZooError
+
+# Options that may differ between a run and its resumption; all others must match the checkpoint.
+RESUMABLE_OVERRIDES = ("steps", "stop_after", "workers", "checkpoint_every", "device", "compile", "resume",
+                       "cache_dir", "data", "log_every")
+
+
+def default_workers() -> int:
+    """Data-loading processes per rank: the CPU count divided among local ranks, at most 8, at least 1."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (os.cpu_count() or 1) // local))
+
+
+@dataclass
+class PretrainConfig:
+    """Every option of a run (see ``pgl-zoo pretrain --help`` for each one's meaning)."""
+
+    data: list[str] = field(default_factory=list)
+    out: str = "runs/pgl"
+    model: str = "pgl-ct-tiny"
+    patch_size: tuple[int, int, int] | None = None  # (z, y, x) voxels; None: the card's
+    spacing: tuple[float, float, float] | None = None  # (x, y, z) mm; None: the card's
+    window: tuple[float, float] | None = None  # scan units (HU); None: the card's
+    batch_size: int = 4  # per rank
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    warmup_steps: int | None = None  # None: 5 % of steps
+    clip_grad: float = 1.0
+    base_momentum: float = 0.996
+    local_weight: float = 1.0
+    local_levels: tuple[int, ...] | None = None  # decoder levels; None: the coarsest one
+    scale_range: tuple[float, float] = (1.1, 1.4)
+    min_overlap: float = 0.1
+    rotate: bool = False
+    non_hu: str = "skip"
+    workers: int | None = None
+    seed: int = 0
+    checkpoint_every: int = 500
+    stop_after: int | None = None  # stop (with a checkpoint) after this many steps in this invocation
+    resume: bool = False
+    amp: str = "auto"  # auto (bf16 on CUDA), bf16, off
+    compile: bool = False
+    cache_dir: str | None = None
+    device: str = "auto"
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        self.data = [str(d) for d in self.data]
+        for name in ("patch_size", "spacing", "window", "scale_range", "local_levels"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, tuple(value))
+        problems = []
+        if self.batch_size < 2:
+            problems.append("--batch-size must be >= 2 (the global heads use batch norm)")
+        if self.steps < 1:
+            problems.append("--steps must be >= 1")
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            problems.append(f"--crop-scale must be 0 < lo <= hi, got {self.scale_range}")
+        if not 0 <= self.min_overlap <= 1:
+            problems.append(f"--min-overlap must be in [0, 1], got {self.min_overlap}")
+        if self.local_weight < 0:
+            problems.append("--local-weight must be >= 0")
+        if self.amp not in ("auto", "bf16", "off"):
+            problems.append(f"--amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.optimizer not in ("adamw", "lars"):
+            problems.append(f"--optimizer must be adamw or lars, got {self.optimizer!r}")
+        if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 2):
+            problems.append(f"--patch-size needs 3 sizes >= 2 (z, y, x), got {self.patch_size}")
+        if problems:
+            raise PglZooError("; ".join(problems))
+
+    @property
+    def resolved_warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 20)
+
+    @property
+    def resolved_workers(self) -> int:
+        return default_workers() if self.workers is None else self.workers
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def check_resumable(self, stored: dict[str, Any]) -> None:
+        """Raise if an option that shapes the run differs from the checkpoint's."""
+        mine = self.to_dict()
+        diff = [k for k, v in stored.items() if k in mine and k not in RESUMABLE_OVERRIDES and mine[k] != v]
+        if diff:
+            detail = ", ".join(f"{k}: run {stored[k]!r} vs now {mine[k]!r}" for k in diff)
+            raise PglZooError(f"{self.out}: cannot resume with different options ({detail})")

@@ -1,0 +1,74 @@
+"""Export a pretraining run as a zoo folder: ``model.safetensors`` + ``card.json`` + README.md.
+
+The online network's encoder (and, optionally, its decoder) is saved with keys named as in
+:class:`pgl_zoo.nets.UNet3d` (``encoder.*``, ``decoder.*``), with a card that records the training
+data (count, sources), steps, configuration and final losses. ``pgl_zoo.load_pgl_encoder(DIR)`` or
+``load_pgl_encoder(name, weights=DIR)`` loads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..cards import NOT_PUBLISHED
+from ..errors import PglZooError
+from ..registry import get_card
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .report import read_metrics
+from .trainer import METRICS_NAME
+
+
+def final_losses(run_dir: Path, step: int, last: int = 10) -> dict[str, float]:
+    """Mean of the last ``last`` logged losses up to ``step``."""
+    records = [r for r in read_metrics(run_dir / METRICS_NAME) if r["step"] <= step][-last:]
+    out: dict[str, float] = {}
+    for key in ("loss", "loss_global", "loss_local"):
+        values = [r[key] for r in records if r.get(key) is not None]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
+
+
+def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_decoder: bool = False) -> Path:
+    """Write the run's encoder (and decoder) with a model card to ``out_dir``; returns the folder."""
+    from ..weights import save_pretrained
+
+    run_dir = Path(run_dir)
+    ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    cfg = ckpt["config"]
+    base = get_card(ckpt["card"])
+    parts = ("encoder", "decoder") if include_decoder else ("encoder",)
+    levels = sorted(int(i) for i in ckpt.get("local_levels", []))
+    if include_decoder and (cfg["local_weight"] == 0 or not levels):
+        raise PglZooError(f"{run_dir}: the decoder was not trained (local weight 0); export without --decoder")
+    state = {k[len("branch."):]: v for k, v in ckpt["online"].items()
+             if k.startswith(tuple(f"branch.{p}." for p in parts))}
+    prep = base.preprocessing
+    if cfg.get("spacing"):
+        prep = replace(prep, spacing_xyz_mm=tuple(cfg["spacing"]))
+    if cfg.get("window"):
+        prep = replace(prep, window=tuple(cfg["window"]))
+    step = int(ckpt["step"])
+    data = ckpt.get("data", {})
+    training = {
+        "method": "PGL (global BYOL loss + prior-guided local loss)" if cfg["local_weight"] else
+                  "BYOL baseline (global loss only, PGL local weight 0)",
+        "steps": step,
+        "steps_planned": cfg["steps"],
+        "data": {"count": data.get("count"), "sources": data.get("sources", []), "skipped": data.get("skipped", [])},
+        "config": cfg,
+        "local_levels": levels,
+        "final_losses": final_losses(run_dir, step),
+        "base_card": base.name,
+    }
+    notes = f"Exported from pretraining run {run_dir.name} at step {step} with pgl-zoo."
+    if include_decoder:
+        notes += (f" Decoder levels {levels[0]}..{len(base.arch['widths']) - 2} were trained by the local loss;"
+                  f" finer levels (if any) keep their initialisation.")
+    card = base.replace(
+        name=name, summary=f"{base.summary} Trained locally by pgl-zoo pretrain ({step} steps).",
+        status=NOT_PUBLISHED, preprocessing=prep, patch_size_zyx=tuple(cfg.get("patch_size") or base.patch_size_zyx),
+        contents=parts, hub_repo_id=None, revision=None, sha256=None, training=training, notes=notes,
+    )
+    return save_pretrained(state, card, out_dir)

@@ -1,0 +1,285 @@
+"""The PGL pretraining loop: data -> views -> online/target networks -> losses -> step -> EMA.
+
+Writes into the run folder (rank 0 only): ``config.json``, ``checkpoint.pt`` (atomic; every
+``checkpoint_every`` steps, at the end and on Ctrl-C), ``metrics.jsonl`` (one JSON object per
+logged step), ``summary.json`` and ``loss.png`` (when matplotlib is installed).
+
+Resuming (``resume=True``) restores model, target, optimiser, scheduler, step and RNG states; the
+data stream is a function of (seed, step) (see dataset.py), so N steps + N resumed steps give the
+same parameters as 2N uninterrupted steps (bit-identical on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ..errors import PglZooError
+from ..registry import get_card
+from .augment import IntensityAugment
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import PretrainConfig
+from .data import prepare_volumes
+from .dataset import StepSampler, ViewOptions, ViewPairDataset, make_loader
+from .distributed import DistInfo, barrier, cleanup, setup
+from .losses import cosine_momentum
+from .model import OnlineNetwork, make_target, pgl_losses, update_target
+from .optim import make_optimizer, make_scheduler
+from .report import write_loss_curve
+
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class RunResult:
+    """What a run returns: the last step reached, final (mean of the last 10) losses, and where."""
+
+    step: int
+    final_losses: dict[str, float]
+    run_dir: Path
+    interrupted: bool = False
+    parameter_checksum: float = 0.0
+
+
+def resolve_preprocessing(cfg: PretrainConfig):
+    card = get_card(cfg.model)
+    prep = card.preprocessing
+    changes = {}
+    if cfg.spacing is not None:
+        changes["spacing_xyz_mm"] = tuple(cfg.spacing)
+    if cfg.window is not None:
+        changes["window"] = tuple(cfg.window)
+    if changes:
+        from dataclasses import replace
+
+        prep = replace(prep, **changes)
+    return card, prep
+
+
+def default_local_levels(n_stages: int) -> tuple[int, ...]:
+    """The coarsest decoder level (project default; see README for the cost of finer levels)."""
+    return (n_stages - 2,)
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past ``step`` (logged after the checkpoint a resumed run starts from)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _checksum(module: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().sum().item() for p in module.parameters()))
+
+
+def pretrain(cfg: PretrainConfig) -> RunResult:
+    """Run (or resume) PGL pretraining as configured; see the module docstring for the outputs."""
+    info = setup(cfg.device)
+    try:
+        return _pretrain(cfg, info)
+    finally:
+        cleanup()
+
+
+def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    checkpoint: dict[str, Any] | None = None
+    if cfg.resume:
+        checkpoint = load_checkpoint(ckpt_path)
+        cfg.check_resumable(checkpoint["config"])
+    elif ckpt_path.exists():
+        raise PglZooError(f"{out}: already holds a checkpoint; pass --resume to continue it or choose another --out")
+    if not cfg.data:
+        raise PglZooError("no --data given")
+    card, prep = resolve_preprocessing(cfg)
+    patch = tuple(cfg.patch_size or card.patch_size_zyx)
+    say = print if info.is_main else (lambda *a, **k: None)
+
+    # Data: rank 0 preprocesses and fills the cache, the other ranks then read it.
+    cache_dir = cfg.cache_dir
+    def warn(msg: str) -> None:
+        say(f"warning: {msg}", flush=True)
+    data = None
+    if info.is_main:
+        data = prepare_volumes(cfg.data, prep, card.modality, cfg.non_hu, cache_dir, warn=warn)
+    barrier(info)
+    if not info.is_main:
+        data = prepare_volumes(cfg.data, prep, card.modality, cfg.non_hu, cache_dir, warn=lambda m: None,
+                               write_cache=False)
+    assert data is not None
+    say(f"data: {data.summary()}", flush=True)
+    for v in data.volumes:
+        small = [a for a, n, p in zip("zyx", v.shape_zyx, patch, strict=True) if n < p]
+        if small:
+            warn(f"{v.source}: smaller than the patch along {','.join(small)} "
+                 f"({'x'.join(map(str, v.shape_zyx))} vs {'x'.join(map(str, patch))}); padded")
+
+    # Model.
+    torch.manual_seed(cfg.seed)
+    levels = cfg.local_levels if cfg.local_levels is not None else default_local_levels(len(card.arch["widths"]))
+    online = OnlineNetwork(card.arch, levels).to(info.device)
+    stride = online.branch.encoder.total_stride
+    if any(p % s for p, s in zip(patch, stride, strict=True)):
+        raise PglZooError(f"--patch-size {'x'.join(map(str, patch))} must be a multiple of the network's "
+                          f"total stride {'x'.join(map(str, stride))} (z, y, x)")
+    target = make_target(online)
+    optimizer = make_optimizer(online, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg.steps, cfg.resolved_warmup)
+    step = 0
+    if checkpoint is not None:
+        online.load_state_dict(checkpoint["online"])
+        target.load_state_dict(checkpoint["target"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        step = int(checkpoint["step"])
+        set_rng_state(checkpoint["rng"])
+        say(f"resumed {out} at step {step}", flush=True)
+    model: torch.nn.Module = online
+    if info.distributed:
+        unused = cfg.local_weight == 0 or min(levels) > 0
+        model = torch.nn.parallel.DistributedDataParallel(
+            online, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=unused)
+    if cfg.compile:
+        model = torch.compile(model)
+    use_amp = info.device.type == "cuda" and cfg.amp in ("auto", "bf16")
+
+    dataset = ViewPairDataset(data.volumes, patch, cfg.seed,
+                              ViewOptions(cfg.scale_range, cfg.min_overlap, 0.5, cfg.rotate), IntensityAugment())
+    end = cfg.steps if cfg.stop_after is None else min(cfg.steps, step + cfg.stop_after)
+    sampler = StepSampler(step, end, cfg.batch_size, info.rank, info.world_size)
+    loader = make_loader(dataset, sampler, cfg.resolved_workers, pin_memory=info.device.type == "cuda")
+
+    data_record = {"count": len(data.volumes), "sources": [v.source for v in data.volumes],
+                   "skipped": [list(s) for s in data.skipped]}
+
+    def state() -> dict[str, Any]:
+        return {"online": online.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step, "rng": rng_state(), "config": cfg.to_dict(),
+                "card": card.name, "local_levels": list(levels), "data": data_record}
+
+    metrics_path = out / METRICS_NAME
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+        _trim_metrics(metrics_path, step)
+    history: list[dict[str, float]] = []
+    interrupted = False
+    progress = None
+    if info.is_main:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=end, initial=step, unit="step", dynamic_ncols=True, desc="pretrain")
+    views_per_step = 2 * cfg.batch_size * info.world_size
+    metrics_file = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115
+    try:
+        with _StopFlag() as flag:
+            online.train()
+            target.train()
+            batches = iter(loader)
+            t_last = time.perf_counter()
+            while step < end:
+                if _any_rank(flag.stop, info):
+                    interrupted = True
+                    break
+                view_a, view_b, to_a, to_b = next(batches)
+                view_a = view_a.to(info.device, non_blocking=True)
+                view_b = view_b.to(info.device, non_blocking=True)
+                amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+                with amp:
+                    losses = pgl_losses(model, target, view_a, view_b, to_a, to_b, cfg.local_weight)
+                optimizer.zero_grad(set_to_none=True)
+                losses.total.backward()
+                if cfg.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(online.parameters(), cfg.clip_grad)
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                scheduler.step()
+                momentum = cosine_momentum(step, cfg.steps, cfg.base_momentum)
+                update_target(online.branch, target, momentum)
+                step += 1
+                values = torch.stack([losses.total.detach().float(), losses.global_.detach().float(),
+                                      (losses.local.detach().float() if losses.local is not None
+                                       else torch.zeros((), device=info.device))])
+                if info.distributed:
+                    dist.all_reduce(values)
+                    values /= info.world_size
+                total, glob, loc = (float(v) for v in values.cpu())
+                now = time.perf_counter()
+                rate = views_per_step / max(now - t_last, 1e-9)
+                t_last = now
+                record = {"step": step, "loss": total, "loss_global": glob,
+                          "loss_local": loc if losses.local is not None else None,
+                          "lr": lr, "momentum": momentum, "views_per_s": rate, "time": time.time()}
+                history.append(record)
+                if info.is_main:
+                    if step % cfg.log_every == 0 or step == end:
+                        metrics_file.write(json.dumps(record) + "\n")
+                        metrics_file.flush()
+                    progress.set_postfix(loss=f"{total:.4f}", views_s=f"{rate:.1f}")
+                    progress.update(1)
+                    if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < end:
+                        save_checkpoint(state(), ckpt_path)
+    finally:
+        if info.is_main:
+            progress.close()
+            metrics_file.close()
+    if info.is_main:
+        save_checkpoint(state(), ckpt_path)  # at the end, or after Ctrl-C at a step boundary
+    last = history[-10:]
+    final = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "loss_global")} if last else {}
+    if last and last[-1]["loss_local"] is not None:
+        final["loss_local"] = sum(r["loss_local"] for r in last) / len(last)
+    if info.is_main:
+        summary = {"step": step, "steps": cfg.steps, "final_losses": final, "data": data_record,
+                   "card": card.name, "local_levels": list(levels), "interrupted": interrupted}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_loss_curve(metrics_path, out / "loss.png")
+        say(f"{'stopped' if interrupted else 'done'} at step {step}/{cfg.steps}; checkpoint: {ckpt_path}", flush=True)
+    result = RunResult(step, final, out, interrupted, _checksum(online))
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
+
+
+def _any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when any rank was asked to stop (so all ranks stop at the same step)."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
