@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ class FinetuneConfig:
 
     Preprocessing overrides of the encoder card's: ``spacing_xyz_mm`` (a triple, or "native"),
     ``window`` (a (low, high) pair, or "none"), ``normalization`` ("zscore", "minmax", "none").
+    ``on_epoch_end`` is called with each epoch's metrics record (after the checkpoints are written).
     ``modality`` (e.g. "MRI") replaces the card's in the exported card.
     The preprocessing actually used is stored in the exported card so that ``segment`` repeats it.
 
@@ -72,6 +73,7 @@ class FinetuneConfig:
     device: str = "cpu"
     name: str | None = None
     modality: str | None = None
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +94,7 @@ class FinetuneConfig:
 
     def to_json(self) -> str:
         data = asdict(self)
+        data.pop("on_epoch_end")
         data["cases"] = [{k: str(v) for k, v in asdict(c).items()} for c in self.cases] if self.cases else None
         return json.dumps(data, indent=2, default=str) + "\n"
 

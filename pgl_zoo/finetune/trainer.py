@@ -210,6 +210,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             "history": history, "best_mean": best_mean, "best_epoch": best_epoch, "best_dice": best_dice,
             "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
         })
+        if config.on_epoch_end is not None:
+            config.on_epoch_end(record)
 
     best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"] if best_path.exists() \
         else net.state_dict()

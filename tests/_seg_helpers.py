@@ -1,0 +1,60 @@
+"""Helpers shared by the tests/test_seg_*.py files: small networks saved as zoo folders, data subsets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from pgl_zoo.cards import NOT_PUBLISHED, ModelCard, Preprocessing
+from pgl_zoo.nets import build_unet
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+HIPPOCAMPUS = DATA_DIR / "mri" / "hippocampus"
+
+# A very small residual U-Net so that CPU tests take seconds.
+MICRO_ARCH = {"in_channels": 1, "widths": [8, 16, 32], "blocks": [1, 1, 1],
+              "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}
+
+
+def micro_card(name: str = "micro", spacing=None, window=None, patch=(32, 32, 32), modality="MRI") -> ModelCard:
+    return ModelCard(
+        name=name, summary="test network", status=NOT_PUBLISHED, arch=MICRO_ARCH, modality=modality,
+        preprocessing=Preprocessing(spacing_xyz_mm=spacing, window=window, normalization="zscore"),
+        patch_size_zyx=patch,
+    )
+
+
+def save_micro_encoder(folder: Path, seed: int = 0, **card_kwargs) -> Path:
+    """A randomly initialised micro encoder saved like a zoo entry (model.safetensors + card.json)."""
+    from pgl_zoo.weights import save_pretrained
+
+    torch.manual_seed(seed)
+    net = build_unet(MICRO_ARCH, num_classes=2)
+    return save_pretrained(net.state_dict(), micro_card(**card_kwargs), folder)
+
+
+def save_micro_segmenter(folder: Path, num_classes: int = 3, seed: int = 0, **card_kwargs) -> Path:
+    """A randomly initialised micro segmentation network exported like a fine-tuned run's model."""
+    from pgl_zoo.finetune.export import export_segmentation_model
+
+    torch.manual_seed(seed)
+    net = build_unet(MICRO_ARCH, num_classes=num_classes)
+    card = micro_card(**card_kwargs).replace(label_names={str(i): f"c{i}" for i in range(num_classes)})
+    return export_segmentation_model(net.state_dict(), card, num_classes, folder)
+
+
+def hippocampus_subset(root: Path, names: list[str]) -> Path:
+    """An MSD-layout folder of symlinks to a few hippocampus cases (the data are never copied)."""
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if not (root / sub / f"{name}.nii.gz").exists():
+                os.symlink(HIPPOCAMPUS / sub / f"{name}.nii.gz", root / sub / f"{name}.nii.gz")
+    return root
+
+
+def first_cases(count: int) -> list[str]:
+    names = sorted(p.name[: -len(".nii.gz")] for p in (HIPPOCAMPUS / "imagesTr").glob("*.nii.gz"))
+    return names[:count]
