@@ -16,7 +16,7 @@ from ..errors import PglZooError
 from ..registry import get_card
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .report import read_metrics
-from .trainer import METRICS_NAME
+from .trainer import METRICS_NAME, load_card
 
 
 def final_losses(run_dir: Path, step: int, last: int = 10) -> dict[str, float]:
@@ -37,7 +37,7 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_deco
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
     cfg = ckpt["config"]
-    base = get_card(ckpt["card"])
+    base = load_card(ckpt["card_file"]) if ckpt.get("card_file") else get_card(ckpt["card"])
     parts = ("encoder", "decoder") if include_decoder else ("encoder",)
     levels = sorted(int(i) for i in ckpt.get("local_levels", []))
     if include_decoder and (cfg["local_weight"] == 0 or not levels):

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..cards import ModelCard
 from ..errors import PglZooError
 from ..registry import get_card
 from .augment import IntensityAugment
@@ -49,8 +50,15 @@ class RunResult:
     parameter_checksum: float = 0.0
 
 
+def load_card(model: str) -> ModelCard:
+    """A registered card by name, or a ``card.json`` file describing another architecture."""
+    if model.endswith(".json") and Path(model).is_file():
+        return ModelCard.from_json_file(model)
+    return get_card(model)
+
+
 def resolve_preprocessing(cfg: PretrainConfig):
-    card = get_card(cfg.model)
+    card = load_card(cfg.model)
     prep = card.preprocessing
     changes = {}
     if cfg.spacing is not None:
@@ -190,7 +198,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     def state() -> dict[str, Any]:
         return {"online": online.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "rng": rng_state(), "config": cfg.to_dict(),
-                "card": card.name, "local_levels": list(levels), "data": data_record}
+                "card": card.name, "card_file": cfg.model if cfg.model.endswith(".json") else None,
+                "local_levels": list(levels), "data": data_record}
 
     metrics_path = out / METRICS_NAME
     if info.is_main:
