@@ -27,7 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cards import ModelCard
-from .imaging import VolumeRef, discover_volumes, has_volume_suffix, preprocess_image, restore_label, write_image
+from .imaging import (
+    VOLUME_SUFFIXES,
+    VolumeRef,
+    discover_volumes,
+    has_volume_suffix,
+    preprocess_image,
+    restore_label,
+    write_image,
+)
 
 __all__ = [
     "gaussian_importance_map",
@@ -233,6 +241,15 @@ def _output_names(refs: Sequence[VolumeRef]) -> list[str]:
     return names
 
 
+def _output_suffix(ref: VolumeRef) -> str:
+    """The input's own format (exact double-precision geometry for NRRD/MHA); NIfTI for DICOM series."""
+    if ref.path.is_dir():
+        return ".nii.gz"
+    name = ref.path.name.lower()
+    suffix = next(s for s in VOLUME_SUFFIXES if name.endswith(s))
+    return {".nhdr": ".nrrd", ".mhd": ".mha", ".nii": ".nii.gz"}.get(suffix, suffix)
+
+
 def segment_files(
     inputs: Sequence[str | Path],
     out: str | Path,
@@ -248,8 +265,11 @@ def segment_files(
 
     ``model``: a fine-tuning run folder, an exported model folder or a zoo name. ``out``: a file
     (``.nii.gz``, ``.nrrd``, ``.mha``) when there is one input volume, else a folder that receives
-    ``NAME.nii.gz`` per volume. ``preview``: a PNG of three orthogonal slices with the labels overlaid
-    (``PREVIEW_NAME.png`` per volume when there are several). Returns the written label files.
+    ``NAME.<the input's format>`` per volume (``.nii.gz`` for DICOM series). The label image has the
+    input's geometry exactly; NIfTI stores spacing and direction in float32, so a NIfTI file written
+    for a NRRD/MHA/DICOM input carries them to float32 precision. ``preview``: a PNG of three
+    orthogonal slices with the labels overlaid (``PREVIEW_NAME.png`` per volume when there are
+    several). Returns the written label files.
     """
     from .errors import ImageReadError
     from .finetune.export import load_model
@@ -270,7 +290,7 @@ def segment_files(
     for ref, name in zip(refs, names, strict=True):
         image = ref.read()
         label = segment_image(image, network, card, overlap, sw_batch_size, roi_zyx, progress)
-        target = out if single_file else out / f"{name}.nii.gz"
+        target = out if single_file else out / f"{name}{_output_suffix(ref)}"
         written.append(write_image(label, target))
         if preview is not None:
             from .preview import write_preview
