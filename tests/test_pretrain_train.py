@@ -1,0 +1,199 @@
+"""End-to-end pretraining: the CLI on real CT with the tiny network (loss falls), exact resume,
+atomic checkpoints, Ctrl-C, export + load, and a 2-process torchrun run with identical parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from pgl_zoo.cards import Preprocessing
+from pgl_zoo.errors import PglZooError
+from pgl_zoo.pretrain import PretrainConfig, pretrain
+from pgl_zoo.pretrain.checkpoint import load_checkpoint, save_checkpoint
+from pgl_zoo.registry import get_card
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MICRO_ARCH = {"in_channels": 1, "widths": [8, 16, 32], "blocks": [1, 1, 1],
+              "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory) -> dict:
+    """A micro architecture (card.json) and two small synthetic HU volumes: fast CPU runs."""
+    root = tmp_path_factory.mktemp("micro")
+    card = get_card("pgl-ct-tiny").replace(
+        name="micro", arch=MICRO_ARCH, patch_size_zyx=(8, 16, 16),
+        preprocessing=Preprocessing(spacing_xyz_mm=None, window=(-1024.0, 325.0), normalization="zscore"))
+    (root / "card.json").write_text(card.to_json())
+    rng = np.random.default_rng(0)
+    (root / "data").mkdir()
+    for i in range(2):
+        sitk.WriteImage(sitk.GetImageFromArray((rng.normal(0, 400, (16, 28, 28)) - 300).astype(np.int16)),
+                        str(root / "data" / f"case{i}.nii.gz"))
+    return {"card": str(root / "card.json"), "data": str(root / "data"), "cache": str(root / "cache")}
+
+
+def _config(micro, out, **kw) -> PretrainConfig:
+    base = dict(data=[micro["data"]], out=str(out), model=micro["card"], batch_size=2, steps=6, workers=0,
+                cache_dir=micro["cache"], checkpoint_every=2, seed=1, lr=3e-3)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+def _params(run: Path) -> dict[str, torch.Tensor]:
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    return {**{"online." + k: v for k, v in ckpt["online"].items()},
+            **{"target." + k: v for k, v in ckpt["target"].items()}}
+
+
+def test_resume_gives_identical_parameters(micro, tmp_path):
+    full = pretrain(_config(micro, tmp_path / "full"))
+    assert full.step == 6
+    with pytest.raises(PglZooError, match="already holds a checkpoint"):
+        pretrain(_config(micro, tmp_path / "full"))
+    first = pretrain(_config(micro, tmp_path / "split", stop_after=3))
+    assert first.step == 3
+    with pytest.raises(PglZooError, match="cannot resume with different options"):
+        pretrain(_config(micro, tmp_path / "split", resume=True, lr=1e-2))
+    second = pretrain(_config(micro, tmp_path / "split", resume=True))
+    assert second.step == 6
+    a, b = _params(tmp_path / "full"), _params(tmp_path / "split")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+    full_opt = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["optimizer"]["state"]
+    split_opt = load_checkpoint(tmp_path / "split" / "checkpoint.pt")["optimizer"]["state"]
+    assert all(torch.equal(full_opt[i]["exp_avg"], split_opt[i]["exp_avg"]) for i in full_opt)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_truncated_checkpoint_never_replaces_a_good_one(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"step": 1, "w": torch.arange(1000.0)}, path)
+
+    def dies_half_way(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 half a zip file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError):
+        save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    good = load_checkpoint(path)
+    assert good["step"] == 1 and torch.equal(good["w"], torch.arange(1000.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
+    # a file cut short on disk is reported in one line, not loaded
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(PglZooError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pgl_zoo.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_ctrl_c_saves_a_checkpoint(micro, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "pgl_zoo.cli", "pretrain", "--data", micro["data"], "--out",
+                             str(run), "--model", micro["card"], "--batch-size", "2", "--steps", "1000",
+                             "--workers", "1", "--cache-dir", micro["cache"], "--checkpoint-every", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert 2 <= ckpt["step"] < 1000 and ckpt["step"] == logged[-1]
+
+
+def test_bad_input_is_one_line(tmp_path):
+    result = _cli("pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "run"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "no volumes found" in result.stderr
+    help_text = _cli("pretrain", "--help").stdout
+    for option in ("--data", "--out", "--model", "--patch-size", "--batch-size", "--steps", "--lr", "--warmup",
+                   "--local-weight", "--local-scales", "--crop-scale", "--min-overlap", "--rotate", "--non-hu",
+                   "--workers", "--seed", "--checkpoint-every", "--resume", "--amp", "--compile", "--cache-dir",
+                   "--device"):
+        assert option in help_text, option
+
+
+@pytest.mark.slow
+def test_cli_pretrains_tiny_network_on_real_ct_and_exports(tmp_path):
+    if not (DATA / "ct").is_dir():
+        pytest.skip(f"real data folder {DATA / 'ct'} is absent (it sits beside the checkout in CI)")
+    run = tmp_path / "run"
+    result = _cli("pretrain", "--data", str(DATA / "ct"), "--out", str(run), "--patch-size", "16,32,32",
+                  "--batch-size", "2", "--steps", "8", "--workers", "1", "--cache-dir", str(tmp_path / "cache"),
+                  "--non-hu", "rescale", "--lr", "2e-3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rescale" in result.stdout and "label map" in result.stdout
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records]
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), f"loss did not fall: {losses}"
+    assert all(r["loss_local"] is not None for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data"]["count"] == 8 and summary["step"] == 8
+    pytest.importorskip("matplotlib")
+    assert (run / "loss.png").stat().st_size > 1000
+
+    out = tmp_path / "exported"
+    result = _cli("export", str(run), "--name", "my-pgl", "--out", str(out), "--decoder")
+    assert result.returncode == 0, result.stderr
+    import pgl_zoo
+
+    encoder = pgl_zoo.load_pgl_encoder(str(out))
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, ckpt["online"]["branch.encoder." + key]), key
+    card = json.loads((out / "card.json").read_text())
+    assert card["name"] == "my-pgl" and card["contents"] == ["encoder", "decoder"]
+    assert card["training"]["data"]["count"] == 8 and card["training"]["steps"] == 8
+    assert set(card["training"]["final_losses"]) == {"loss", "loss_global", "loss_local"}
+    assert card["training"]["config"]["local_weight"] == 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_identical_parameters(micro, tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pgl_zoo.pretrain import PretrainConfig, pretrain\n"
+        f"cfg = PretrainConfig(data=[{micro['data']!r}], out={str(tmp_path / 'run')!r}, model={micro['card']!r},\n"
+        f"    batch_size=2, steps=3, workers=0, cache_dir={micro['cache']!r}, device='cpu')\n"
+        "result = pretrain(cfg)\n"
+        "print('RANK', os.environ['RANK'], repr(result.parameter_checksum), flush=True)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={_free_port()}", str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sums = dict(line.split()[1:3] for line in result.stdout.splitlines() if line.startswith("RANK"))
+    assert set(sums) == {"0", "1"} and sums["0"] == sums["1"], sums
+    assert float(sums["0"]) != 0.0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert records[0]["views_per_s"] > 0
