@@ -144,11 +144,13 @@ def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing) -
     click.echo(evaluation.table())
     written = write_evaluation(evaluation, out or Path(pred) / "evaluation")
     click.echo(f"written: {', '.join(str(p) for p in written)}")
-    if evaluation.extra:
-        click.echo(f"warning: {len(evaluation.extra)} extra prediction(s) without ground truth: "
-                   f"{', '.join(evaluation.extra)}", err=True)
+    extra = (f"{len(evaluation.extra)} extra prediction(s) without ground truth: {', '.join(evaluation.extra)}"
+             if evaluation.extra else "")
     if evaluation.missing and not allow_missing:
-        raise PglZooError(f"{len(evaluation.missing)} missing prediction(s) in {pred}: {', '.join(evaluation.missing)}")
+        raise PglZooError(f"{len(evaluation.missing)} missing prediction(s) in {pred}: "
+                          f"{', '.join(evaluation.missing)}" + (f"; {extra}" if extra else ""))
+    if extra:
+        click.echo(f"warning: {extra}", err=True)
 
 
 def _label_names_from(path: Path) -> dict[str, str] | None:
