@@ -37,7 +37,8 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "local_scales": "local_levels", 
 @click.option("--out", required=True, type=click.Path(path_type=str),
               help="Run folder: checkpoint.pt, metrics.jsonl, config.json, summary.json, loss.png.")
 @click.option("--model", default="pgl-ct-tiny", show_default=True,
-              help="Model card giving the architecture, preprocessing and default patch size (pgl-zoo list).")
+              help="Model card giving the architecture, preprocessing and default patch size: a registered "
+                   "name (pgl-zoo list) or a card.json file.")
 @click.option("--patch-size", callback=_numbers(int, 3, "z,y,x"), metavar="Z,Y,X",
               help="Patch (view) size in voxels, (z, y, x); a multiple of the network stride. Default: the card's.")
 @click.option("--spacing", callback=_numbers(float, 3, "x,y,z"), metavar="X,Y,Z",

@@ -138,8 +138,9 @@ def pgl_losses(
         for level, p_map in p_local.items():
             z_map = z_local[level]
             c = p_map.shape[1]
-            fa = torch.cat([p_map[:n], z_map[:n]], dim=1)
-            fb = torch.cat([p_map[n:], z_map[n:]], dim=1)
+            # float32: under bf16 autocast the sampling coordinates would otherwise lose precision
+            fa = torch.cat([p_map[:n], z_map[:n]], dim=1).float()
+            fb = torch.cat([p_map[n:], z_map[n:]], dim=1).float()
             aa, ab, valid = align_views(fa, fb, to_source_a, to_source_b, strides[level], return_valid=True)
             terms.append(local_loss(aa[:, :c], ab[:, :c], aa[:, c:], ab[:, c:], valid))
         l_local = torch.stack(terms).mean()
