@@ -52,11 +52,12 @@ def synthetic_folder(root: Path, n: int = 3) -> Path:
     return root
 
 
-def timed_step(online, target, optimizer, batch, local_weight: float, device) -> float:
+def timed_step(online, target, optimizer, batch, local_weight: float, device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one training step."""
     a, b, ta, tb = batch
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     cuda = device.type == "cuda"
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     with amp:
@@ -69,7 +70,7 @@ def timed_step(online, target, optimizer, batch, local_weight: float, device) ->
     losses.total.detach().item()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def peak_memory_mib(device) -> float:
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-batches", type=int, default=12, help="batches timed from the data pipeline")
     parser.add_argument("--workers", type=int, default=None, help="data workers (default: the trainer's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     card = get_card(args.model)
@@ -119,17 +123,23 @@ def main(argv: list[str] | None = None) -> None:
             nets[name] = (online, target, optimizer, weight)
             timed_step(online, target, optimizer, batch, weight, device)  # warm-up
         times: dict[str, list[float]] = {"BYOL": [], "PGL": []}
+        cpu: dict[str, list[float]] = {"BYOL": [], "PGL": []}
         for _ in range(args.steps):
             for name, (online, target, optimizer, weight) in nets.items():
-                times[name].append(timed_step(online, target, optimizer, batch, weight, device))
-        # The minimum is the estimate least disturbed by other load on the machine (as timeit does).
+                wall, used = timed_step(online, target, optimizer, batch, weight, device)
+                times[name].append(wall)
+                cpu[name].append(used)
+        # The minimum is the estimate least disturbed by other load on the machine (as timeit does);
+        # on a shared CPU the process's CPU time is steadier still (best with --threads 1).
         t_pgl, t_byol = min(times["PGL"]), min(times["BYOL"])
         views_per_step = 2 * args.batch_size
         for name in ("PGL", "BYOL"):
             print(f"{name:4s} step: {min(times[name]) * 1000:9.1f} ms min, {statistics.median(times[name]) * 1000:.1f} "
-                  f"ms median of {args.steps} (all: {', '.join(f'{t * 1000:.0f}' for t in times[name])})")
-        print(f"PGL / BYOL step-time ratio: {t_pgl / t_byol:.3f} (min), "
-              f"{statistics.median(times['PGL']) / statistics.median(times['BYOL']):.3f} (median)")
+                  f"ms median of {args.steps} wall (all: {', '.join(f'{t * 1000:.0f}' for t in times[name])}); "
+                  f"CPU time min {min(cpu[name]) * 1000:.1f} ms")
+        print(f"PGL / BYOL step-time ratio: {t_pgl / t_byol:.3f} (min wall), "
+              f"{statistics.median(times['PGL']) / statistics.median(times['BYOL']):.3f} (median wall), "
+              f"{min(cpu['PGL']) / min(cpu['BYOL']):.3f} (min CPU time)")
         kind = "CUDA allocated" if device.type == "cuda" else "process RSS"
         print(f"peak memory: {peak_memory_mib(device):.0f} MiB ({kind})")
 
