@@ -37,6 +37,8 @@ def test_real_ct_folder_skip_policy_and_cache(ct_dir, tmp_path):
     skipped = dict(first.skipped)
     assert sum("label map" in r for r in skipped.values()) >= 5  # 4 NRRD masks, DICOM-SEG, TotalSeg labels
     assert sum("not in HU" in r for r in skipped.values()) == 3
+    assert any("tiny_dicom" in k and "non-uniform slice spacing" in r for k, r in skipped.items())
+    assert any("liver_3slice_dicom/dicom" in s for s in sources)  # a 3-slice series is kept (padded later)
     assert len(warnings) == len(first.skipped)  # one line per skipped volume
     for v in first.volumes:
         array = v.load()

@@ -149,7 +149,7 @@ def test_cli_pretrains_tiny_network_on_real_ct_and_exports(tmp_path):
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), f"loss did not fall: {losses}"
     assert all(r["loss_local"] is not None for r in records)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["data"]["count"] == 8 and summary["step"] == 8
+    assert summary["data"]["count"] == 7 and summary["step"] == 8  # 4 HU CT + 3 rescaled non-HU
     pytest.importorskip("matplotlib")
     assert (run / "loss.png").stat().st_size > 1000
 
@@ -164,7 +164,7 @@ def test_cli_pretrains_tiny_network_on_real_ct_and_exports(tmp_path):
         assert torch.equal(value, ckpt["online"]["branch.encoder." + key]), key
     card = json.loads((out / "card.json").read_text())
     assert card["name"] == "my-pgl" and card["contents"] == ["encoder", "decoder"]
-    assert card["training"]["data"]["count"] == 8 and card["training"]["steps"] == 8
+    assert card["training"]["data"]["count"] == 7 and card["training"]["steps"] == 8
     assert set(card["training"]["final_losses"]) == {"loss", "loss_global", "loss_local"}
     assert card["training"]["config"]["local_weight"] == 1.0
 

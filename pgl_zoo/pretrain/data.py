@@ -7,6 +7,7 @@ window and normalised (``pgl_zoo.imaging.preprocess_image``), and stored as a fl
 ``CACHE_VERSION``. Decisions to skip a volume are cached as well, so a second run starts at once.
 
 Skipped, with one warning line each: unreadable files, 2D or empty volumes, NaN/inf values,
+DICOM series with non-uniform slice spacing (their uniform-grid geometry would be wrong),
 constant volumes, label-like volumes (integer values >= 0 with at most ``LABEL_MAX_VALUES``
 distinct values: segmentation masks should not be trained on) and, for CT, scans not in HU when
 the policy says so. Non-HU detection (CT only): minimum above ``NON_HU_MIN`` (-500), i.e. no air,
@@ -32,7 +33,7 @@ from ..cards import Preprocessing
 from ..errors import DataError, PglZooError
 from ..imaging import VolumeRef, discover_volumes, preprocess_image
 
-CACHE_VERSION = "pgl-pretrain-cache-1"
+CACHE_VERSION = "pgl-pretrain-cache-2"
 NON_HU_POLICIES = ("skip", "rescale", "keep")
 NON_HU_MIN = -500.0
 LABEL_MAX_VALUES = 128
@@ -130,6 +131,30 @@ def check_raw(array: np.ndarray, modality: str) -> tuple[str | None, bool]:
     return None, non_hu
 
 
+def dicom_spacing_problem(ref: VolumeRef, tolerance: float = 1.5) -> str | None:
+    """A reason to skip a DICOM series whose slices are not evenly spaced (missing slices, mixed
+    stacks): stacked as a uniform grid its geometry would be wrong. None when fine or unknown."""
+    if not ref.path.is_dir():
+        return None
+    positions = []
+    for name in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(ref.path), ref.series_uid or ""):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+            positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+        except (RuntimeError, ValueError):
+            return None
+    if len(positions) < 3:
+        return None
+    gaps = np.linalg.norm(np.diff(np.asarray(positions), axis=0), axis=1)
+    if gaps.min() <= 1e-6:
+        return "DICOM series has slices at duplicate positions"
+    if gaps.max() / gaps.min() > tolerance:
+        return f"DICOM series has non-uniform slice spacing (gaps {gaps.min():.2f} to {gaps.max():.2f} mm)"
+    return None
+
+
 def preprocess_ref(ref: VolumeRef, prep: Preprocessing, modality: str, non_hu: str) -> tuple[np.ndarray | None, str]:
     """(array or None, note or skip reason) for one volume; raises nothing for bad data."""
     try:
@@ -141,6 +166,9 @@ def preprocess_ref(ref: VolumeRef, prep: Preprocessing, modality: str, non_hu: s
             sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     except PglZooError as exc:
         return None, str(exc).split(": ", 1)[-1] if str(exc).startswith(str(ref.path)) else str(exc)
+    spacing_problem = dicom_spacing_problem(ref)
+    if spacing_problem:
+        return None, spacing_problem
     raw = sitk.GetArrayViewFromImage(image)
     reason, is_non_hu = check_raw(raw, modality)
     if reason:
