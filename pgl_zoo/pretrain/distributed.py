@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+INIT_TIMEOUT_MIN = 120
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")  # noqa: RUF009
+    device: torch.device = torch.device("cpu")
 
     @property
     def is_main(self) -> bool:
@@ -50,7 +53,8 @@ def setup(device_name: str = "auto") -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
+        # generous timeout: rank 0 may preprocess a large folder while the others wait at a barrier
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=INIT_TIMEOUT_MIN))
     return DistInfo(rank, world, local_rank, device)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -248,6 +249,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
                     dist.all_reduce(values)
                     values /= info.world_size
                 total, glob, loc = (float(v) for v in values.cpu())
+                if not math.isfinite(total):
+                    raise PglZooError(f"{out}: the loss became {total} at step {step}; lower --lr (last good "
+                                      f"checkpoint kept)")
                 now = time.perf_counter()
                 rate = views_per_step / max(now - t_last, 1e-9)
                 t_last = now
