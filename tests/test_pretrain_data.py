@@ -78,7 +78,9 @@ def test_degenerate_files_are_skipped_one_line_each(tmp_path):
     _write(tmp_path / "slice2d.nii.gz", good[:1])
     (tmp_path / "corrupt.nii.gz").write_bytes(b"\x1f\x8b not really a gzip file")
     (tmp_path / "sub").mkdir()
-    _write(tmp_path / "sub" / "mask.nii.gz", (good > 0).astype(np.uint8))
+    zz, yy, xx = np.mgrid[:12, :20, :20]
+    blob = ((zz - 6) ** 2 + (yy - 10) ** 2 + (xx - 10) ** 2 < 30).astype(np.uint8)
+    _write(tmp_path / "sub" / "mask.nii.gz", blob + (xx > 14).astype(np.uint8) * 2)  # a 3-label mask
     warnings: list[str] = []
     data = prepare_volumes(tmp_path, PREP, "CT", "skip", tmp_path / "cache", warn=warnings.append)
     assert [Path(v.source).name for v in data.volumes] == ["good.nii.gz"]
@@ -124,3 +126,19 @@ def test_stream_is_independent_of_workers_and_sharded(tmp_path):
     r0, r1 = batches(0, 0, 2), batches(0, 1, 2)
     assert not torch.equal(r0[0][0], r1[0][0])
     assert list(StepSampler(1, 3, 2, 1, 2)) == [6, 7, 10, 11]
+
+
+def test_label_detection_keeps_8bit_mri_and_skips_its_labels(tmp_path):
+    """8-bit MRI with ~110 grey values is an image (noisy), its 3-class masks are label maps."""
+    mri = DATA / "mri" / "hippocampus"
+    if not mri.is_dir():
+        pytest.skip(f"real data folder {mri} is absent (it sits beside the checkout in CI)")
+    from pgl_zoo.cards import Preprocessing
+
+    images = ["hippocampus_001", "hippocampus_044", "hippocampus_064"]  # 124, 133, 128 distinct values
+    files = [str(mri / "imagesTr" / f"{n}.nii.gz") for n in images]
+    files += [str(mri / "labelsTr" / f"{n}.nii.gz") for n in images]
+    data = prepare_volumes(files, Preprocessing(), "MRI", "keep", tmp_path, warn=lambda m: None)
+    assert sorted(Path(v.source).parent.name for v in data.volumes) == ["imagesTr"] * 3
+    assert [Path(s).parent.name for s, _ in data.skipped] == ["labelsTr"] * 3
+    assert all("label map" in r for _, r in data.skipped)
