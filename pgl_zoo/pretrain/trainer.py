@@ -12,6 +12,7 @@ same parameters as 2N uninterrupted steps (bit-identical on CPU).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import signal
@@ -42,13 +43,14 @@ METRICS_NAME = "metrics.jsonl"
 
 @dataclass
 class RunResult:
-    """What a run returns: the last step reached, final (mean of the last 10) losses, and where."""
+    """What a run returns: the last step reached, final (mean of the last 10) losses, where, and a
+    digest of the online and target networks' exact parameters (to compare ranks or runs)."""
 
     step: int
     final_losses: dict[str, float]
     run_dir: Path
     interrupted: bool = False
-    parameter_checksum: float = 0.0
+    parameter_digest: str = ""
 
 
 def load_card(model: str) -> ModelCard:
@@ -110,8 +112,18 @@ def _trim_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def _checksum(module: torch.nn.Module) -> float:
-    return float(sum(p.detach().double().sum().item() for p in module.parameters()))
+def parameter_digest(*modules: torch.nn.Module) -> str:
+    """sha256 over the exact bytes of every parameter (equal digests: identical parameters).
+
+    Buffers are left out: under DDP, batch-norm running statistics of the heads are synchronised
+    from rank 0 at each forward, then updated by each rank's own last batch.
+    """
+    h = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.named_parameters():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def pretrain(cfg: PretrainConfig) -> RunResult:
@@ -283,7 +295,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         write_loss_curve(metrics_path, out / "loss.png")
         say(f"{'stopped' if interrupted else 'done'} at step {step}/{cfg.steps}; checkpoint: {ckpt_path}", flush=True)
-    result = RunResult(step, final, out, interrupted, _checksum(online))
+    result = RunResult(step, final, out, interrupted, parameter_digest(online, target))
     if interrupted:
         raise KeyboardInterrupt
     return result
