@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import PglZooError
 
 # Options that may differ between a run and its resumption; all others must match the checkpoint.
-RESUMABLE_OVERRIDES = ("steps", "stop_after", "workers", "checkpoint_every", "device", "compile", "resume",
+RESUMABLE_OVERRIDES = ("out", "steps", "stop_after", "workers", "checkpoint_every", "device", "compile", "resume",
                        "cache_dir", "data", "log_every")
 
 
