@@ -38,13 +38,20 @@ def interior(mask_shape, stride: int) -> tuple[slice, ...]:
     return tuple(slice(1, n - 1) if n > 2 else slice(None) for n in mask_shape)
 
 
-def test_view_image_equals_volume_through_affine():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        views = [sample_view_pair(COORDS[axis], PATCH, np.random.default_rng(rng.integers(1 << 30)), rotate=True)
-                 for axis in range(1)]
-        for view in views[0]:
-            assert isinstance(view, View) and tuple(view.image.shape) == PATCH and view.to_source.shape == (4, 4)
+def test_coordinate_views_hold_their_source_coordinates():
+    """Sampled views of the coordinate volume: voxel v holds the source coordinate A @ v."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in PATCH], indexing="ij")).reshape(3, -1).astype(float)
+    for seed in range(20):
+        pairs = [sample_view_pair(COORDS[axis], PATCH, np.random.default_rng(seed), rotate=True) for axis in range(3)]
+        for v in range(2):
+            affine = pairs[0][v].to_source.numpy()
+            mapped = affine[:3, :3] @ grid + affine[:3, 3:4]
+            inside = ((mapped >= 0) & (mapped <= np.array(SHAPE)[:, None] - 1)).all(0)
+            for axis in range(3):
+                view = pairs[axis][v]
+                assert isinstance(view, View) and tuple(view.image.shape) == PATCH
+                assert torch.equal(view.to_source, pairs[0][v].to_source)
+                assert np.abs(view.image.numpy().reshape(-1) - mapped[axis])[inside].max() < 1e-4
 
 
 @pytest.mark.parametrize("stride", [1, 2, 4])
