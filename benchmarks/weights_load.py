@@ -63,7 +63,8 @@ def main() -> None:
             ),
         }
     base = rows["torch.load(weights_only=True)"]
-    print(f"{args.model} encoder, {len(state)} tensors, {size_mb:.1f} MiB; {platform.processor() or platform.machine()}, "
+    cpu = platform.processor() or platform.machine()
+    print(f"{args.model} encoder, {len(state)} tensors, {size_mb:.1f} MiB; {cpu}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats}")
     print(f"{'method':<34} {'ms':>8} {'ratio to torch.load':>20}")
     for name, seconds in rows.items():

@@ -275,6 +275,9 @@ def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> P
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, compress)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0o600; give the file ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

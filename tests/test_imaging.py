@@ -19,6 +19,7 @@ from pgl_zoo.imaging import (
     restore_label,
     write_image,
 )
+from pgl_zoo.weights import default_file_mode
 
 CT = Preprocessing(spacing_xyz_mm=(2.0, 2.0, 2.0), window=(-1024.0, 325.0), normalization="zscore")
 
@@ -118,3 +119,4 @@ def test_write_is_atomic_and_round_trips(tmp_path):
     assert np.array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(image))
     assert np.allclose(again.GetSpacing(), image.GetSpacing())
     assert [p.name for p in path.parent.iterdir()] == ["label.nii.gz"]
+    assert path.stat().st_mode & 0o777 == default_file_mode()  # not mkstemp's private 0o600

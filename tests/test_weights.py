@@ -29,6 +29,8 @@ def _assert_encoder_equal(encoder, net):
 def test_saved_folder_layout_and_file_contents(saved):
     net, folder = saved
     assert sorted(os.listdir(folder)) == ["README.md", "card.json", "model.safetensors"]
+    for name in os.listdir(folder):  # readable by others, as a shared or installed folder must be
+        assert (folder / name).stat().st_mode & 0o777 == W.default_file_mode()
     card = json.loads((folder / "card.json").read_text())
     assert card["sha256"] == W.sha256_file(folder / "model.safetensors")
     tensors = load_file(str(folder / "model.safetensors"))
