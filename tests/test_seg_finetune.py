@@ -18,6 +18,16 @@ pytestmark = pytest.mark.skipif(not HIPPOCAMPUS.is_dir(), reason=f"real data fol
 NAMES = first_cases(8)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions gain nothing from threads, and on a busy CI runner OpenMP threads waiting on
+    each other can make training many times slower: use one thread here, restore afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(tmp_path: Path, out: str, encoder, **changes) -> FinetuneConfig:
     options = dict(
         out=tmp_path / out, num_classes=3, data=hippocampus_subset(tmp_path / f"data_{out}", NAMES),
