@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .cards import BUNDLED, ModelCard
-from .errors import LoadError, PglZooError, WeightsNotAvailableError
+from .errors import ChecksumError, LoadError, PglZooError, WeightsNotAvailableError
 from .hashing import sha256_file, verify_sha256
 from .hub_readme import render_hub_readme
 from .registry import get_card
@@ -60,6 +60,17 @@ def _from_folder(folder: Path, card: ModelCard | None, source: str) -> ResolvedW
     if not path.is_file():
         raise WeightsNotAvailableError(f"{folder}: no {card.filename} in the folder")
     return ResolvedWeights(path, card, source)
+
+
+def _registered_folder(folder: Path, card: ModelCard, source: str) -> ResolvedWeights:
+    """A folder standing in for a registered model: its card must record the registry's digest."""
+    found = _from_folder(folder, card, source)
+    if card.sha256 and found.card.sha256 != card.sha256:
+        raise ChecksumError(
+            f"{folder / CARD_NAME}: records sha256 {found.card.sha256}, but {card.name} is registered with "
+            f"{card.sha256}; the folder holds other weights than the registered ones"
+        )
+    return found
 
 
 def card_for(name_or_path: str | os.PathLike) -> tuple[ModelCard | None, Path | None]:
@@ -109,10 +120,10 @@ def resolve_weights(
     assert card is not None
     env_dir = os.environ.get(ENV_WEIGHTS_DIR)
     if env_dir and (Path(env_dir) / card.name / CARD_NAME).is_file():
-        return _from_folder(Path(env_dir) / card.name, card, f"${ENV_WEIGHTS_DIR}")
+        return _registered_folder(Path(env_dir) / card.name, card, f"${ENV_WEIGHTS_DIR}")
     bundled = BUNDLED_DIR / card.name
     if (bundled / CARD_NAME).is_file():
-        return _from_folder(bundled, card, "bundled")
+        return _registered_folder(bundled, card, "bundled")
     if card.status == BUNDLED:
         raise WeightsNotAvailableError(f"{card.name}: bundled weights are missing from {bundled}; reinstall pgl-zoo")
     if not card.has_weights or not card.hub_repo_id:

@@ -219,3 +219,12 @@ def test_save_is_atomic_an_interrupted_save_keeps_the_old_file(saved, monkeypatc
     assert (folder / "model.safetensors").read_bytes() == before
     assert sorted(os.listdir(folder)) == ["README.md", "card.json", "model.safetensors"]
     _assert_encoder_equal(pgl_zoo.load_pgl_encoder(str(folder)), net)
+
+
+def test_portable_folder_must_hold_the_registered_weights(saved, published_card, monkeypatch, tmp_path):
+    """A folder in $PGL_ZOO_WEIGHTS whose card and file were both replaced is caught by the registry digest."""
+    other = pgl_zoo.save_pretrained(trained_unet(7).state_dict(), published_card, tmp_path / "usb" / "test-published")
+    monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "usb"))
+    with pytest.raises(pgl_zoo.ChecksumError, match="registered with " + published_card.sha256):
+        pgl_zoo.load_pgl_encoder("test-published")
+    assert (other / "model.safetensors").is_file()
