@@ -16,7 +16,7 @@ Output in ``--out`` (default ``benchmarks/results``): ``transfer.json`` (every r
 ``transfer.md`` (Dice mean +- std over seeds per arm, class and K) and ``transfer.png``.
 Runs already finished in ``--work`` are reused, so an interrupted study continues where it stopped.
 
-    python benchmarks/transfer.py                 # the full study (about an hour on 2 CPU cores)
+    python benchmarks/transfer.py                 # the full study (about 45 min on 2 idle CPU cores)
     python benchmarks/transfer.py --quick         # a smoke run of every step (about a minute)
 """
 
@@ -48,12 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-cases", type=int, default=30)
     parser.add_argument("--ks", default="5,20", help="labelled fine-tuning cases, comma-separated")
     parser.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, comma-separated")
-    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--pretrain-steps", type=int, default=500)
     parser.add_argument("--pretrain-batch", type=int, default=8)
     parser.add_argument("--pretrain-patch", default="24,32,24", help="z,y,x voxels")
     parser.add_argument("--local-levels", default=None, help="decoder levels of the local loss (default: coarsest)")
-    parser.add_argument("--finetune-steps", type=int, default=240)
-    parser.add_argument("--finetune-epochs", type=int, default=2, help="the steps are split into these epochs")
+    parser.add_argument("--finetune-steps", type=int, default=200)
+    parser.add_argument("--finetune-epochs", type=int, default=1, help="the steps are split into these epochs")
     parser.add_argument("--finetune-batch", type=int, default=4)
     parser.add_argument("--finetune-patch", default="32,48,32", help="z,y,x voxels")
     parser.add_argument("--lr", type=float, default=1e-3, help="fine-tuning peak learning rate")
