@@ -7,7 +7,7 @@ network widths.
 
 from __future__ import annotations
 
-from .cards import NOT_PUBLISHED, ModelCard, Preprocessing
+from .cards import BUNDLED, NOT_PUBLISHED, ModelCard, Preprocessing
 from .errors import UnknownModelError
 
 # Clip range quoted (second-hand) for the paper's CT preprocessing, then z-score.
@@ -62,8 +62,9 @@ register(
 register(
     ModelCard(
         name="pgl-ct-tiny",
-        summary="Tiny residual 3D U-Net encoder (widths 16-32-64-128) for CT that trains on a laptop CPU.",
-        status=NOT_PUBLISHED,
+        summary="Tiny residual 3D U-Net encoder (widths 16-32-64-128) for CT, PGL-pretrained on a handful of "
+        "public CT scans; bundled.",
+        status=BUNDLED,
         arch={
             "in_channels": 1,
             "widths": [16, 32, 64, 128],
@@ -75,12 +76,36 @@ register(
             spacing_xyz_mm=(2.0, 2.0, 2.0), orientation="LPS", window=CT_WINDOW_HU, normalization="zscore"
         ),
         patch_size_zyx=(32, 64, 64),
+        # The digest of pgl_zoo/bundled/pgl-ct-tiny/model.safetensors; the bundled card.json must agree.
+        sha256="263e583f4acc9964bdf4e06f79082e54015064434d455e9cc9f92d336fa335af",
         hub_repo_id="pgl-zoo/pgl-ct-tiny",
+        license="CC BY 4.0",
         training={
-            "method": "PGL (global BYOL loss + prior-guided local loss)",
-            "recipe": "pgl-zoo pretrain --data ../shared/data/ct --model pgl-ct-tiny --out runs/pgl-ct-tiny",
+            "method": "PGL (global BYOL loss + prior-guided local loss), local loss on decoder level 2",
+            "steps": 300,
+            "batch_size": 4,
+            "data": {
+                "count": 7,
+                "sources": [
+                    "ct/totalseg_patient_a/example_ct.nii.gz (CC BY 4.0)",
+                    "ct/totalseg_patient_a/example_ct_sm.nii.gz (CC BY 4.0)",
+                    "ct/chest_dicom_series (Apache-2.0)",
+                    "ct/liver_3slice_dicom/dicom (BSD-3-Clause)",
+                    "ct/not_hu/CT_AVM.nii.gz, CT_pitch.nii.gz (BSD-2-Clause), rescaled to HU range",
+                    "ct/not_hu/LIDC2.mha (LIDC-IDRI, CC BY 3.0), rescaled to HU range",
+                ],
+            },
+            "final_losses": {"loss": 0.569, "loss_global": 0.245, "loss_local": 0.324},
+            "recipe": "pgl-zoo pretrain --data ../shared/data/ct --model pgl-ct-tiny --out runs/pgl-ct-tiny "
+            "--batch-size 4 --non-hu rescale --steps 300 ; "
+            "pgl-zoo export runs/pgl-ct-tiny --name pgl-ct-tiny --out DIR",
+            "details": "pgl_zoo/bundled/pgl-ct-tiny/card.json holds the full configuration and data record",
         },
-        notes="A small demonstration model; weights not yet trained.",
+        notes=(
+            "A small demonstration model: PGL-pretrained for 300 steps (batch 4) on 7 public CT volumes on a "
+            "2-core CPU. It is not the paper-scale model and has not been shown to improve segmentation (see "
+            "the README's transfer study). Weights license CC BY 4.0: attribute the training scans listed."
+        ),
     )
 )
 

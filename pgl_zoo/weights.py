@@ -115,7 +115,9 @@ def resolve_weights(
                     return ResolvedWeights(path, found, "explicit file")
             if card is None:
                 raise PglZooError(f"{path}: a bare weights file needs a model name or a {CARD_NAME} beside it")
-            return ResolvedWeights(path, card, "explicit file")
+            # The user chose this file over the registered one: the registry's digest does not describe it.
+            # The load report gives its digest and says it was not verified against a record.
+            return ResolvedWeights(path, card.replace(sha256=None), "explicit file")
         raise WeightsNotAvailableError(f"{path}: no such file or folder")
     assert card is not None
     env_dir = os.environ.get(ENV_WEIGHTS_DIR)
@@ -214,8 +216,8 @@ def save_pretrained(
         raise PglZooError(f"{card.name}: nothing to save: no encoder.* keys in the state dict")
     card = card.replace(filename=WEIGHTS_NAME)
     weights_path = out / WEIGHTS_NAME
-    _atomic_write_bytes(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt",
-                                                                                     "pgl_zoo_model": card.name}))
+    # One metadata key only: safetensors writes several in random order, which changes the digest.
+    _atomic_write_bytes(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     card = card.replace(sha256=sha256_file(weights_path))
     _atomic_write_bytes(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card.to_json()))
     _atomic_write_bytes(out / README_NAME, lambda tmp: Path(tmp).write_text(render_hub_readme(card)))

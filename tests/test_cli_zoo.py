@@ -41,7 +41,6 @@ def test_info_json_is_the_card(capsys):
     [
         (["info", "pgl-nope"], "error: unknown model 'pgl-nope'; known models: pgl-ct, pgl-ct-tiny"),
         (["download", "--model", "pgl-ct"], "error: pgl-ct: weights not yet published"),
-        (["download", "--all"], "Error: no registered model has weights to download yet"),
         (["push", "/nonexistent-folder", "--repo-id", "a/b", "--dry-run"], "does not exist"),
     ],
 )
@@ -78,6 +77,17 @@ def test_download_refuses_a_corrupted_cache_entry(saved, published_card, tmp_pat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, _, err = call(capsys, "download", "--model", "test-published", "--cache-dir", str(cache))
     assert code == 1 and "sha256 mismatch" in err and published_card.sha256 in err
+
+
+def test_download_all_writes_portable_folders_that_load_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = call(capsys, "download", "--all", "--local-dir", str(tmp_path / "usb"))
+    assert code == 0, err
+    assert "skip pgl-ct: weights not yet published" in err
+    assert "pgl-ct-tiny" in out and "sha256 verified" in out
+    monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "usb"))
+    encoder = pgl_zoo.load_pgl_encoder("pgl-ct-tiny")
+    assert encoder.load_report.source == "$PGL_ZOO_WEIGHTS" and encoder.load_report.sha256_verified
 
 
 def test_push_dry_run_cli(saved, capsys):

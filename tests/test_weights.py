@@ -38,7 +38,7 @@ def test_saved_folder_layout_and_file_contents(saved):
     for key, value in tensors.items():
         assert torch.equal(value, net.state_dict()[key])
     readme = (folder / "README.md").read_text()
-    assert readme.startswith("---\nlicense: apache-2.0\nlibrary_name: pgl-zoo\n")
+    assert readme.startswith("---\nlicense: cc-by-4.0\nlibrary_name: pgl-zoo\n")  # the card says CC BY 4.0
     assert card["sha256"] in readme and "load_pgl_encoder" in readme
 
 
@@ -97,22 +97,22 @@ def test_offline_and_not_in_cache_is_a_clear_error(published_card, tmp_path, mon
         pgl_zoo.load_pgl_encoder("test-published", cache_dir=tmp_path / "empty")
 
 
-def test_load_from_bundled_location(saved, monkeypatch, tmp_path):
+def test_load_from_bundled_location(saved, published_card, monkeypatch, tmp_path):
     net, folder = saved
     bundled = tmp_path / "bundled"
-    shutil.copytree(folder, bundled / "pgl-ct-tiny")
+    shutil.copytree(folder, bundled / published_card.name)
     monkeypatch.setattr(W, "BUNDLED_DIR", bundled)
-    encoder = pgl_zoo.load_pgl_encoder("pgl-ct-tiny")
-    assert encoder.load_report.source == "bundled"
+    encoder = pgl_zoo.load_pgl_encoder(published_card.name)
+    assert encoder.load_report.source == "bundled" and encoder.load_report.sha256_verified
     _assert_encoder_equal(encoder, net)
 
 
-def test_load_from_portable_folder_env(saved, monkeypatch, tmp_path):
+def test_load_from_portable_folder_env(saved, published_card, monkeypatch, tmp_path):
     net, folder = saved
-    shutil.copytree(folder, tmp_path / "usb" / "pgl-ct-tiny")
+    shutil.copytree(folder, tmp_path / "usb" / published_card.name)
     monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "usb"))
-    encoder = pgl_zoo.load_pgl_encoder("pgl-ct-tiny")
-    assert encoder.load_report.source == "$PGL_ZOO_WEIGHTS"
+    encoder = pgl_zoo.load_pgl_encoder(published_card.name)
+    assert encoder.load_report.source == "$PGL_ZOO_WEIGHTS" and encoder.load_report.sha256_verified
     _assert_encoder_equal(encoder, net)
 
 
@@ -228,3 +228,11 @@ def test_portable_folder_must_hold_the_registered_weights(saved, published_card,
     with pytest.raises(pgl_zoo.ChecksumError, match="registered with " + published_card.sha256):
         pgl_zoo.load_pgl_encoder("test-published")
     assert (other / "model.safetensors").is_file()
+
+
+def test_saving_the_same_weights_twice_gives_the_same_digest(tmp_path):
+    state = trained_unet(5).state_dict()
+    card = pgl_zoo.get_card("pgl-ct-tiny")
+    digests = {json.loads((pgl_zoo.save_pretrained(state, card, tmp_path / str(i)) / "card.json").read_text())["sha256"]
+               for i in range(4)}
+    assert len(digests) == 1
