@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..cards import PUBLISHED, ModelCard
+from ..cards import NOT_PUBLISHED, ModelCard
 
 __all__ = ["export_segmentation_model", "resolve_model_folder", "load_model"]
 
@@ -26,7 +26,7 @@ def export_segmentation_model(
     from ..weights import save_pretrained
 
     card = card.replace(
-        status=PUBLISHED, task="segmentation", contents=("encoder", "decoder", "head"),
+        status=NOT_PUBLISHED, task="segmentation", contents=("encoder", "decoder", "head"),
         num_classes=int(num_classes), sha256=None, hub_repo_id=None, revision=None,
     )
     return save_pretrained(state_dict, card, out_dir)
