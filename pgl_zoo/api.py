@@ -27,11 +27,9 @@ def _resolve(model: str | ModelCard, weights, **hub):
 def _card_only(model: str | ModelCard) -> ModelCard:
     if isinstance(model, ModelCard):
         return model
-    card, path = card_for(model)
+    card, _ = card_for(model)
     if card is None:
-        from .weights import resolve_weights as _rw
-
-        card = _rw(model).card  # a folder: its card.json describes the architecture
+        card = resolve_weights(model).card  # a folder: its card.json describes the architecture
     return card
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write
 from .cards import BUNDLED, ModelCard
 from .errors import ChecksumError, LoadError, PglZooError, WeightsNotAvailableError
 from .hashing import sha256_file, verify_sha256
@@ -176,25 +176,6 @@ def read_state_dict(path: str | Path, expected_sha256: str | None) -> tuple[dict
         raise LoadError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def default_file_mode() -> int:
-    """0o666 less the process umask: what a plain ``open(path, "w")`` would give (mkstemp gives 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_pretrained(
     state_dict: dict[str, torch.Tensor], card: ModelCard, out_dir: str | os.PathLike
 ) -> Path:
@@ -217,10 +198,10 @@ def save_pretrained(
     card = card.replace(filename=WEIGHTS_NAME)
     weights_path = out / WEIGHTS_NAME
     # One metadata key only: safetensors writes several in random order, which changes the digest.
-    _atomic_write_bytes(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     card = card.replace(sha256=sha256_file(weights_path))
-    _atomic_write_bytes(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card.to_json()))
-    _atomic_write_bytes(out / README_NAME, lambda tmp: Path(tmp).write_text(render_hub_readme(card)))
+    atomic_write(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card.to_json()))
+    atomic_write(out / README_NAME, lambda tmp: Path(tmp).write_text(render_hub_readme(card)))
     return out
 
 
@@ -233,9 +214,9 @@ def export_folder(resolved: ResolvedWeights, out_dir: str | os.PathLike) -> Path
         card = card.replace(sha256=sha256_file(resolved.path))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out / card.filename, lambda tmp: shutil.copyfile(resolved.path, tmp))
-    _atomic_write_bytes(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card.to_json()))
-    _atomic_write_bytes(out / README_NAME, lambda tmp: Path(tmp).write_text(render_hub_readme(card)))
+    atomic_write(out / card.filename, lambda tmp: shutil.copyfile(resolved.path, tmp))
+    atomic_write(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card.to_json()))
+    atomic_write(out / README_NAME, lambda tmp: Path(tmp).write_text(render_hub_readme(card)))
     return out
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from pgl_zoo.atomic import default_file_mode
 from pgl_zoo.cards import Preprocessing
 from pgl_zoo.errors import ImageReadError
 from pgl_zoo.imaging import (
@@ -19,7 +20,6 @@ from pgl_zoo.imaging import (
     restore_label,
     write_image,
 )
-from pgl_zoo.weights import default_file_mode
 
 CT = Preprocessing(spacing_xyz_mm=(2.0, 2.0, 2.0), window=(-1024.0, 325.0), normalization="zscore")
 

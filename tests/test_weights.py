@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 import pgl_zoo
 from pgl_zoo import weights as W
+from pgl_zoo.atomic import default_file_mode
 from pgl_zoo.nets import build_unet
 
 
@@ -30,7 +31,7 @@ def test_saved_folder_layout_and_file_contents(saved):
     net, folder = saved
     assert sorted(os.listdir(folder)) == ["README.md", "card.json", "model.safetensors"]
     for name in os.listdir(folder):  # readable by others, as a shared or installed folder must be
-        assert (folder / name).stat().st_mode & 0o777 == W.default_file_mode()
+        assert (folder / name).stat().st_mode & 0o777 == default_file_mode()
     card = json.loads((folder / "card.json").read_text())
     assert card["sha256"] == W.sha256_file(folder / "model.safetensors")
     tensors = load_file(str(folder / "model.safetensors"))

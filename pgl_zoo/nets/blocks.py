@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 
-def _triple(value: int | Sequence[int]) -> tuple[int, int, int]:
+def zyx_triple(value: int | Sequence[int]) -> tuple[int, int, int]:
+    """A per-axis (z, y, x) triple from one int or three values (strides, sizes)."""
     if isinstance(value, int):
         return (value, value, value)
     value = tuple(int(v) for v in value)
@@ -30,7 +31,7 @@ class ConvNormAct(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int | Sequence[int] = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, 3, stride=_triple(stride), padding=1, bias=False)
+        self.conv = nn.Conv3d(in_channels, out_channels, 3, stride=zyx_triple(stride), padding=1, bias=False)
         self.norm = norm3d(out_channels)
         self.act = act()
 
@@ -46,7 +47,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int | Sequence[int] = 1) -> None:
         super().__init__()
-        stride = _triple(stride)
+        stride = zyx_triple(stride)
         self.conv1 = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.norm1 = norm3d(out_channels)
         self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .blocks import ConvNormAct, ResidualBlock, _triple
+from .blocks import ConvNormAct, ResidualBlock, zyx_triple
 
 STEM_KEY = "stem.conv.weight"  # the only weight whose shape depends on in_channels
 
@@ -43,7 +43,7 @@ class ResidualEncoder3d(nn.Module):
         self.in_channels = int(in_channels)
         self.widths = [int(w) for w in widths]
         self.blocks = [int(b) for b in blocks]
-        self.strides = [_triple(s) for s in strides]
+        self.strides = [zyx_triple(s) for s in strides]
         self.stem = ConvNormAct(self.in_channels, self.widths[0])
         stages = []
         previous = self.widths[0]

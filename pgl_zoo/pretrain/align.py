@@ -21,14 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _stride3(stride: int | Sequence[int]) -> tuple[int, int, int]:
-    if isinstance(stride, int):
-        return (stride, stride, stride)
-    out = tuple(int(s) for s in stride)
-    if len(out) != 3:
-        raise ValueError(f"stride needs 3 entries (z, y, x), got {stride!r}")
-    return out  # type: ignore[return-value]
+from ..nets.blocks import zyx_triple
 
 
 def _hull_box(to_source: Tensor, size: Tensor, stride: Tensor) -> tuple[Tensor, Tensor]:
@@ -52,7 +45,7 @@ def overlap_grid(
     point; such samples carry no aligned signal and are flagged invalid.
     """
     dtype = torch.float64
-    st = torch.tensor(_stride3(stride), dtype=dtype)
+    st = torch.tensor(zyx_triple(stride), dtype=dtype)
     ta, tb = to_source_a.to(dtype), to_source_b.to(dtype)
     lo_a, hi_a = _hull_box(ta, torch.tensor(list(size_a), dtype=dtype), st)
     lo_b, hi_b = _hull_box(tb, torch.tensor(list(size_b), dtype=dtype), st)
@@ -68,7 +61,7 @@ def sample_at_source(feats: Tensor, to_source: Tensor, points: Tensor, stride: i
     """Sample ``feats`` (N, C, z, y, x) at source points (N, Gz, Gy, Gx, 3) -> (N, C, Gz, Gy, Gx)."""
     dtype = torch.float64
     n, g = points.shape[0], points.shape[1:4]
-    st = torch.tensor(_stride3(stride), dtype=dtype, device=points.device)
+    st = torch.tensor(zyx_triple(stride), dtype=dtype, device=points.device)
     size = torch.tensor(list(feats.shape[2:]), dtype=dtype, device=points.device)
     inv = torch.linalg.inv(to_source.to(dtype))  # (N, 4, 4): source -> view
     u = points.reshape(n, -1, 3).transpose(1, 2)  # (N, 3, P)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..atomic import atomic_write
 from ..cards import Preprocessing
 from ..errors import DataError, PglZooError
 from ..imaging import VolumeRef, discover_volumes, preprocess_image
@@ -97,23 +98,11 @@ def cache_key(ref: VolumeRef, params: dict) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.save(f, array)
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def equal_neighbour_fraction(array: np.ndarray) -> float:
@@ -265,7 +254,7 @@ def prepare_volumes(
                 meta_path, npy_path = private / meta_path.name, private / npy_path.name
             if array is not None:
                 _save_npy(npy_path, array)
-            _atomic_write(meta_path, lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m, indent=1)))
+            atomic_write(meta_path, lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m, indent=1)))
         if meta["status"] == "ok":
             out.volumes.append(PreparedVolume(str(ref), npy_path, tuple(meta["shape_zyx"]), meta["note"]))
             if meta["note"]:
