@@ -283,8 +283,8 @@ def download(
     ``$PGL_ZOO_WEIGHTS=local_dir`` on a machine without network.
     """
     resolved = resolve_weights(get_card(name), revision=revision, cache_dir=cache_dir)
+    if local_dir is not None:  # export_folder verifies the digest before copying
+        return export_folder(resolved, Path(local_dir) / name) / resolved.card.filename
     if resolved.card.sha256:
         verify_sha256(resolved.path, resolved.card.sha256)
-    if local_dir is not None:
-        return export_folder(resolved, Path(local_dir) / name) / resolved.card.filename
     return resolved.path
