@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pgl_zoo.architecture import stage_widths
 from pgl_zoo.pretrain.config import default_workers
 from pgl_zoo.pretrain.data import prepare_volumes
 from pgl_zoo.pretrain.dataset import StepSampler, ViewPairDataset, make_loader
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     card = get_card(args.model)
     patch = tuple(int(v) for v in args.patch_size.split(",")) if args.patch_size else card.patch_size_zyx
     levels = (tuple(int(v) for v in args.local_scales.split(",")) if args.local_scales
-              else default_local_levels(len(card.arch["widths"])))
+              else default_local_levels(len(stage_widths(card.arch))))
     workers = default_workers() if args.workers is None else args.workers
     print(f"device {device} ({torch.get_num_threads()} threads), model {card.name}, batch {args.batch_size} pairs, "
           f"patch {'x'.join(map(str, patch))}, local levels {list(levels)}, torch {torch.__version__}")

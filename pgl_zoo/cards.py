@@ -27,6 +27,11 @@ STATUSES = (NOT_PUBLISHED, PUBLISHED, BUNDLED)
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
 
+# Version 2: ``arch`` is nnU-Net's architecture block for ResidualEncoderUNet (pgl-zoo >= 0.2).
+# Version 1 cards (``arch`` = widths/blocks/strides of the hand-written networks of 0.1) describe
+# weights that do not fit the nnU-Net networks; they are refused with a message that says so.
+CARD_SCHEMA_VERSION = 2
+
 PGL_CITATION = (
     "@article{xie2020pgl,\n"
     "  title={PGL: Prior-Guided Local Self-supervised Learning for 3D Medical Image Segmentation},\n"
@@ -69,10 +74,13 @@ class Preprocessing:
 class ModelCard:
     """Metadata of one zoo entry (weights file + the architecture and preprocessing it expects).
 
-    ``arch`` holds the keyword arguments of :class:`pgl_zoo.nets.ResidualEncoder3d`
-    (``in_channels``, ``widths``, ``blocks``, ``strides`` as (z, y, x) per stage).
+    ``arch`` is nnU-Net's architecture block for ``ResidualEncoderUNet`` (``network_class_name``,
+    ``arch_kwargs``, ``_kw_requires_import``; see :mod:`pgl_zoo.architecture`), exactly as it appears
+    in an nnU-Net plans file. ``in_channels`` is the number of input channels the weights take.
     ``contents`` says which parts of the segmentation network the file holds
-    ("encoder", "decoder", "head"); keys in the file are named as in :class:`pgl_zoo.nets.UNet3d`.
+    ("encoder", "decoder", "head"); keys in the file are named as in :class:`pgl_zoo.nets.UNet3d`
+    (see :mod:`pgl_zoo.nets.keys`). Unknown keys are refused when a card is read, so that a
+    misspelt field (``sha265``) cannot silently drop a check.
     """
 
     name: str
@@ -82,7 +90,8 @@ class ModelCard:
     modality: str
     preprocessing: Preprocessing
     patch_size_zyx: tuple[int, int, int]
-    architecture: str = "resenc-unet3d"
+    architecture: str = "nnunet-resenc-unet3d"
+    in_channels: int = 1
     contents: tuple[str, ...] = ("encoder",)
     task: str = "encoder"
     num_classes: int | None = None
@@ -95,10 +104,23 @@ class ModelCard:
     citation: str = PGL_CITATION
     training: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    schema_version: int = CARD_SCHEMA_VERSION
 
-    @property
-    def in_channels(self) -> int:
-        return int(self.arch.get("in_channels", 1))
+    def __post_init__(self) -> None:
+        from .architecture import validate_arch
+
+        if self.schema_version != CARD_SCHEMA_VERSION:
+            raise ValueError(f"card schema_version {self.schema_version} is not supported (this pgl-zoo reads "
+                             f"{CARD_SCHEMA_VERSION})")
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        object.__setattr__(self, "arch", validate_arch(self.arch))
+        if not self.contents or not set(self.contents) <= {"encoder", "decoder", "head"}:
+            raise ValueError(f"contents must name parts among encoder, decoder, head, got {self.contents!r}")
+        if isinstance(self.in_channels, bool) or not isinstance(self.in_channels, int) or self.in_channels < 1:
+            raise ValueError(f"in_channels must be a positive integer, got {self.in_channels!r}")
+        if "/" in self.filename or "\\" in self.filename or self.filename in ("", ".", ".."):
+            raise ValueError(f"filename must be a plain file name inside the model's folder, got {self.filename!r}")
 
     @property
     def has_weights(self) -> bool:
@@ -114,19 +136,26 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
+        """A card from its JSON form; refuses unknown keys, other schema versions and malformed fields."""
+        data = dict(data)
+        version = data.get("schema_version", 1)
+        if version != CARD_SCHEMA_VERSION:
+            hint = (" (a card of pgl-zoo 0.1, whose hand-written networks were replaced by nnU-Net's: its weights "
+                    "do not fit; retrain or re-export with pgl-zoo >= 0.2)" if version == 1 else "")
+            raise ValueError(f"card schema_version {version} is not supported, this pgl-zoo reads "
+                             f"{CARD_SCHEMA_VERSION}{hint}")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown card keys {sorted(unknown)}")
         prep = data.get("preprocessing") or {}
-        data["preprocessing"] = prep if isinstance(prep, Preprocessing) else Preprocessing(**prep)
+        if not isinstance(prep, Preprocessing):
+            unknown = set(prep) - {f.name for f in fields(Preprocessing)}
+            if unknown:
+                raise ValueError(f"unknown preprocessing keys {sorted(unknown)}")
+            prep = Preprocessing(**prep)
+        data["preprocessing"] = prep
         data["patch_size_zyx"] = tuple(int(v) for v in data["patch_size_zyx"])
         data["contents"] = tuple(data.get("contents", ("encoder",)))
-        arch = dict(data["arch"])
-        for key in ("widths", "blocks"):
-            if key in arch:
-                arch[key] = [int(v) for v in arch[key]]
-        if "strides" in arch:
-            arch["strides"] = [[int(v) for v in s] for s in arch["strides"]]
-        data["arch"] = arch
         return cls(**data)
 
     @classmethod

@@ -9,21 +9,16 @@ import torch
 from torch import nn
 
 from .errors import LoadError
-from .nets import STEM_KEY, adapt_input_channels
+from .nets import PARTS, STEM_KEY, adapt_input_channels, part_of, unique_state_dict
 
 logger = logging.getLogger("pgl_zoo")
 
-PARTS = ("encoder", "decoder", "head")
-
-
-def part_of(key: str) -> str:
-    """The network part a key (named as in UNet3d) belongs to: encoder, decoder or head."""
-    return key.split(".", 1)[0]
+__all__ = ["PARTS", "LoadReport", "load_parts", "part_of"]
 
 
 @dataclass
 class LoadReport:
-    """What a weights file gave a network. Keys are named as in :class:`pgl_zoo.nets.UNet3d`.
+    """What a weights file gave a network. Keys are the zoo's names (:mod:`pgl_zoo.nets.keys`).
 
     loaded: keys copied from the file. missing: keys of the requested parts that the file lacks.
     unexpected: file keys of the requested parts that the network lacks. mismatched: keys whose
@@ -78,11 +73,13 @@ def load_parts(
     """Copy the ``parts`` of ``state`` into ``model`` and report.
 
     ``key_prefix`` is prepended to the model's own keys to name them as in UNet3d ("encoder."
-    for a standalone encoder). With ``strict``, any missing, unexpected or mismatched key raises
-    LoadError and the model is left untouched.
+    for a standalone encoder). Each tensor is counted once, under its zoo name (aliases such as
+    ``decoder.encoder.*`` and ``*.all_modules.*`` are the same tensors and load with them). With
+    ``strict``, any missing, unexpected or mismatched key raises LoadError and the model is left
+    untouched.
     """
     report = report or LoadReport()
-    own = {key_prefix + k: v for k, v in model.state_dict().items()}
+    own = unique_state_dict(model, key_prefix)
     new_state: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if part_of(key) not in parts:

@@ -7,6 +7,7 @@ network widths.
 
 from __future__ import annotations
 
+from .architecture import resenc_arch
 from .cards import BUNDLED, NOT_PUBLISHED, ModelCard, Preprocessing
 from .errors import UnknownModelError
 
@@ -34,12 +35,9 @@ register(
         name="pgl-ct",
         summary="Paper-scale residual 3D U-Net encoder (widths 32-64-128-256-320) for CT, PGL pretraining.",
         status=NOT_PUBLISHED,
-        arch={
-            "in_channels": 1,
-            "widths": [32, 64, 128, 256, 320],
-            "blocks": [1, 2, 2, 2, 2],
-            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
-        },
+        arch=resenc_arch(
+            [32, 64, 128, 256, 320], [1, 2, 2, 2, 2], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+        ),
         modality="CT",
         preprocessing=Preprocessing(
             spacing_xyz_mm=(1.0, 1.0, 2.5), orientation="LPS", window=CT_WINDOW_HU, normalization="zscore"
@@ -65,12 +63,7 @@ register(
         summary="Tiny residual 3D U-Net encoder (widths 16-32-64-128) for CT, PGL-pretrained on a handful of "
         "public CT scans; bundled.",
         status=BUNDLED,
-        arch={
-            "in_channels": 1,
-            "widths": [16, 32, 64, 128],
-            "blocks": [1, 1, 1, 1],
-            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
-        },
+        arch=resenc_arch([16, 32, 64, 128], [1, 1, 1, 1], [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]),
         modality="CT",
         preprocessing=Preprocessing(
             spacing_xyz_mm=(2.0, 2.0, 2.0), orientation="LPS", window=CT_WINDOW_HU, normalization="zscore"

@@ -182,16 +182,17 @@ def save_pretrained(
     """Write ``model.safetensors``, ``card.json`` (with the file's sha256) and a Hub ``README.md``.
 
     ``state_dict`` keys are named as in :class:`pgl_zoo.nets.UNet3d` (``encoder.*``,
-    ``decoder.*``, ``head.*``); only the parts listed in ``card.contents`` are written. Each file
+    ``decoder.*``, the head ``decoder.seg_layers.*``); only the parts listed in ``card.contents``
+    are written, each tensor once under its zoo name (aliases are dropped, see :mod:`pgl_zoo.nets.keys`). Each file
     is written to a temporary name and renamed, so an interrupted save never leaves a half file
     under the final name. Returns the folder, which loads back with ``weights=out_dir``.
     """
-    from .load_report import part_of
+    from .nets.keys import drop_aliases, part_of
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {
-        k: v.detach().to("cpu").contiguous() for k, v in state_dict.items() if part_of(k) in card.contents
+        k: v.detach().to("cpu").contiguous() for k, v in drop_aliases(state_dict).items() if part_of(k) in card.contents
     }
     if not any(part_of(k) == "encoder" for k in tensors):
         raise PglZooError(f"{card.name}: nothing to save: no encoder.* keys in the state dict")

@@ -8,14 +8,13 @@ from pathlib import Path
 import torch
 
 from pgl_zoo.cards import NOT_PUBLISHED, ModelCard, Preprocessing
-from pgl_zoo.nets import build_unet
+from pgl_zoo.nets import build_unet, resenc_arch
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 HIPPOCAMPUS = DATA_DIR / "mri" / "hippocampus"
 
 # A very small residual U-Net so that CPU tests take seconds.
-MICRO_ARCH = {"in_channels": 1, "widths": [8, 16, 32], "blocks": [1, 1, 1],
-              "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}
+MICRO_ARCH = resenc_arch([8, 16, 32], [1, 1, 1], [[1, 1, 1], [2, 2, 2], [2, 2, 2]])
 
 
 def micro_card(name: str = "micro", spacing=None, window=None, patch=(32, 32, 32), modality="MRI") -> ModelCard:

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 import pgl_zoo
-from pgl_zoo.cards import NORMALIZATIONS, STATUSES, ModelCard, Preprocessing
+from pgl_zoo.architecture import cumulative_strides, validate_arch
+from pgl_zoo.cards import CARD_SCHEMA_VERSION, NORMALIZATIONS, STATUSES, ModelCard, Preprocessing
 
 NAMES = pgl_zoo.list_models()
 
@@ -25,12 +26,10 @@ def test_card_schema(name):
     assert card.name == name
     assert card.status in STATUSES
     assert card.summary and card.modality and card.license and "xie2020pgl" in card.citation
-    arch = card.arch
-    n = len(arch["widths"])
-    assert n >= 2 and len(arch["blocks"]) == n and len(arch["strides"]) == n
-    assert all(isinstance(w, int) and w > 0 for w in arch["widths"])
-    assert all(len(s) == 3 and all(v in (1, 2) for v in s) for s in arch["strides"])
-    assert arch["in_channels"] == card.in_channels >= 1
+    assert validate_arch(card.arch) == card.arch  # nnU-Net's architecture block, normalised
+    kwargs = card.arch["arch_kwargs"]
+    assert all(len(s) == 3 and all(v in (1, 2) for v in s) for s in kwargs["strides"])
+    assert card.in_channels >= 1 and card.schema_version == CARD_SCHEMA_VERSION
     prep = card.preprocessing
     assert prep.normalization in NORMALIZATIONS
     if prep.spacing_xyz_mm is not None:
@@ -39,9 +38,7 @@ def test_card_schema(name):
         low, high = prep.window
         assert -1200 <= low < high <= 3000
     # the patch must be divisible by the network's total stride
-    total = [1, 1, 1]
-    for stride in arch["strides"]:
-        total = [t * s for t, s in zip(total, stride, strict=False)]
+    total = cumulative_strides(kwargs["strides"])[-1]
     assert all(p % t == 0 for p, t in zip(card.patch_size_zyx, total, strict=False))
     assert "encoder" in card.contents
     if card.has_weights:

@@ -1,25 +1,51 @@
-"""Shapes, strides and weight sharing of the networks, and torch.hub entry points."""
+"""The networks are nnU-Net's (dynamic-network-architectures): shapes, strides, keys, card round trip, torch.hub."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 import torch
+from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 
 import pgl_zoo
-from pgl_zoo.nets import ResidualEncoder3d, UNet3d, adapt_input_channels, build_encoder
+from pgl_zoo.architecture import ARCH_KWARGS
+from pgl_zoo.nets import (
+    ResidualEncoder3d,
+    UNet3d,
+    adapt_input_channels,
+    build_encoder,
+    build_unet,
+    resenc_arch,
+    unique_state_dict,
+    validate_arch,
+)
+from pgl_zoo.nets.keys import drop_aliases, is_alias, part_of
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = pgl_zoo.get_card("pgl-ct-tiny").arch
 
 
+def test_networks_are_the_librarys_classes():
+    net = build_unet(TINY, 2)
+    assert isinstance(net, ResidualEncoderUNet) and isinstance(net.encoder, ResidualEncoder)
+    assert isinstance(build_encoder(TINY), ResidualEncoder)
+
+
+def test_arch_kwargs_list_matches_the_installed_library():
+    params = set(inspect.signature(ResidualEncoderUNet.__init__).parameters)
+    assert set(ARCH_KWARGS) == params - {"self", "input_channels", "num_classes", "deep_supervision"}
+
+
 def test_encoder_features_highest_resolution_first_with_their_strides():
-    enc = ResidualEncoder3d(2, [4, 8, 12], [1, 2, 1], [[1, 1, 1], [1, 2, 2], [2, 2, 2]])
+    arch = resenc_arch([4, 8, 12], [1, 2, 1], [[1, 1, 1], [1, 2, 2], [2, 2, 2]])
+    enc = build_encoder(arch, in_channels=2)
     feats = enc(torch.randn(2, 2, 8, 16, 24))
     assert [tuple(f.shape) for f in feats] == [(2, 4, 8, 16, 24), (2, 8, 8, 8, 12), (2, 12, 4, 4, 6)]
     assert enc.cumulative_strides == [(1, 1, 1), (1, 2, 2), (2, 4, 4)]
-    assert ResidualEncoder3d(**enc.arch).arch == enc.arch
+    assert enc.widths == [4, 8, 12]
 
 
 def test_paper_scale_widths():
@@ -48,24 +74,59 @@ def test_paper_scale_unet_via_hub_default_encoder():
 
 
 def test_odd_sizes_are_zero_padded_at_the_far_end_and_cropped_back():
-    net = UNet3d(2, **TINY).eval()
+    net = build_unet(TINY, 2).eval()
     x = torch.randn(1, 1, 13, 21, 30)
     with torch.no_grad():
         odd = net(x)
         # total stride 8: the network pads to 16 x 24 x 32 with zeros after the data
         by_hand = net(torch.nn.functional.pad(x, (0, 2, 0, 3, 0, 3)))[..., :13, :21, :30]
-    assert torch.equal(odd, by_hand)
+        assert torch.equal(odd, by_hand)
+        enc = build_encoder(TINY).eval()
+        assert [f.shape[2:] for f in enc(x)] == [(16, 24, 32), (8, 12, 16), (4, 6, 8), (2, 3, 4)]
 
 
 def test_encoder_keys_match_and_features_agree():
-    net = UNet3d(3, **TINY).eval()
+    net = build_unet(TINY, 3).eval()
     enc = build_encoder(TINY).eval()
-    assert list(enc.state_dict()) == list(net.encoder.state_dict())
+    assert list(unique_state_dict(enc, "encoder.")) == [k for k in unique_state_dict(net) if k.startswith("encoder.")]
     enc.load_state_dict(net.encoder.state_dict())
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         for a, b in zip(enc(x), net.forward_features(x)[0], strict=True):
             assert torch.equal(a, b)
+
+
+def test_decoder_levels_are_the_librarys_decoder_outputs():
+    net = build_unet(TINY, 3).eval()
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        _, levels = net.forward_features(x)
+        assert [lv.shape[1] for lv in levels] == [16, 32, 64]
+        # the finest level through the library's last segmentation layer is the network's output
+        assert torch.equal(net.decoder.seg_layers[-1](levels[0]), net(x))
+
+
+def test_zoo_names_are_the_unique_tensors_and_parts_are_right():
+    net = build_unet(TINY, 2)
+    unique = unique_state_dict(net)
+    assert list(drop_aliases(net.state_dict())) == list(unique)
+    assert all(is_alias(k) for k in set(net.state_dict()) - set(unique))
+    assert {part_of(k) for k in unique} == {"encoder", "decoder", "head"}
+    assert {k for k in unique if part_of(k) == "head"} == {
+        f"decoder.seg_layers.{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+    assert sum(p.numel() for p in net.encoder_parameters()) + sum(p.numel() for p in net.decoder_parameters()) \
+        + sum(p.numel() for p in net.head_parameters()) == sum(p.numel() for p in net.parameters())
+
+
+def test_arch_validation_names_the_fault():
+    with pytest.raises(ValueError, match="n_blocks_per_stage"):
+        validate_arch({**TINY, "arch_kwargs": {**TINY["arch_kwargs"], "n_blocks_per_stage": [1, 1]}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        validate_arch({**TINY, "widths": [8]})
+    with pytest.raises(ValueError, match="network_class_name"):
+        validate_arch({**TINY, "network_class_name": "PlainConvUNet"})
+    with pytest.raises(ValueError, match="odd"):
+        resenc_arch([8, 16], [1, 1], [1, 2], kernel_sizes=[2, 3])
 
 
 def test_adapt_input_channels_preserves_response_to_a_repeated_image():
@@ -85,10 +146,7 @@ def test_adapt_input_channels_preserves_response_to_a_repeated_image():
 
 def test_freeze_encoder():
     net = pgl_zoo.pgl_unet3d(2, encoder="pgl-ct-tiny", pretrained=False, freeze_encoder=True)
-    assert not any(p.requires_grad for p in net.encoder.parameters())
-    assert all(p.requires_grad for p in net.decoder.parameters())
-
-
-def test_mismatched_stage_lists_are_refused():
-    with pytest.raises(ValueError, match="one entry per stage"):
-        ResidualEncoder3d(1, [8, 16], [1], [[1, 1, 1], [2, 2, 2]])
+    assert isinstance(net, UNet3d)
+    assert not any(p.requires_grad for p in net.encoder_parameters())
+    assert all(p.requires_grad for p in net.decoder_parameters())
+    assert all(p.requires_grad for p in net.head_parameters())

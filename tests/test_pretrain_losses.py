@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pgl_zoo.nets import resenc_arch
 from pgl_zoo.pretrain.losses import cosine_momentum, global_loss, local_loss
 from pgl_zoo.pretrain.model import OnlineNetwork, make_target, pgl_losses, update_target
 from pgl_zoo.pretrain.views import sample_view_pair
 
-ARCH = {"in_channels": 1, "widths": [8, 16, 32], "blocks": [1, 1, 1], "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}
+ARCH = resenc_arch([8, 16, 32], [1, 1, 1], [[1, 1, 1], [2, 2, 2], [2, 2, 2]])
 
 
 def test_local_loss_zero_for_identical_and_positive_otherwise():

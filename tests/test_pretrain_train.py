@@ -19,13 +19,13 @@ import torch
 
 from pgl_zoo.cards import Preprocessing
 from pgl_zoo.errors import PglZooError
+from pgl_zoo.nets import resenc_arch
 from pgl_zoo.pretrain import PretrainConfig, pretrain
 from pgl_zoo.pretrain.checkpoint import load_checkpoint, save_checkpoint
 from pgl_zoo.registry import get_card
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MICRO_ARCH = {"in_channels": 1, "widths": [8, 16, 32], "blocks": [1, 1, 1],
-              "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}
+MICRO_ARCH = resenc_arch([8, 16, 32], [1, 1, 1], [[1, 1, 1], [2, 2, 2], [2, 2, 2]])
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,8 @@ def test_frozen_encoder_and_layer_decay(tmp_path, arch_and_encoder):
                               layer_decay=0.5))
     state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(state[k], v) for k, v in start.items())  # untouched while frozen
-    assert not torch.equal(state["head.weight"], torch.zeros_like(state["head.weight"]))
+    head = state["decoder.seg_layers.1.weight"]
+    assert not torch.equal(head, torch.zeros_like(head))
 
 
 def test_explicit_case_pairs(tmp_path, arch_and_encoder):

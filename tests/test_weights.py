@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 import pgl_zoo
 from pgl_zoo import weights as W
 from pgl_zoo.atomic import default_file_mode
-from pgl_zoo.nets import build_unet
+from pgl_zoo.nets import build_unet, unique_state_dict
 
 
 def _assert_encoder_equal(encoder, net):
@@ -142,9 +142,9 @@ def test_unet_load_report_names_decoder_and_head_as_not_from_weights(saved):
     seg = pgl_zoo.pgl_unet3d(4, encoder=str(folder))
     report = seg.load_report
     assert report.encoder_fraction == 1.0 and report.complete
-    assert set(report.not_from_weights) == {k for k in seg.state_dict() if not k.startswith("encoder.")}
-    assert any(k.startswith("decoder.") for k in report.not_from_weights)
-    assert "head.weight" in report.not_from_weights
+    assert set(report.not_from_weights) == {k for k in unique_state_dict(seg) if not k.startswith("encoder.")}
+    assert any(k.startswith("decoder.stages.") for k in report.not_from_weights)
+    assert "decoder.seg_layers.2.weight" in report.not_from_weights
     x = torch.randn(1, 1, 16, 16, 16)
     encoder = pgl_zoo.load_pgl_encoder(str(folder)).eval()
     with torch.no_grad():
@@ -157,23 +157,24 @@ def test_decoder_is_loaded_when_the_file_has_one(tmp_path):
     card = pgl_zoo.get_card("pgl-ct-tiny").replace(contents=("encoder", "decoder"))
     folder = pgl_zoo.save_pretrained(net.state_dict(), card, tmp_path / "with-decoder")
     seg = pgl_zoo.pgl_unet3d(5, encoder=str(folder))
-    assert set(seg.load_report.not_from_weights) == {"head.weight", "head.bias"}
-    for key, value in net.decoder.state_dict().items():
-        assert torch.equal(seg.decoder.state_dict()[key], value)
+    assert set(seg.load_report.not_from_weights) == {k for k in unique_state_dict(seg) if ".seg_layers." in k}
+    for key, value in unique_state_dict(net).items():
+        if key.startswith(("decoder.stages.", "decoder.transpconvs.")):
+            assert torch.equal(seg.state_dict()[key], value)
 
 
 def test_in_channels_adaptation_is_reported(saved):
     _, folder = saved
     seg = pgl_zoo.pgl_unet3d(2, encoder=str(folder), in_channels=3)
-    assert seg.encoder.stem.conv.weight.shape[1] == 3
+    assert seg.encoder.stem.convs[0].conv.weight.shape[1] == 3
     assert seg.load_report.adapted and seg.load_report.encoder_fraction == 1.0
 
 
 def test_strict_loading_refuses_a_file_for_another_architecture(tmp_path):
     net = build_unet(pgl_zoo.get_card("pgl-ct-tiny").arch, 2)
-    state = {k: v for k, v in net.state_dict().items() if k.startswith("encoder.")}
-    state["encoder.stages.3.0.conv1.weight"] = torch.zeros(1, 1, 1, 1, 1)
-    del state["encoder.stages.3.0.conv2.weight"]
+    state = {k: v.clone() for k, v in unique_state_dict(net).items() if k.startswith("encoder.")}
+    state["encoder.stages.3.blocks.0.conv1.conv.weight"] = torch.zeros(1, 1, 1, 1, 1)
+    del state["encoder.stages.3.blocks.0.conv2.conv.weight"]
     save_file(state, str(tmp_path / "odd.safetensors"))
     with pytest.raises(pgl_zoo.LoadError, match="missing: 1.*mismatched: 1"):
         pgl_zoo.load_pgl_encoder("pgl-ct-tiny", weights=tmp_path / "odd.safetensors")

@@ -92,7 +92,7 @@ def _param_groups(net: torch.nn.Module, config: FinetuneConfig) -> list[dict[str
     groups = [{"params": list(encoder.stem.parameters()), "lr": config.lr * config.layer_decay**n}]
     for i, stage in enumerate(encoder.stages):
         groups.append({"params": list(stage.parameters()), "lr": config.lr * config.layer_decay ** (n - 1 - i)})
-    groups.append({"params": [*net.decoder.parameters(), *net.head.parameters()], "lr": config.lr})
+    groups.append({"params": [*net.decoder_parameters(), *net.head_parameters()], "lr": config.lr})
     return groups
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..architecture import stage_widths
 from ..cards import NOT_PUBLISHED
 from ..errors import PglZooError
 from ..registry import get_card
@@ -64,7 +65,7 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_deco
     }
     notes = f"Exported from pretraining run {run_dir.name} at step {step} with pgl-zoo."
     if include_decoder:
-        notes += (f" Decoder levels {levels[0]}..{len(base.arch['widths']) - 2} were trained by the local loss;"
+        notes += (f" Decoder levels {levels[0]}..{len(stage_widths(base.arch)) - 2} were trained by the local loss;"
                   f" finer levels (if any) keep their initialisation.")
     card = base.replace(
         name=name, summary=f"{base.summary} Trained locally by pgl-zoo pretrain ({step} steps).",

@@ -1,7 +1,9 @@
 """Online and target networks of PGL and the loss of one batch of view pairs.
 
-The backbone is the zoo's residual encoder + U-Net decoder (state-dict keys ``encoder.*`` and
-``decoder.*``, as in :class:`pgl_zoo.nets.UNet3d`). Global branch: global average pool of the
+The backbone is nnU-Net's ResidualEncoderUNet built from the card (dynamic-network-architectures):
+its encoder and its decoder's upsampling and merge stages (state-dict keys ``encoder.*`` and
+``decoder.transpconvs.*`` / ``decoder.stages.*``, as in :class:`pgl_zoo.nets.UNet3d`; the
+segmentation layers are not part of pretraining). Global branch: global average pool of the
 bottleneck -> MLP projector (-> MLP predictor, online only). Local branch: decoder maps at the
 chosen levels (level i has stride ``encoder.cumulative_strides[i]``, i = 0 is full resolution) ->
 1x1x1-conv projector (-> predictor, online only). The decoder runs only down to the finest chosen
@@ -19,10 +21,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..nets import UNetDecoder, build_encoder
+from ..nets import build_unet, cumulative_strides, decode_levels
 from .align import align_views
 from .heads import ConvHead, MLPHead, global_pool
 from .losses import global_loss, local_loss, total_loss
+
+
+class Decoder(nn.Module):
+    """The library decoder's upsampling (``transpconvs``) and merge (``stages``) modules, without its
+    segmentation layers and without its reference to the encoder (so each tensor has one name)."""
+
+    def __init__(self, transpconvs: nn.ModuleList, stages: nn.ModuleList) -> None:
+        super().__init__()
+        self.transpconvs = transpconvs
+        self.stages = stages
 
 
 class Branch(nn.Module):
@@ -31,9 +43,10 @@ class Branch(nn.Module):
 
     def __init__(self, arch: dict, local_levels: Sequence[int], global_dim: int = 128) -> None:
         super().__init__()
-        self.encoder = build_encoder(arch)
-        widths = self.encoder.widths
-        self.decoder = UNetDecoder(widths, self.encoder.strides)
+        unet = build_unet(arch, num_classes=1)
+        self.encoder = unet.encoder
+        widths = [int(w) for w in self.encoder.output_channels]
+        self.decoder = Decoder(unet.decoder.transpconvs, unet.decoder.stages)
         self.local_levels = sorted({int(i) for i in local_levels})
         for level in self.local_levels:
             if not 0 <= level < len(widths) - 1:
@@ -43,21 +56,21 @@ class Branch(nn.Module):
             {str(i): ConvHead(widths[i], 2 * widths[i], local_dim(widths[i])) for i in self.local_levels}
         )
 
-    def decode(self, features: list[Tensor], finest: int) -> dict[int, Tensor]:
-        """Decoder maps of levels ``finest`` .. n-2 (the U-Net decoder, stopped early)."""
-        x, out = features[-1], {}
-        for i in range(len(features) - 2, finest - 1, -1):
-            x = self.decoder.up[i](x)
-            x = self.decoder.blocks[i](torch.cat([x, features[i]], dim=1))
-            out[i] = x
-        return out
+    @property
+    def widths(self) -> list[int]:
+        return [int(w) for w in self.encoder.output_channels]
+
+    @property
+    def feature_strides(self) -> list[tuple[int, int, int]]:
+        """Stride (z, y, x) of encoder map / decoder level i relative to the input."""
+        return cumulative_strides(self.encoder.strides)
 
     def forward(self, x: Tensor, with_local: bool = True) -> tuple[Tensor, dict[int, Tensor]]:
         features = self.encoder(x)
         g = self.global_projector(global_pool(features[-1]))
         local: dict[int, Tensor] = {}
         if with_local and self.local_levels:
-            decoded = self.decode(features, self.local_levels[0])
+            decoded = decode_levels(self.decoder.transpconvs, self.decoder.stages, features, self.local_levels[0])
             local = {i: self.local_projectors[str(i)](decoded[i]) for i in self.local_levels}
         return g, local
 
@@ -72,7 +85,7 @@ class OnlineNetwork(nn.Module):
     def __init__(self, arch: dict, local_levels: Sequence[int], global_dim: int = 128) -> None:
         super().__init__()
         self.branch = Branch(arch, local_levels, global_dim)
-        widths = self.branch.encoder.widths
+        widths = self.branch.widths
         self.global_predictor = MLPHead(global_dim, 4 * widths[-1], global_dim)
         self.local_predictors = nn.ModuleDict(
             {str(i): ConvHead(local_dim(widths[i]), 2 * widths[i], local_dim(widths[i]))
@@ -133,7 +146,7 @@ def pgl_losses(
     l_global = global_loss(p_global[:n], p_global[n:], z_global[:n], z_global[n:])
     l_local = None
     if with_local:
-        strides = target.encoder.cumulative_strides
+        strides = target.feature_strides
         terms = []
         for level, p_map in p_local.items():
             z_map = z_local[level]

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..architecture import stage_widths
 from ..cards import ModelCard
 from ..errors import PglZooError
 from ..registry import get_card
@@ -171,9 +172,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
 
     # Model.
     torch.manual_seed(cfg.seed)
-    levels = cfg.local_levels if cfg.local_levels is not None else default_local_levels(len(card.arch["widths"]))
+    levels = cfg.local_levels if cfg.local_levels is not None else default_local_levels(len(stage_widths(card.arch)))
     online = OnlineNetwork(card.arch, levels).to(info.device)
-    stride = online.branch.encoder.total_stride
+    stride = online.branch.feature_strides[-1]
     if any(p % s for p, s in zip(patch, stride, strict=True)):
         raise PglZooError(f"--patch-size {'x'.join(map(str, patch))} must be a multiple of the network's "
                           f"total stride {'x'.join(map(str, stride))} (z, y, x)")
