@@ -31,7 +31,7 @@ def sample_data_cmd(copy_to: str | None, overwrite: bool, path_only: bool) -> No
     Examples:
       pgl-zoo sample-data
       pgl-zoo sample-data --copy-to lungs/
-      pgl-zoo finetune --data lungs/ --num-classes 2 --out runs/lungs
+      pgl-zoo finetune --data lungs/ --num-classes 2 --encoder pgl-ct-tiny --out runs/lungs
     In Python: pgl_zoo.datasets.sample_lungs_ct()
     """
     from .datasets import sample_lungs_ct

@@ -1,11 +1,13 @@
 """Sample data shipped inside pgl-zoo, in the style of ``skimage.data``: real scans, no download.
 
->>> from pgl_zoo.datasets import sample_lungs_ct
->>> sample = sample_lungs_ct()
->>> sample.case_ids
-('lung_000', 'lung_001', 'lung_002', 'lung_003', 'lung_004', 'lung_005')
->>> image_path, label_path = sample.pairs[0]
->>> sample.folder            # an nnU-Net / MSD folder: ``pgl-zoo finetune --data`` takes it as-is
+Example::
+
+    from pgl_zoo.datasets import sample_lungs_ct
+    sample = sample_lungs_ct()
+    sample.case_ids                      # ('lung_000', 'lung_001', ..., 'lung_005')
+    image_path, label_path = sample.pairs[0]
+    sample.folder                        # nnU-Net layout: ``pgl-zoo finetune --data`` takes it as-is
+    sample.copy_to("lungs/")             # a writable copy
 
 The files are NIfTI-1 (``.nii.gz``) and resolve inside the installed package (a wheel included),
 so they work without ``../shared`` and without network. Read them with SimpleITK: sizes,
@@ -15,6 +17,7 @@ spacings and origins are (x, y, z) in millimetres, ``sitk.GetArrayFromImage`` gi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -126,8 +129,6 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 
 def _dataset_at(name: str, folder: Path, license_line: str) -> SampleDataset:
-    import json
-
     images_dir, labels_dir = folder / "imagesTr", folder / "labelsTr"
     if not images_dir.is_dir() or not labels_dir.is_dir():
         raise FileNotFoundError(f"{folder}: sample data missing (no imagesTr/ or labelsTr/); "
