@@ -24,6 +24,7 @@ COMMANDS = {
     "finetune": "pgl_zoo.finetune.cli:finetune_cmd",
     "segment": "pgl_zoo.finetune.cli:segment_cmd",
     "evaluate": "pgl_zoo.finetune.cli:evaluate_cmd",
+    "sample-data": "pgl_zoo.cli_data:sample_data_cmd",
 }
 
 
@@ -58,6 +59,7 @@ def cli(offline: bool, endpoint: str | None) -> None:
     Use a model:   pgl-zoo list | info NAME | download --model NAME
     Train:         pgl-zoo pretrain --data ./ct/ --out RUN ; pgl-zoo export RUN --name N --out DIR
     Segment:       pgl-zoo finetune ... ; pgl-zoo segment SCAN -o OUT --model RUN ; pgl-zoo evaluate
+    Sample data:   pgl-zoo sample-data [--copy-to DIR]
     """
     # Applied before any command imports huggingface_hub (which reads them at import time).
     if offline:

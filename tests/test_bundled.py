@@ -1,4 +1,7 @@
-"""The bundled pgl-ct-tiny weights: verified, complete, and present in a wheel installed without network."""
+"""The bundled pgl-ct-tiny weights: verified, complete, and present in a wheel installed without network.
+
+The wheel test also checks that the sample data (pgl_zoo.datasets) is in the installed wheel.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +60,16 @@ def test_wheel_installed_without_network_loads_the_bundled_encoder(tmp_path):
         "r = enc.load_report\n"
         "assert r.source == 'bundled' and r.sha256_verified and r.encoder_fraction == 1.0, r\n"
         "print(r.summary())\n"
+        # the sample data came with the wheel and resolves inside the installed package
+        "import SimpleITK as sitk\n"
+        "from pgl_zoo.datasets import sample_lungs_ct\n"
+        "s = sample_lungs_ct()\n"
+        f"assert str(s.folder).startswith({str(site)!r}), s.folder\n"
+        "assert len(s.case_ids) == 6 and all(p.is_file() for pair in s.pairs for p in pair)\n"
+        "assert 'CC BY 3.0' in s.license and (s.folder / 'README.md').is_file()\n"
+        "assert sitk.ReadImage(str(s.pairs[0][1])).GetSpacing() == (3.0, 3.0, 3.0)\n"
+        "from pgl_zoo.cli import main\n"
+        "main(['sample-data'])\n"
     )
     env = dict(os.environ, PYTHONPATH=str(site), HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9",
                HF_HUB_CACHE=str(tmp_path / "empty-cache"))
@@ -64,3 +77,4 @@ def test_wheel_installed_without_network_loads_the_bundled_encoder(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "100.0 %" in result.stdout and "sha256 verified" in result.stdout
+    assert f"6 cases (CT + lung label), 12.5 MB, in {site}" in result.stdout
