@@ -20,7 +20,8 @@ COMMANDS = {
     "download": "pgl_zoo.cli_zoo:download_cmd",
     "push": "pgl_zoo.cli_zoo:push_cmd",
     "pretrain": "pgl_zoo.pretrain.cli:pretrain_cmd",
-    "export": "pgl_zoo.pretrain.cli:export_cmd",
+    "export": "pgl_zoo.cli_export:export_cmd",
+    "nnunet-plans": "pgl_zoo.cli_export:nnunet_plans_cmd",
     "finetune": "pgl_zoo.finetune.cli:finetune_cmd",
     "segment": "pgl_zoo.finetune.cli:segment_cmd",
     "evaluate": "pgl_zoo.finetune.cli:evaluate_cmd",
@@ -58,6 +59,7 @@ def cli(offline: bool, endpoint: str | None) -> None:
     \b
     Use a model:   pgl-zoo list | info NAME | download --model NAME
     Train:         pgl-zoo pretrain --data ./ct/ --out RUN ; pgl-zoo export RUN --name N --out DIR
+    nnU-Net:       pgl-zoo nnunet-plans --model N --plans P.json --out DIR ; export N --format nnunet --out F
     Segment:       pgl-zoo finetune ... ; pgl-zoo segment SCAN -o OUT --model RUN ; pgl-zoo evaluate
     Sample data:   pgl-zoo sample-data [--copy-to DIR]
     """

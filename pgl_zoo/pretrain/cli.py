@@ -118,23 +118,3 @@ def pretrain_cmd(ctx: click.Context, **options) -> None:
     if not values["data"]:
         raise PglZooError("--data is required (a folder of scans)")
     pretrain(PretrainConfig.from_dict(values))
-
-
-@click.command("export", context_settings={"max_content_width": 110})
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--name", required=True, help="Name of the exported model (recorded in card.json).")
-@click.option("--out", required=True, type=click.Path(path_type=str),
-              help="Output folder: model.safetensors, card.json, README.md.")
-@click.option("--decoder/--no-decoder", default=False, show_default=True,
-              help="Also export the decoder trained by the local loss.")
-def export_cmd(run_dir: str, name: str, out: str, decoder: bool) -> None:
-    """Export a pretraining run's encoder (optionally decoder) as safetensors with a model card.
-
-    \b
-    Example:  pgl-zoo export runs/tiny --name my-pgl-ct --out my-pgl-ct/
-    Then:     pgl_zoo.load_pgl_encoder("my-pgl-ct/")
-    """
-    from .export import export_run
-
-    folder = export_run(run_dir, name, out, include_decoder=decoder)
-    click.echo(f"exported {name} to {folder}")
