@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
 from ..errors import PglZooError
+from ..runs import read_json
 
 
 def _numbers(kind, count: int, name: str):
@@ -110,7 +110,8 @@ def pretrain_cmd(ctx: click.Context, **options) -> None:
         stored_path = Path(options["out"]) / "config.json"
         if not stored_path.is_file():
             raise PglZooError(f"{options['out']}: no run to resume (config.json missing)")
-        stored = json.loads(stored_path.read_text())
+        stored = read_json(stored_path)
+        stored["stop_after"] = None  # --stop-after applies to the invocation that gives it, never to later ones
         for name in given:
             stored[_PARAM_TO_FIELD.get(name, name)] = values[_PARAM_TO_FIELD.get(name, name)]
         stored["resume"] = True
@@ -127,7 +128,8 @@ def pretrain_cmd(ctx: click.Context, **options) -> None:
               help="Output folder: model.safetensors, card.json, README.md.")
 @click.option("--decoder/--no-decoder", default=False, show_default=True,
               help="Also export the decoder trained by the local loss.")
-def export_cmd(run_dir: str, name: str, out: str, decoder: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the files of a non-empty --out folder.")
+def export_cmd(run_dir: str, name: str, out: str, decoder: bool, overwrite: bool) -> None:
     """Export a pretraining run's encoder (optionally decoder) as safetensors with a model card.
 
     \b
@@ -136,5 +138,5 @@ def export_cmd(run_dir: str, name: str, out: str, decoder: bool) -> None:
     """
     from .export import export_run
 
-    folder = export_run(run_dir, name, out, include_decoder=decoder)
+    folder = export_run(run_dir, name, out, include_decoder=decoder, overwrite=overwrite)
     click.echo(f"exported {name} to {folder}")

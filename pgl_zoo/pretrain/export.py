@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..cards import NOT_PUBLISHED
-from ..errors import PglZooError
+from ..errors import OverwriteError, PglZooError
 from ..registry import get_card
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .report import read_metrics
@@ -30,11 +30,17 @@ def final_losses(run_dir: Path, step: int, last: int = 10) -> dict[str, float]:
     return out
 
 
-def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_decoder: bool = False) -> Path:
-    """Write the run's encoder (and decoder) with a model card to ``out_dir``; returns the folder."""
+def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_decoder: bool = False,
+               overwrite: bool = False) -> Path:
+    """Write the run's encoder (and decoder) with a model card to ``out_dir``; returns the folder.
+
+    A non-empty ``out_dir`` (e.g. another exported model) is refused unless ``overwrite``.
+    """
     from ..weights import save_pretrained
 
-    run_dir = Path(run_dir)
+    run_dir, out = Path(run_dir), Path(out_dir)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise OverwriteError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
     cfg = ckpt["config"]
     base = load_card(ckpt["card_file"]) if ckpt.get("card_file") else get_card(ckpt["card"])

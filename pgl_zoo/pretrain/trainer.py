@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ import torch.distributed as dist
 
 from ..cards import ModelCard
 from ..errors import PglZooError
-from ..registry import get_card
+from ..resolve import resolve_model
+from ..runs import RunLock, StopFlag, atomic_write_json, load_state, trim_jsonl
 from .augment import IntensityAugment
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import PretrainConfig
@@ -54,10 +54,19 @@ class RunResult:
 
 
 def load_card(model: str) -> ModelCard:
-    """A registered card by name, or a ``card.json`` file describing another architecture."""
-    if model.endswith(".json") and Path(model).is_file():
-        return ModelCard.from_json_file(model)
-    return get_card(model)
+    """A registered card by name, or a ``card.json`` file (or a model folder) describing another
+    architecture (:func:`pgl_zoo.resolve.resolve_model`)."""
+    ref = resolve_model(model)
+    if ref.card is None:
+        raise PglZooError(f"{ref.path}: no card.json describes this model")
+    return ref.card
+
+
+def card_file_of(model: str) -> str | None:
+    """The absolute path of ``model`` when it names a card file or folder (None for a registered name):
+    stored in checkpoints so that ``export`` works from any working directory."""
+    ref = resolve_model(model)
+    return None if ref.registered else str(ref.path.resolve())
 
 
 def resolve_preprocessing(cfg: PretrainConfig):
@@ -80,36 +89,10 @@ def default_local_levels(n_stages: int) -> tuple[int, ...]:
     return (n_stages - 2,)
 
 
-class _StopFlag:
-    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second: stop at once."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.stop:
-            raise KeyboardInterrupt
-        self.stop = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past ``step`` (logged after the checkpoint a resumed run starts from)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+def _trim_metrics(path: Path, step: int, warn=None) -> None:
+    """Drop metric lines past ``step`` (logged after the checkpoint a resumed run starts from) and a
+    partial last line left by a crash."""
+    trim_jsonl(path, "step", step, warn)
 
 
 def parameter_digest(*modules: torch.nn.Module) -> str:
@@ -128,9 +111,11 @@ def parameter_digest(*modules: torch.nn.Module) -> str:
 
 def pretrain(cfg: PretrainConfig) -> RunResult:
     """Run (or resume) PGL pretraining as configured; see the module docstring for the outputs."""
+    cfg.model = card_file_of(cfg.model) or cfg.model  # a card path is stored absolute
     info = setup(cfg.device)
     try:
-        return _pretrain(cfg, info)
+        with RunLock(cfg.out) if info.is_main else contextlib.nullcontext():
+            return _pretrain(cfg, info)
     finally:
         cleanup()
 
@@ -182,8 +167,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     scheduler = make_scheduler(optimizer, cfg.steps, cfg.resolved_warmup)
     step = 0
     if checkpoint is not None:
-        online.load_state_dict(checkpoint["online"])
-        target.load_state_dict(checkpoint["target"])
+        load_state(online, checkpoint["online"], f"{ckpt_path} (online network)")
+        load_state(target, checkpoint["target"], f"{ckpt_path} (target network)")
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         step = int(checkpoint["step"])
@@ -211,14 +196,14 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     def state() -> dict[str, Any]:
         return {"online": online.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "rng": rng_state(), "config": cfg.to_dict(),
-                "card": card.name, "card_file": cfg.model if cfg.model.endswith(".json") else None,
+                "card": card.name, "card_file": card_file_of(cfg.model),
                 "local_levels": list(levels), "data": data_record}
 
     metrics_path = out / METRICS_NAME
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-        _trim_metrics(metrics_path, step)
+        atomic_write_json(out / "config.json", {**cfg.to_dict(), "stop_after": None, "resume": False})
+        _trim_metrics(metrics_path, step, warn)
     history: list[dict[str, float]] = []
     interrupted = False
     progress = None
@@ -229,7 +214,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     views_per_step = 2 * cfg.batch_size * info.world_size
     metrics_file = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115
     try:
-        with _StopFlag() as flag:
+        with StopFlag() as flag:
             online.train()
             target.train()
             batches = iter(loader)
@@ -292,7 +277,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     if info.is_main:
         summary = {"step": step, "steps": cfg.steps, "final_losses": final, "data": data_record,
                    "card": card.name, "local_levels": list(levels), "interrupted": interrupted}
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        atomic_write_json(out / "summary.json", summary)
         write_loss_curve(metrics_path, out / "loss.png")
         say(f"{'stopped' if interrupted else 'done'} at step {step}/{cfg.steps}; checkpoint: {ckpt_path}", flush=True)
     result = RunResult(step, final, out, interrupted, parameter_digest(online, target))
