@@ -336,7 +336,8 @@ class PreprocessedVolume:
     """Network-ready intensities and the grid they live on.
 
     ``array``: float32 (z, y, x). ``grid``: a SimpleITK image with the geometry (size, spacing,
-    origin, direction) of ``array``; ``original``: the image as read, to map results back.
+    origin, direction) of ``array`` (geometry only: an 8-bit image of zeros, to save memory);
+    ``original``: the image as read, to map results back.
     """
 
     array: np.ndarray
@@ -350,7 +351,9 @@ def preprocess_image(image: sitk.Image, prep: Preprocessing) -> PreprocessedVolu
     if prep.spacing_xyz_mm is not None:
         resampled = resample_to_spacing(resampled, prep.spacing_xyz_mm, sitk.sitkLinear)
     array = normalize_intensities(sitk.GetArrayFromImage(resampled), prep.window, prep.normalization, inplace=True)
-    return PreprocessedVolume(array=array, grid=resampled, original=image)
+    grid = sitk.Image(resampled.GetSize(), sitk.sitkUInt8)  # the geometry without a float copy of the pixels
+    grid.CopyInformation(resampled)
+    return PreprocessedVolume(array=array, grid=grid, original=image)
 
 
 def preprocess_label(label: sitk.Image, grid: sitk.Image) -> np.ndarray:

@@ -520,8 +520,8 @@ def test_pretrain_stores_the_card_path_absolute(tmp_path, pretrain_run, pretrain
     from pgl_zoo.pretrain.cli import pretrain_cmd
 
     out = tmp_path / "rel"
-    pretrain_cmd.main([str(a) for a in pretrain_args({**pretrain_data, "card": "./card.json"}, out, "--steps", "1")[1:]],
-                      standalone_mode=False)
+    args = pretrain_args({**pretrain_data, "card": "./card.json"}, out, "--steps", "1")[1:]
+    pretrain_cmd.main([str(a) for a in args], standalone_mode=False)
     monkeypatch.chdir(tmp_path)
     from pgl_zoo.pretrain.export import export_run
 
