@@ -95,6 +95,27 @@ def _trim_metrics(path: Path, step: int, warn=None) -> None:
     trim_jsonl(path, "step", step, warn)
 
 
+def train_step(model: torch.nn.Module, online: OnlineNetwork, target: torch.nn.Module,
+               optimizer: torch.optim.Optimizer, batch, local_weight: float, momentum: float,
+               clip_grad: float = 0.0, scheduler=None, amp: bool = False):
+    """One PGL optimisation step: losses of both views, backward, clipping, optimiser (and scheduler)
+    step, EMA update of the target. ``model`` is ``online`` or its DDP/compiled wrapper. Returns the
+    losses (``total``, ``global_``, ``local``); the trainer and benchmarks/pretrain_step.py share it."""
+    view_a, view_b, to_a, to_b = batch
+    context = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    with context:
+        losses = pgl_losses(model, target, view_a, view_b, to_a, to_b, local_weight)
+    optimizer.zero_grad(set_to_none=True)
+    losses.total.backward()
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(online.parameters(), clip_grad)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    update_target(online.branch, target, momentum)
+    return losses
+
+
 def parameter_digest(*modules: torch.nn.Module) -> str:
     """sha256 over the exact bytes of every parameter (equal digests: identical parameters).
 
@@ -224,20 +245,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
                     interrupted = True
                     break
                 view_a, view_b, to_a, to_b = next(batches)
-                view_a = view_a.to(info.device, non_blocking=True)
-                view_b = view_b.to(info.device, non_blocking=True)
-                amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
-                with amp:
-                    losses = pgl_losses(model, target, view_a, view_b, to_a, to_b, cfg.local_weight)
-                optimizer.zero_grad(set_to_none=True)
-                losses.total.backward()
-                if cfg.clip_grad > 0:
-                    torch.nn.utils.clip_grad_norm_(online.parameters(), cfg.clip_grad)
+                batch = (view_a.to(info.device, non_blocking=True), view_b.to(info.device, non_blocking=True),
+                         to_a, to_b)
                 lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
                 momentum = cosine_momentum(step, cfg.steps, cfg.base_momentum)
-                update_target(online.branch, target, momentum)
+                losses = train_step(model, online, target, optimizer, batch, cfg.local_weight, momentum,
+                                    cfg.clip_grad, scheduler, use_amp)
                 step += 1
                 values = torch.stack([losses.total.detach().float(), losses.global_.detach().float(),
                                       (losses.local.detach().float() if losses.local is not None
