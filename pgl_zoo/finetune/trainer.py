@@ -37,7 +37,9 @@ from ..runs import (
     load_checkpoint,
     load_state,
     resume_differences,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
     sigterm_as_interrupt,
     trim_jsonl,
     warmup_cosine,
@@ -172,6 +174,66 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         return _finetune(config, run_dir)
 
 
+@dataclass
+class _Progress:
+    """What a checkpoint carries besides the network and optimiser: the resume point and the best epoch."""
+
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_mean: float = -1.0
+    best_epoch: int = 0
+    best_dice: dict[str, float] = field(default_factory=dict)
+
+
+def _restore(config: FinetuneConfig, last_path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             rng: np.random.Generator) -> _Progress:
+    """The resume policy: the checkpoint must exist and match the options; network, optimiser, RNG states
+    and progress come back from it."""
+    state = load_checkpoint(last_path)
+    _check_resume(config, state, last_path)
+    load_state(net, state["model"], f"{last_path}")
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"] if "rng" in state else {"torch": state["torch_rng"]})
+    rng.bit_generator.state = state["numpy_rng"]
+    return _Progress(int(state["epoch"]), list(state["history"]), float(state["best_mean"]),
+                     int(state["best_epoch"]), state["best_dice"])
+
+
+def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
+                 cases: list[Case], patch: tuple[int, ...], rng: np.random.Generator, epoch: int, warmup: int,
+                 config: FinetuneConfig, run_dir: Path) -> list[float]:
+    """One epoch of ``steps_per_epoch`` optimiser steps on random patches; returns the step losses.
+    A non-finite loss stops the run (RunError) before the step is taken."""
+    net.freeze_encoder(epoch < config.freeze_encoder_epochs)
+    net.train()
+    losses: list[float] = []
+    steps = range(config.steps_per_epoch)
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
+    for i in steps:
+        factor = warmup_cosine(epoch * config.steps_per_epoch + i, config.total_steps, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        picks = rng.integers(len(cases), size=config.batch_size)
+        patches = [sample_patch(cases[j], patch, rng, config.foreground_probability) for j in picks]
+        images = torch.from_numpy(np.stack([p[0] for p in patches])[:, None]).to(config.device)
+        labels = torch.from_numpy(np.stack([p[1] for p in patches])).to(config.device)
+        loss = loss_fn(net(images), labels)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise RunError(f"{run_dir}: the loss became {value} at epoch {epoch + 1}, step {i + 1}; stopped "
+                           "(checkpoints of the last good epoch kept); check the data or lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(value)
+        if config.progress:
+            steps.set_postfix(loss=f"{value:.3f}")
+    return losses
+
+
 def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     _check_out(run_dir, config)  # again, under the lock
@@ -196,73 +258,47 @@ def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
     total = config.total_steps
     warmup = config.warmup_steps if config.warmup_steps is not None else min(config.steps_per_epoch, total // 10)
     loss_fn = DiceCELoss()
-    history: list[dict[str, Any]] = []
-    start_epoch, best_mean, best_epoch, best_dice = 0, -1.0, 0, {}
-    if config.resume:
-        state = load_checkpoint(last_path)
-        _check_resume(config, state, last_path)
-        load_state(net, state["model"], f"{last_path}")
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        best_mean, best_epoch, best_dice = float(state["best_mean"]), int(state["best_epoch"]), state["best_dice"]
-        torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
+    run = _restore(config, last_path, net, optimizer, rng) if config.resume else _Progress()
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", json.loads(config.to_json()), indent=2)
-    trim_jsonl(run_dir / "metrics.jsonl", "epoch", start_epoch,
-               warn=lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
     stored_config = json.loads(config.to_json())
+    atomic_write_json(run_dir / "config.json", stored_config, indent=2)
+    trim_jsonl(run_dir / "metrics.jsonl", "epoch", run.start_epoch,
+               warn=lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
 
-    for epoch in range(start_epoch, config.epochs):
-        net.freeze_encoder(epoch < config.freeze_encoder_epochs)
-        net.train()
-        started, losses = time.perf_counter(), []
-        steps = range(config.steps_per_epoch)
-        if config.progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
-        for i in steps:
-            step = epoch * config.steps_per_epoch + i
-            factor = warmup_cosine(step, total, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            picks = rng.integers(len(train_cases), size=config.batch_size)
-            patches = [sample_patch(train_cases[j], patch, rng, config.foreground_probability) for j in picks]
-            images = torch.from_numpy(np.stack([p[0] for p in patches])[:, None]).to(config.device)
-            labels = torch.from_numpy(np.stack([p[1] for p in patches])).to(config.device)
-            loss = loss_fn(net(images), labels)
-            if not math.isfinite(loss.item()):
-                raise RunError(f"{run_dir}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
-                               f"stopped (checkpoints of the last good epoch kept); check the data or lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            if config.progress:
-                steps.set_postfix(loss=f"{losses[-1]:.3f}")
+    for epoch in range(run.start_epoch, config.epochs):
+        started = time.perf_counter()
+        losses = _train_epoch(net, optimizer, loss_fn, train_cases, patch, rng, epoch, warmup, config, run_dir)
         dice = _validate(net, val_cases, config, patch, class_names)
         mean = nanmean(list(dice.values()))
         record = {"epoch": epoch + 1, "step": (epoch + 1) * config.steps_per_epoch,
                   "train_loss": float(np.mean(losses)), "lr": optimizer.param_groups[-1]["lr"],
                   "val_dice": dice, "val_mean_dice": mean, "seconds": round(time.perf_counter() - started, 3)}
-        history.append(record)
+        run.history.append(record)
         with open(run_dir / "metrics.jsonl", "a") as handle:  # a torn last line is dropped on resume
             handle.write(json.dumps(record) + "\n")
         if config.progress:
             print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, val Dice "
                   + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + f", mean {mean:.3f}", flush=True)
-        if not math.isnan(mean) and mean > best_mean:
-            best_mean, best_epoch, best_dice = mean, epoch + 1, dice
+        if not math.isnan(mean) and mean > run.best_mean:
+            run.best_mean, run.best_epoch, run.best_dice = mean, epoch + 1, dice
             _save(best_path, {"model": net.state_dict(), "epoch": epoch + 1, "val_dice": dice})
         _save(last_path, {
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-            "history": history, "best_mean": best_mean, "best_epoch": best_epoch, "best_dice": best_dice,
-            "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state, "config": stored_config,
+            "history": run.history, "best_mean": run.best_mean, "best_epoch": run.best_epoch,
+            "best_dice": run.best_dice, "rng": rng_state(), "numpy_rng": rng.bit_generator.state,
+            "config": stored_config,
         })
         if config.on_epoch_end is not None:
             config.on_epoch_end(record)
+    return _export_best(config, run_dir, net, base_card, prep, patch, class_names, pairs, train_pairs, val_pairs,
+                        run)
 
+
+def _export_best(config: FinetuneConfig, run_dir: Path, net: torch.nn.Module, base_card, prep, patch,
+                 class_names: dict[int, str], pairs: list[CasePair], train_pairs: list[CasePair],
+                 val_pairs: list[CasePair], run: _Progress) -> FinetuneResult:
+    """Export the best epoch's network (the last one when no epoch had a finite Dice) to ``RUN/model``."""
+    best_path = run_dir / "checkpoints" / "best.pt"
     best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"] if best_path.exists() \
         else net.state_dict()
     card = base_card.replace(
@@ -278,11 +314,11 @@ def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
             "data": str(config.data) if config.data is not None else f"{len(pairs)} explicit cases",
             "train_cases": [p.name for p in train_pairs], "val_cases": [p.name for p in val_pairs],
             "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch, "batch_size": config.batch_size,
-            "lr": config.lr, "seed": config.seed, "best_epoch": best_epoch, "val_dice": best_dice,
+            "lr": config.lr, "seed": config.seed, "best_epoch": run.best_epoch, "val_dice": run.best_dice,
         },
     )
     model_dir = export_segmentation_model(best_state, card, config.num_classes, run_dir / "model")
-    final = history[-1] if history else {"val_dice": {}, "val_mean_dice": float("nan")}
-    return FinetuneResult(run_dir=run_dir, model_dir=model_dir, best_epoch=best_epoch, best_dice=best_dice,
-                          best_mean_dice=best_mean, final_dice=final["val_dice"],
-                          final_mean_dice=final["val_mean_dice"], history=history)
+    final = run.history[-1] if run.history else {"val_dice": {}, "val_mean_dice": float("nan")}
+    return FinetuneResult(run_dir=run_dir, model_dir=model_dir, best_epoch=run.best_epoch, best_dice=run.best_dice,
+                          best_mean_dice=run.best_mean, final_dice=final["val_dice"],
+                          final_mean_dice=final["val_mean_dice"], history=run.history)
