@@ -419,15 +419,25 @@ def test_a_truncated_config_json_is_named(capsys, tmp_path, pretrain_data):
     refused(capsys, "pretrain", "--out", out, "--resume", fragments=[out / "config.json", "truncated"])
 
 
-def test_sigterm_stops_at_a_step_boundary_like_ctrl_c():
-    from pgl_zoo.runs import StopFlag
+def test_sigterm_checkpoints_like_ctrl_c(tmp_path, pretrain_data):
+    import subprocess
+    import sys
+    import time
 
-    with StopFlag() as flag:
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert flag.stop and flag.signal == signal.SIGTERM
-    with StopFlag() as flag:
-        os.kill(os.getpid(), signal.SIGINT)
-        assert flag.stop
+    run = tmp_path / "run"
+    args = pretrain_args(pretrain_data, run, "--steps", "1000", "--checkpoint-every", "0")
+    proc = subprocess.Popen([sys.executable, "-m", "pgl_zoo.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # what a scheduler sends before it kills a job
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert 2 <= ckpt["step"] < 1000 and ckpt["step"] == logged[-1]
 
 
 def test_dangling_links_and_link_loops_in_a_pretraining_folder_are_skipped(tmp_path, pretrain_data):
