@@ -141,39 +141,63 @@ def pretrain(cfg: PretrainConfig) -> RunResult:
         cleanup()
 
 
-def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
-    out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT_NAME
-    checkpoint: dict[str, Any] | None = None
+def _resume_point(cfg: PretrainConfig, ckpt_path: Path) -> dict[str, Any] | None:
+    """The resume policy: with ``resume`` the checkpoint must exist and match the options; without it,
+    an existing checkpoint is refused (never silently restarted over)."""
     if cfg.resume:
         checkpoint = load_checkpoint(ckpt_path)
         cfg.check_resumable(checkpoint["config"])
-    elif ckpt_path.exists():
-        raise PglZooError(f"{out}: already holds a checkpoint; pass --resume to continue it or choose another --out")
+        return checkpoint
+    if ckpt_path.exists():
+        raise PglZooError(f"{ckpt_path.parent}: already holds a checkpoint; pass --resume to continue it or choose "
+                          "another --out")
+    return None
+
+
+def _load_data(cfg: PretrainConfig, info: DistInfo, prep, modality: str, patch: tuple[int, ...], warn):
+    """Rank 0 preprocesses and fills the cache, the other ranks then read it; volumes smaller than the
+    patch are reported (they are padded)."""
+    data = None
+    if info.is_main:
+        data = prepare_volumes(cfg.data, prep, modality, cfg.non_hu, cfg.cache_dir, warn=warn)
+    barrier(info)
+    if not info.is_main:
+        data = prepare_volumes(cfg.data, prep, modality, cfg.non_hu, cfg.cache_dir, warn=lambda m: None,
+                               write_cache=False)
+    assert data is not None
+    for v in data.volumes:
+        small = [a for a, n, p in zip("zyx", v.shape_zyx, patch, strict=True) if n < p]
+        if small:
+            warn(f"{v.source}: smaller than the patch along {','.join(small)} "
+                 f"({'x'.join(map(str, v.shape_zyx))} vs {'x'.join(map(str, patch))}); padded")
+    return data
+
+
+def _restore(checkpoint: dict[str, Any], ckpt_path: Path, online, target, optimizer, scheduler) -> int:
+    """Networks, optimiser, scheduler and RNG states from a checkpoint; returns its step."""
+    load_state(online, checkpoint["online"], f"{ckpt_path} (online network)")
+    load_state(target, checkpoint["target"], f"{ckpt_path} (target network)")
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    set_rng_state(checkpoint["rng"])
+    return int(checkpoint["step"])
+
+
+def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    checkpoint = _resume_point(cfg, ckpt_path)
     if not cfg.data:
         raise PglZooError("no --data given")
     card, prep = resolve_preprocessing(cfg)
     patch = tuple(cfg.patch_size or card.patch_size_zyx)
     say = print if info.is_main else (lambda *a, **k: None)
 
-    # Data: rank 0 preprocesses and fills the cache, the other ranks then read it.
-    cache_dir = cfg.cache_dir
     def warn(msg: str) -> None:
         say(f"warning: {msg}", flush=True)
-    data = None
-    if info.is_main:
-        data = prepare_volumes(cfg.data, prep, card.modality, cfg.non_hu, cache_dir, warn=warn)
-    barrier(info)
-    if not info.is_main:
-        data = prepare_volumes(cfg.data, prep, card.modality, cfg.non_hu, cache_dir, warn=lambda m: None,
-                               write_cache=False)
-    assert data is not None
+
+    data = _load_data(cfg, info, prep, card.modality, patch, warn)
     say(f"data: {data.summary()}", flush=True)
-    for v in data.volumes:
-        small = [a for a, n, p in zip("zyx", v.shape_zyx, patch, strict=True) if n < p]
-        if small:
-            warn(f"{v.source}: smaller than the patch along {','.join(small)} "
-                 f"({'x'.join(map(str, v.shape_zyx))} vs {'x'.join(map(str, patch))}); padded")
 
     # Model.
     torch.manual_seed(cfg.seed)
@@ -188,12 +212,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     scheduler = make_scheduler(optimizer, cfg.steps, cfg.resolved_warmup)
     step = 0
     if checkpoint is not None:
-        load_state(online, checkpoint["online"], f"{ckpt_path} (online network)")
-        load_state(target, checkpoint["target"], f"{ckpt_path} (target network)")
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        step = int(checkpoint["step"])
-        set_rng_state(checkpoint["rng"])
+        step = _restore(checkpoint, ckpt_path, online, target, optimizer, scheduler)
         say(f"resumed {out} at step {step}", flush=True)
     model: torch.nn.Module = online
     if info.distributed:
