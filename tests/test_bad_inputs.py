@@ -394,6 +394,8 @@ def test_a_partial_last_metrics_line_is_skipped_on_resume(capsys, tmp_path, pret
     assert code == 0, err
     with open(out / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 3, "loss": 0.')  # a crash in the middle of a line
+    code, _, err = call(capsys, "export", out, "--name", "x", "--out", tmp_path / "exported")
+    assert code == 0, err  # export reads the metrics too
     code, out_text, err = call(capsys, "pretrain", "--out", out, "--resume")
     assert code == 0, err
     assert "partial last line" in out_text + err

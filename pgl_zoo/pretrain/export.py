@@ -14,14 +14,14 @@ from pathlib import Path
 from ..cards import NOT_PUBLISHED
 from ..errors import OverwriteError, PglZooError
 from ..registry import get_card
+from ..runs import read_jsonl
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
-from .report import read_metrics
 from .trainer import METRICS_NAME, load_card
 
 
 def final_losses(run_dir: Path, step: int, last: int = 10) -> dict[str, float]:
     """Mean of the last ``last`` logged losses up to ``step``."""
-    records = [r for r in read_metrics(run_dir / METRICS_NAME) if r["step"] <= step][-last:]
+    records = [r for r in read_jsonl(run_dir / METRICS_NAME) if r["step"] <= step][-last:]  # a torn line skipped
     out: dict[str, float] = {}
     for key in ("loss", "loss_global", "loss_local"):
         values = [r[key] for r in records if r.get(key) is not None]
