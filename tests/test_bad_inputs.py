@@ -162,6 +162,8 @@ def test_export_into_an_existing_model_folder_needs_overwrite(capsys, tmp_path, 
     assert {p.name: digest(p) for p in target.iterdir()} == before
     code, _, err = call(capsys, "export", pretrain_run, "--name", "x", "--out", target, "--overwrite")
     assert code == 0, err
+    code, _, err = call(capsys, "export", pretrain_run, "--name", "x", "--out", target)
+    assert code == 0, err  # an earlier export of the same run is only refreshed
 
 
 def test_finetune_into_a_folder_that_is_not_a_run_needs_overwrite(capsys, tmp_path, encoder, model):

@@ -8,6 +8,7 @@ data (count, sources), steps, configuration and final losses. ``pgl_zoo.load_pgl
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,17 +31,31 @@ def final_losses(run_dir: Path, step: int, last: int = 10) -> dict[str, float]:
     return out
 
 
+def _exported_from(folder: Path, run_dir: Path) -> bool:
+    """True when ``folder`` holds only an earlier export (card.json, weights, README) of ``run_dir``."""
+    try:
+        card = json.loads((folder / "card.json").read_text())
+        source = Path(card["training"]["config"]["out"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    own = {"card.json", "README.md", str(card.get("filename", "model.safetensors"))}
+    return source.resolve() == run_dir.resolve() and {p.name for p in folder.iterdir()} <= own
+
+
 def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_decoder: bool = False,
                overwrite: bool = False) -> Path:
     """Write the run's encoder (and decoder) with a model card to ``out_dir``; returns the folder.
 
-    A non-empty ``out_dir`` (e.g. another exported model) is refused unless ``overwrite``.
+    A non-empty ``out_dir`` is refused unless ``overwrite``, or unless it is an earlier export of this
+    same run (which a re-export only refreshes).
     """
     from ..weights import save_pretrained
 
     run_dir, out = Path(run_dir), Path(out_dir)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise OverwriteError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())) \
+            and not _exported_from(out, run_dir):
+        raise OverwriteError(f"{out}: exists and is not empty (not an export of {run_dir}); choose another --out "
+                             "or pass --overwrite")
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
     cfg = ckpt["config"]
     base = load_card(ckpt["card_file"]) if ckpt.get("card_file") else get_card(ckpt["card"])
