@@ -6,7 +6,7 @@ view pairs, prints:
 * PGL step time (local weight 1, the default decoder level unless --local-scales), BYOL step time
   (local weight 0: no decoder, no local heads) and their ratio; steps are interleaved so that both
   see the same machine load. A step = forward of online and target on both views, losses,
-  backward, AdamW step, EMA update (what the trainer does, minus logging).
+  backward, AdamW step, EMA update: the trainer's own ``train_step``, minus logging.
 * Views per second produced by the data pipeline (DataLoader with the default number of workers,
   real CT from ../shared/data/ct when present, else synthetic volumes), against the views per
   second the model consumes in a PGL step, and their ratio.
@@ -36,8 +36,8 @@ from pgl_zoo.pretrain.config import default_workers
 from pgl_zoo.pretrain.data import prepare_volumes
 from pgl_zoo.pretrain.dataset import StepSampler, ViewPairDataset, make_loader
 from pgl_zoo.pretrain.losses import cosine_momentum
-from pgl_zoo.pretrain.model import OnlineNetwork, make_target, pgl_losses, update_target
-from pgl_zoo.pretrain.trainer import default_local_levels
+from pgl_zoo.pretrain.model import OnlineNetwork, make_target
+from pgl_zoo.pretrain.trainer import default_local_levels, train_step
 from pgl_zoo.registry import get_card
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
@@ -55,19 +55,11 @@ def synthetic_folder(root: Path, n: int = 3) -> Path:
 
 def timed_step(online, target, optimizer, batch, local_weight: float, device) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one training step."""
-    a, b, ta, tb = batch
     if device.type == "cuda":
         torch.cuda.synchronize()
     start, cpu_start = time.perf_counter(), time.process_time()
-    cuda = device.type == "cuda"
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
-    with amp:
-        losses = pgl_losses(online, target, a, b, ta, tb, local_weight)
-    optimizer.zero_grad(set_to_none=True)
-    losses.total.backward()
-    torch.nn.utils.clip_grad_norm_(online.parameters(), 1.0)
-    optimizer.step()
-    update_target(online.branch, target, cosine_momentum(1, 100))
+    losses = train_step(online, online, target, optimizer, batch, local_weight, cosine_momentum(1, 100),
+                        clip_grad=1.0, amp=device.type == "cuda")  # the trainer's own step
     losses.total.detach().item()
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -10,7 +10,8 @@ from .cards import ModelCard
 from .errors import PglZooError
 from .load_report import LoadReport, load_parts
 from .nets import ResidualEncoder3d, UNet3d, build_encoder, build_unet
-from .weights import card_for, read_state_dict, resolve_weights
+from .resolve import resolve_model, run_model_folder
+from .weights import read_state_dict, resolve_weights
 
 PathLike = str | os.PathLike
 
@@ -27,10 +28,10 @@ def _resolve(model: str | ModelCard, weights, **hub):
 def _card_only(model: str | ModelCard) -> ModelCard:
     if isinstance(model, ModelCard):
         return model
-    card, _ = card_for(model)
-    if card is None:
-        card = resolve_weights(model).card  # a folder: its card.json describes the architecture
-    return card
+    ref = resolve_model(model)
+    if ref.card is None:
+        raise PglZooError(f"{ref.path}: no card.json describes this model's architecture")
+    return ref.card
 
 
 def load_pgl_encoder(
@@ -57,11 +58,11 @@ def load_pgl_encoder(
     """
     if not pretrained:
         card = _card_only(name)
-        encoder = build_encoder(card.arch, in_channels)
+        encoder = build_encoder(card.arch, in_channels or card.in_channels)
         encoder.card, encoder.load_report = card, None
         return encoder.to(map_location)
     card, state, report = _resolve(name, weights, revision=revision, cache_dir=cache_dir)
-    encoder = build_encoder(card.arch, in_channels)
+    encoder = build_encoder(card.arch, in_channels or card.in_channels)
     load_parts(encoder, state, ("encoder",), key_prefix="encoder.", strict=strict, report=report)
     encoder.card, encoder.load_report = card, report
     return encoder.to(map_location)
@@ -114,14 +115,22 @@ def load_segmentation_model(
     revision: str | None = None,
     cache_dir: PathLike | None = None,
 ) -> tuple[UNet3d, ModelCard]:
-    """A trained segmentation network (encoder, decoder and head), loaded strictly, and its card."""
+    """A trained segmentation network (encoder, decoder and head), loaded strictly, and its card.
+
+    ``name``: a zoo name, an exported model folder, or a fine-tuning run folder (its ``model/``).
+    The one place a segmentation model is loaded (``pgl-zoo segment`` and fine-tuning use it).
+    """
+    if not isinstance(name, str) or resolve_model(name).path is not None:
+        from pathlib import Path
+
+        name = run_model_folder(Path(name).expanduser())
     card, state, report = _resolve(name, weights, revision=revision, cache_dir=cache_dir)
     if card.task != "segmentation" or not card.num_classes or "head" not in card.contents:
         raise PglZooError(
             f"{report.path}: {card.name} is not a segmentation model (task {card.task!r}); "
             "fine-tune it first with `pgl-zoo finetune`"
         )
-    net = build_unet(card.arch, card.num_classes)
+    net = build_unet(card.arch, card.num_classes, card.in_channels)
     load_parts(net, state, ("encoder", "decoder", "head"), strict=True, report=report)
     net.card, net.load_report = card, report
     return net.to(map_location).eval(), card

@@ -13,11 +13,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def default_file_mode() -> int:
-    """0o666 less the process umask: what a plain ``open(path, "w")`` would give."""
-    umask = os.umask(0)
+def _read_umask() -> int | None:
+    """The process umask from /proc (Linux >= 4.7), without changing it; None where unavailable."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_at_import() -> int:
+    # Read once while importing (a single thread then); used only where /proc does not tell.
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+_IMPORT_UMASK = _read_umask()
+if _IMPORT_UMASK is None:
+    _IMPORT_UMASK = _umask_at_import()
+
+
+def default_file_mode() -> int:
+    """0o666 less the process umask: what a plain ``open(path, "w")`` would give.
+
+    The umask is read from /proc/self/status, never by setting it (``os.umask`` changes it for every
+    thread, so a file created meanwhile by another thread would get the wrong mode).
+    """
+    umask = _read_umask()
+    return 0o666 & ~(umask if umask is not None else _IMPORT_UMASK)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = ".tmp") -> Path:

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from .errors import PglZooError
 
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # The whole message on one line (a state-dict error names what mismatched on its later lines).
+        message = " ".join(str(exc).split())[:600] or type(exc).__name__
         prefix = "error" if isinstance(exc, PglZooError) else f"error ({type(exc).__name__})"
         click.echo(f"{prefix}: {message}", err=True)
         sys.exit(1)

@@ -20,7 +20,8 @@ from .errors import PglZooError
 @click.option("--decoder/--no-decoder", default=False, show_default=True,
               help="zoo format: also export the decoder trained by the local loss (nnunet format: always "
                    "exported when the run trained it).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output (refused otherwise).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output (refused otherwise; an earlier export of the same run is refreshed).")
 def export_cmd(source: str, out: str, format_: str, name: str | None, decoder: bool, overwrite: bool) -> None:
     """Export a pretraining run as a zoo folder, or a run or zoo model for nnU-Net.
 
@@ -46,12 +47,9 @@ def export_cmd(source: str, out: str, format_: str, name: str | None, decoder: b
     run = Path(source)
     if not (run / "checkpoint.pt").is_file():
         raise PglZooError(f"{run}: not a pretraining run (no checkpoint.pt)")
-    target = Path(out)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
-        raise PglZooError(f"{target}: exists and is not empty; pass --overwrite to replace its files")
     from .pretrain.export import export_run
 
-    folder = export_run(run, name, out, include_decoder=decoder)
+    folder = export_run(run, name, out, include_decoder=decoder, overwrite=overwrite)
     click.echo(f"exported {name} to {folder}")
 
 

@@ -52,10 +52,13 @@ def format_card(card: ModelCard) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 def info_cmd(name: str, as_json: bool) -> None:
     """Show the whole model card of NAME (a registered model, or a folder with card.json)."""
-    from pathlib import Path
+    from .errors import PglZooError
+    from .resolve import resolve_model
 
-    path = Path(name)
-    card = ModelCard.from_json_file(path / "card.json") if path.is_dir() else get_card(name)
+    ref = resolve_model(name)
+    if ref.card is None:
+        raise PglZooError(f"{ref.path}: no card.json describes this model")
+    card = ref.card
     click.echo(card.to_json().rstrip() if as_json else format_card(card))
 
 
@@ -70,9 +73,10 @@ def info_cmd(name: str, as_json: bool) -> None:
     help="Also write a portable folder DIR/NAME/ (weights, card, README) to carry to an offline machine; "
     "there, use it with weights=DIR/NAME or PGL_ZOO_WEIGHTS=DIR.",
 )
-def download_cmd(models, all_models, revision, cache_dir, local_dir) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME/ that is not a copy of the same weights.")
+def download_cmd(models, all_models, revision, cache_dir, local_dir, overwrite) -> None:
     """Fetch weights into the Hugging Face cache (checksums verified), optionally into a portable folder."""
-    from .weights import download
+    from .weights import fetch
 
     if all_models:
         names = [n for n in list_models() if get_card(n).has_weights]
@@ -86,8 +90,8 @@ def download_cmd(models, all_models, revision, cache_dir, local_dir) -> None:
             raise click.ClickException("no registered model has weights to download yet")
         raise click.UsageError("name a model with --model NAME, or use --all")
     for name in names:
-        path = download(name, revision=revision, cache_dir=cache_dir, local_dir=local_dir)
-        click.echo(f"{name}: {path} (sha256 verified)")
+        path, verified = fetch(name, revision=revision, cache_dir=cache_dir, local_dir=local_dir, overwrite=overwrite)
+        click.echo(f"{name}: {path} " + ("(sha256 verified)" if verified else "(no sha256 recorded: NOT verified)"))
 
 
 @click.command("push")

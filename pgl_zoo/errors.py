@@ -28,3 +28,15 @@ class ImageReadError(PglZooError):
 
 class DataError(PglZooError):
     """A data set is empty, inconsistent or mislabelled."""
+
+
+class ImageWriteError(PglZooError):
+    """A written file did not read back as written (full disk, failed write); the old file is kept."""
+
+
+class RunError(PglZooError):
+    """A run folder is locked, unreadable, or does not match the options given to resume it."""
+
+
+class OverwriteError(PglZooError):
+    """A command would replace files it did not write itself; pass --overwrite to allow it."""

@@ -126,7 +126,7 @@ def evaluate_folders(
                 or not np.allclose(pred.GetDirection(), gt.GetDirection(), atol=1e-3):
             raise DataError(f"{pred_path} and {gt_path}: different geometry (size {pred.GetSize()} vs "
                             f"{gt.GetSize()}, spacing {pred.GetSpacing()} vs {gt.GetSpacing()})")
-        loaded[name] = (sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(gt), gt.GetSpacing())
+        loaded[name] = (_labels(pred, pred_path, num_classes), _labels(gt, gt_path, num_classes), gt.GetSpacing())
     if num_classes is None:
         num_classes = 1 + max((int(max(p.max(initial=0), g.max(initial=0))) for p, g, _ in loaded.values()),
                               default=1)
@@ -141,6 +141,29 @@ def evaluate_folders(
                               for c, v in hd95_per_class(pred, gt, num_classes, spacing).items()}
         evaluation.cases[name] = scores
     return evaluation
+
+
+MAX_INFERRED_CLASSES = 1000
+
+
+def _labels(image: sitk.Image, path: Path, num_classes: int | None) -> np.ndarray:
+    """The label array, refused (DataError naming the file) when a value is negative, fractional, or not
+    below ``num_classes`` (without it: above MAX_INFERRED_CLASSES, which needs an explicit --num-classes)."""
+    array = sitk.GetArrayFromImage(image)
+    if array.size == 0:
+        return array
+    low, high = array.min(), array.max()
+    if low < 0:
+        raise DataError(f"{path}: negative label value {low:g}; labels must be 0..K-1")
+    if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.floor(array)):
+        bad = array[array != np.floor(array)].flat[0]
+        raise DataError(f"{path}: fractional label value {bad:g}; labels must be integers 0..K-1")
+    if num_classes is not None and high >= num_classes:
+        raise DataError(f"{path}: label value {high:g} is not below --num-classes {num_classes}")
+    if num_classes is None and high >= MAX_INFERRED_CLASSES:
+        raise DataError(f"{path}: label value {high:g} implies more than {MAX_INFERRED_CLASSES} classes; "
+                        "pass --num-classes if that is right")
+    return array if np.issubdtype(array.dtype, np.integer) else array.astype(np.int64)
 
 
 def write_evaluation(evaluation: Evaluation, out: str | Path) -> list[Path]:

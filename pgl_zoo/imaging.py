@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -19,9 +20,20 @@ import SimpleITK as sitk
 
 from .atomic import atomic_write
 from .cards import Preprocessing
-from .errors import ImageReadError
+from .errors import ImageReadError, ImageWriteError
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+DETACHED_HEADER_SUFFIXES = (".nhdr", ".mhd")  # the pixel data live in another file
+DEFAULT_MAX_VOXELS = 2**31  # 8 GiB as float32; PGL_ZOO_MAX_VOXELS raises or lowers it
+MAX_DEFLATE_RATIO = 1032  # deflate (gzip, zlib) never expands data by more than about 1032:1
+
+
+def max_voxels() -> int:
+    """The largest volume read_image accepts (``$PGL_ZOO_MAX_VOXELS``, default 2**31)."""
+    try:
+        return int(os.environ.get("PGL_ZOO_MAX_VOXELS", DEFAULT_MAX_VOXELS))
+    except ValueError:
+        return DEFAULT_MAX_VOXELS
 
 
 def has_volume_suffix(path: str | Path) -> bool:
@@ -79,60 +91,147 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
     elif series_uid not in series:
         raise ImageReadError(f"{folder}: no DICOM series {series_uid}")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    problem = dicom_spacing_problem(files)
+    if problem:
+        raise ImageReadError(f"{folder}: {problem}; stacked on a uniform grid its geometry would be wrong")
+    _check_header(folder, files[0], slices=len(files))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     return reader.Execute()
 
 
-def _nifti_shortfall(path: Path) -> str | None:
-    """Why a NIfTI file is incomplete, or None. ITK reads truncated NIfTI files without an error."""
+def dicom_spacing_problem(files: list[str], tolerance: float = 1.5) -> str | None:
+    """Why the slices of a DICOM series are not evenly spaced (missing slices, mixed stacks), or None
+    (fine, or positions unknown). The one check used by read_image and, through it, pretraining."""
+    positions = []
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(name))
+        try:
+            reader.ReadImageInformation()
+            positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+        except (RuntimeError, ValueError):
+            return None
+    if len(positions) < 3:
+        return None
+    gaps = np.linalg.norm(np.diff(np.asarray(positions), axis=0), axis=1)
+    if gaps.min() <= 1e-6:
+        return "DICOM series has slices at duplicate positions"
+    if gaps.max() / gaps.min() > tolerance:
+        return f"DICOM series has non-uniform slice spacing (gaps {gaps.min():.2f} to {gaps.max():.2f} mm)"
+    return None
+
+
+def _bytes_per_voxel(pixel_id: int, components: int) -> int:
+    text = sitk.GetPixelIDValueAsString(pixel_id)
+    bits = re.search(r"(\d+)-bit", text)
+    size = int(bits.group(1)) // 8 if bits else 1
+    return size * max(1, components) * (2 if "complex" in text else 1)
+
+
+def _check_header(path: Path, header_file: str | Path, slices: int = 1) -> None:
+    """Refuse, before any pixel is read, a volume larger than max_voxels() or one whose header claims
+    more pixel data than its file could hold (even at deflate's maximum compression ratio)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(header_file))
+    reader.ReadImageInformation()
+    size = list(reader.GetSize())
+    if slices > 1:
+        size = size[:2] + [slices]
+    voxels = 1
+    for n in size:
+        voxels *= max(int(n), 1)
+    shape = "x".join(map(str, size))
+    if voxels > max_voxels():
+        raise ImageReadError(f"{path}: header claims {shape} voxels ({voxels:,}), more than the limit "
+                             f"{max_voxels():,} (set PGL_ZOO_MAX_VOXELS to change it)")
+    if slices > 1 or str(header_file).lower().endswith(DETACHED_HEADER_SUFFIXES):
+        return
+    claimed = voxels * _bytes_per_voxel(reader.GetPixelID(), reader.GetNumberOfComponents())
+    available = os.path.getsize(header_file)
+    if claimed > available * MAX_DEFLATE_RATIO:
+        raise ImageReadError(f"{path}: header claims {shape} voxels ({claimed:,} bytes) but the file has only "
+                             f"{available:,} bytes: truncated or corrupt")
+
+
+def _nifti_shortfall(path: Path, check_finite: bool = False) -> str | None:
+    """Why a NIfTI file is incomplete (or, with ``check_finite``, holds NaN/inf floats), or None.
+
+    ITK reads truncated NIfTI files without an error, and turns NaN voxels into 0 on read, so both
+    are checked here on the raw bytes (streamed: no volume-sized buffer).
+    """
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
             header = handle.read(540)
-            length = len(header) + sum(len(chunk) for chunk in iter(lambda: handle.read(1 << 20), b""))
+            parsed = _nifti_header(header)
+            if parsed is None:
+                return "not a NIfTI header"
+            endian, dims, datatype, bitpix, offset = parsed
+            dtype = {16: "f4", 64: "f8"}.get(datatype) if check_finite else None
+            length, bad, carry = 0, 0, b""
+            size = int(dtype[1]) if dtype else 1
+            for chunk in (header, *iter(lambda: handle.read(1 << 20), b"")):
+                if dtype:
+                    data = carry + chunk[max(0, offset - length):]
+                    usable = len(data) - len(data) % size
+                    bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(data[:usable], dtype=endian + dtype))))
+                    carry = data[usable:]
+                length += len(chunk)
     except (EOFError, OSError, zlib.error) as exc:
         return f"compressed data is truncated or corrupt ({exc})"
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            break
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            dims = struct.unpack(endian + "8q", header[16:80])
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-            break
-    else:
-        return "not a NIfTI header"
     voxels = 1
     for n in dims[1 : 1 + max(0, min(int(dims[0]), 7))]:
         voxels *= max(int(n), 1)
     expected = offset + voxels * bitpix // 8
     if length < expected:
         return f"file is truncated ({length} of {expected} bytes)"
+    if bad:
+        return f"contains {bad} NaN or infinite voxel(s); replace them before use"
     return None
 
 
-def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
+def _nifti_header(header: bytes) -> tuple[str, tuple[int, ...], int, int, int] | None:
+    """(endian, dims, datatype, bitpix, data offset) of a NIfTI-1 or NIfTI-2 header, or None."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            datatype, bitpix = struct.unpack(endian + "hh", header[70:74])
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            return endian, dims, datatype, bitpix, offset
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(endian + "hh", header[12:16])
+            dims = struct.unpack(endian + "8q", header[16:80])
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            return endian, dims, datatype, bitpix, offset
+    return None
+
+
+def read_image(path: str | Path, series_uid: str | None = None, check_finite: bool = True) -> sitk.Image:
     """Read a 3D scalar volume: a NIfTI/NRRD/MHA/MHD file or a DICOM series folder.
 
     Raises ImageReadError (one line naming the file) when the file is missing, unreadable,
-    not 3D (fewer than 2 voxels along an axis), multi-component, or empty.
+    not 3D (fewer than 2 voxels along an axis), multi-component, or empty; when its header claims
+    more voxels than ``max_voxels()`` or more data than the file can hold (checked before any pixel
+    is read); when a DICOM series has missing or unevenly spaced slices; and, with
+    ``check_finite``, when a voxel is NaN or infinite.
     """
     path = Path(path)
     if not path.exists():
-        raise ImageReadError(f"{path}: no such file or folder")
+        kind = "dangling symbolic link" if path.is_symlink() else "no such file or folder"
+        raise ImageReadError(f"{path}: {kind}")
     try:
         if path.is_dir():
             image = _read_dicom_series(path, series_uid)
         else:
-            image = sitk.ReadImage(str(path))
+            _check_header(path, path)
             if path.name.lower().endswith((".nii", ".nii.gz")):
-                problem = _nifti_shortfall(path)
+                problem = _nifti_shortfall(path, check_finite)
                 if problem:
                     raise ImageReadError(f"{path}: {problem}")
+            image = sitk.ReadImage(str(path))
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()[-1].replace("sitk::ERROR:", "").replace(f'"{path}"', "").strip()
         raise ImageReadError(f"{path}: cannot be read as an image ({' '.join(detail.split())[:160]})") from None
@@ -143,6 +242,10 @@ def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
     size = image.GetSize()
     if image.GetDimension() != 3 or min(size) < 2:
         raise ImageReadError(f"{path}: is not a 3D volume (size {'x'.join(map(str, size))})")
+    if check_finite and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        bad = int(np.count_nonzero(~np.isfinite(sitk.GetArrayViewFromImage(image))))
+        if bad:
+            raise ImageReadError(f"{path}: contains {bad} NaN or infinite voxel(s); replace them before use")
     return image
 
 
@@ -203,21 +306,29 @@ def resample_to_spacing(
 
 
 def normalize_intensities(
-    array: np.ndarray, window: tuple[float, float] | None, normalization: str
+    array: np.ndarray, window: tuple[float, float] | None, normalization: str, inplace: bool = False
 ) -> np.ndarray:
-    """Clip to ``window`` (scan units, e.g. HU) and normalise; returns float32 of the same shape."""
-    out = np.asarray(array, dtype=np.float32)
+    """Clip to ``window`` (scan units, e.g. HU) and normalise; returns float32 of the same shape.
+
+    ``inplace``: a float32 ``array`` is overwritten instead of copied (no volume-sized temporaries).
+    """
+    if normalization not in ("zscore", "minmax", "none"):
+        raise ValueError(f"unknown normalization {normalization!r}")
+    if inplace and isinstance(array, np.ndarray) and array.dtype == np.float32 and array.flags.writeable:
+        out = array
+    else:
+        out = np.array(array, dtype=np.float32)
     if window is not None:
-        out = np.clip(out, window[0], window[1])
+        np.clip(out, window[0], window[1], out=out)
     if normalization == "zscore":
         std = float(out.std())
-        out = (out - float(out.mean())) / (std if std > 1e-8 else 1.0)
+        out -= float(out.mean())
+        out /= std if std > 1e-8 else 1.0
     elif normalization == "minmax":
         lo, hi = window  # type: ignore[misc]
-        out = (out - lo) / (hi - lo)
-    elif normalization != "none":
-        raise ValueError(f"unknown normalization {normalization!r}")
-    return out.astype(np.float32, copy=False)
+        out -= lo
+        out /= hi - lo
+    return out
 
 
 @dataclass
@@ -225,7 +336,8 @@ class PreprocessedVolume:
     """Network-ready intensities and the grid they live on.
 
     ``array``: float32 (z, y, x). ``grid``: a SimpleITK image with the geometry (size, spacing,
-    origin, direction) of ``array``; ``original``: the image as read, to map results back.
+    origin, direction) of ``array`` (geometry only: an 8-bit image of zeros, to save memory);
+    ``original``: the image as read, to map results back.
     """
 
     array: np.ndarray
@@ -238,8 +350,10 @@ def preprocess_image(image: sitk.Image, prep: Preprocessing) -> PreprocessedVolu
     resampled = reorient(sitk.Cast(image, sitk.sitkFloat32), prep.orientation)
     if prep.spacing_xyz_mm is not None:
         resampled = resample_to_spacing(resampled, prep.spacing_xyz_mm, sitk.sitkLinear)
-    array = normalize_intensities(sitk.GetArrayFromImage(resampled), prep.window, prep.normalization)
-    return PreprocessedVolume(array=array, grid=resampled, original=image)
+    array = normalize_intensities(sitk.GetArrayFromImage(resampled), prep.window, prep.normalization, inplace=True)
+    grid = sitk.Image(resampled.GetSize(), sitk.sitkUInt8)  # the geometry without a float copy of the pixels
+    grid.CopyInformation(resampled)
+    return PreprocessedVolume(array=array, grid=grid, original=image)
 
 
 def preprocess_label(label: sitk.Image, grid: sitk.Image) -> np.ndarray:
@@ -266,8 +380,45 @@ def restore_label(label_zyx: np.ndarray, grid: sitk.Image, original: sitk.Image)
     return sitk.Resample(label, original, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
 
 
+def _written_problem(tmp: Path, image: sitk.Image) -> str | None:
+    """Why a freshly written file does not hold ``image`` (ITK does not report every failed write)."""
+    if not tmp.is_file() or tmp.stat().st_size == 0:
+        return "the written file is empty"
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(tmp))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return "the written file has no readable header"
+    if tuple(reader.GetSize()) != tuple(image.GetSize()):
+        return f"the written header says size {reader.GetSize()}, not {image.GetSize()}"
+    if tmp.name.lower().endswith((".nii", ".nii.gz")):
+        return _nifti_shortfall(tmp)
+    try:
+        sitk.ReadImage(str(tmp))
+    except RuntimeError:
+        return "the written pixel data do not read back"
+    return None
+
+
 def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
-    """Write atomically: to a temporary file beside ``path``, then rename over it."""
+    """Write atomically and verified: to a temporary file beside ``path``, read back (header, size,
+    for NIfTI the byte count), then renamed over ``path``. A failed write raises ImageWriteError and
+    leaves an existing file at ``path`` untouched."""
     path = Path(path)
     suffix = next((s for s in VOLUME_SUFFIXES if path.name.lower().endswith(s)), path.suffix)
-    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, compress), suffix=suffix)
+
+    def write(tmp: str) -> None:
+        try:
+            sitk.WriteImage(image, tmp, compress)
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).strip().splitlines()[-1:]).replace("sitk::ERROR:", "").strip()
+            raise ImageWriteError(f"{path}: cannot be written ({detail[:160]})") from None
+        problem = _written_problem(Path(tmp), image)
+        if problem:
+            raise ImageWriteError(f"{path}: write failed ({problem}; disk full?); nothing was replaced")
+
+    try:
+        return atomic_write(path, write, suffix=suffix)
+    except OSError as exc:
+        raise ImageWriteError(f"{path}: cannot be written ({exc.strerror or exc}); nothing was replaced") from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def sliding_window_predict(
     sw_batch_size: int = 4,
     sigma_scale: float = 0.125,
     progress: bool = False,
+    normalize: bool = True,
 ) -> Tensor:
     """Blend the network's outputs over overlapping windows with Gaussian weights.
 
@@ -111,6 +113,8 @@ def sliding_window_predict(
         sw_batch_size: windows per forward pass.
         sigma_scale: Gaussian sigma as a fraction of the window size.
         progress: show a tqdm bar over window batches.
+        normalize: divide by the summed weights (False: the weighted sum, whose argmax is the same;
+            saves a volume-sized float32 map).
 
     Returns:
         (N, K, z, y, x) float32: the weighted average of the window outputs at every voxel.
@@ -125,9 +129,6 @@ def sliding_window_predict(
     size = tuple(volume.shape[2:])
     starts = list(itertools.product(*(window_starts(s, r, overlap) for s, r in zip(size, roi, strict=True))))
     weight = gaussian_importance_map(roi, sigma_scale).to(volume.device)
-    count = torch.zeros(size, dtype=torch.float32, device=volume.device)
-    for z, y, x in starts:
-        count[z : z + roi[0], y : y + roi[1], x : x + roi[2]] += weight
     jobs = [(b, s) for b in range(n_images) for s in starts]
     batches = range(0, len(jobs), sw_batch_size)
     if progress:
@@ -149,7 +150,11 @@ def sliding_window_predict(
             for i, (b, (z, y, x)) in enumerate(chunk):
                 output[b, :, z : z + roi[0], y : y + roi[1], x : x + roi[2]].addcmul_(result[i], weight)
         assert output is not None
-        output.div_(count)
+        if normalize:
+            count = torch.zeros(size, dtype=torch.float32, device=volume.device)
+            for z, y, x in starts:
+                count[z : z + roi[0], y : y + roi[1], x : x + roi[2]] += weight
+            output.div_(count)
     if any(c.start != 0 or c.stop != s for c, s in zip(crop, size, strict=True)):
         output = output[(slice(None), slice(None), *crop)]
     return output
@@ -170,17 +175,28 @@ def predict_label(
     sw_batch_size: int = 4,
     progress: bool = False,
 ) -> np.ndarray:
-    """Label map (z, y, x) uint8/uint16 of one preprocessed single-channel volume: argmax of the blend."""
+    """Label map (z, y, x) uint8/uint16 of one preprocessed single-channel volume: argmax of the blend.
+
+    Memory: the blend is kept unnormalised (the argmax is the same) and the argmax is taken a slab at
+    a time straight into the compact label array, so no int64 or second float volume is allocated.
+    """
     was_training = network.training
     network.eval()
     try:
         device = _model_device(network)
         volume = torch.from_numpy(np.ascontiguousarray(array_zyx, dtype=np.float32))[None, None].to(device)
-        logits = sliding_window_predict(network, volume, roi_zyx, overlap, sw_batch_size, progress=progress)
-        label = logits[0].argmax(0).cpu().numpy()
+        logits = sliding_window_predict(network, volume, roi_zyx, overlap, sw_batch_size, progress=progress,
+                                        normalize=False)
+        del volume
+        classes, depth = logits.shape[1], logits.shape[2]
+        label = np.empty(tuple(logits.shape[2:]), dtype=np.uint8 if classes <= 256 else np.uint16)
+        slab = max(1, (1 << 22) // max(1, logits.shape[3] * logits.shape[4]))
+        for z in range(0, depth, slab):
+            label[z : z + slab] = logits[0, :, z : z + slab].argmax(0).cpu().numpy()
+        del logits
     finally:
         network.train(was_training)
-    return label.astype(np.uint8 if label.max(initial=0) < 256 else np.uint16)
+    return label
 
 
 def segment_image(
@@ -250,10 +266,55 @@ def _output_suffix(ref: VolumeRef) -> str:
     return {".nhdr": ".nrrd", ".mhd": ".mha", ".nii": ".nii.gz"}.get(suffix, suffix)
 
 
+def _input_files(ref: VolumeRef) -> list[Path]:
+    """The files a volume is read from (a DICOM folder's files, a detached header's data file)."""
+    if ref.path.is_dir():
+        return [p for p in ref.path.iterdir() if p.is_file()]
+    files = [ref.path]
+    if ref.path.name.lower().endswith((".mhd", ".nhdr")):
+        files += [p for p in ref.path.parent.glob(ref.path.name.rsplit(".", 1)[0] + ".*") if p != ref.path]
+    return files
+
+
+def plan_outputs(refs: Sequence[VolumeRef], inputs: Sequence[str | Path], out: str | Path) -> list[Path]:
+    """The label file of each volume, checked before any work: never an input file, never inside a
+    folder given as input, and never one file for two volumes (``a/case.nrrd`` and ``b/case.nrrd``,
+    ``x.nii`` and ``x.nii.gz``). Raises ImageWriteError naming the files otherwise."""
+    from .errors import ImageWriteError
+
+    out = Path(out)
+    single_file = len(refs) == 1 and has_volume_suffix(out.name)
+    if not single_file and has_volume_suffix(out.name):
+        raise ImageWriteError(f"{out}: {len(refs)} volumes to segment need an output folder, not a file")
+    if single_file:
+        targets = [out]
+    else:
+        targets = [out / f"{name}{_output_suffix(ref)}" for ref, name in zip(refs, _output_names(refs), strict=True)]
+    first: dict[str, VolumeRef] = {}
+    for ref, target in zip(refs, targets, strict=True):
+        key = os.path.normcase(os.path.abspath(target)).lower()
+        if key in first:
+            raise ImageWriteError(f"{first[key]} and {ref} would both be written to {target}; rename one or "
+                                  "segment them separately (nothing was written)")
+        first[key] = ref
+    inputs_by_file = {os.path.realpath(f): ref for ref in refs for f in _input_files(ref)}
+    folders = [os.path.realpath(p) for p in inputs if Path(p).is_dir()]
+    for target in targets:
+        real = os.path.realpath(target)
+        if real in inputs_by_file:
+            raise ImageWriteError(f"{target}: is the input {inputs_by_file[real]}; writing the labels there would "
+                                  "destroy the scan (choose another -o)")
+        inside = next((f for f in folders if real.startswith(f + os.sep)), None)
+        if inside is not None:
+            raise ImageWriteError(f"{target}: lies in the input folder {inside}; choose an -o outside it "
+                                  "(nothing was written)")
+    return targets
+
+
 def segment_files(
     inputs: Sequence[str | Path],
     out: str | Path,
-    model: str | Path,
+    model: str | Path | tuple[torch.nn.Module, ModelCard],
     overlap: float = 0.5,
     sw_batch_size: int = 4,
     roi_zyx: Sequence[int] | None = None,
@@ -263,16 +324,18 @@ def segment_files(
 ) -> list[Path]:
     """Segment scans on disk (NIfTI, NRRD, MHA files, DICOM series folders, or folders of them).
 
-    ``model``: a fine-tuning run folder, an exported model folder or a zoo name. ``out``: a file
-    (``.nii.gz``, ``.nrrd``, ``.mha``) when there is one input volume, else a folder that receives
-    ``NAME.<the input's format>`` per volume (``.nii.gz`` for DICOM series). The label image has the
-    input's geometry exactly; NIfTI stores spacing and direction in float32, so a NIfTI file written
-    for a NRRD/MHA/DICOM input carries them to float32 precision. ``preview``: a PNG of three
-    orthogonal slices with the labels overlaid (``PREVIEW_NAME.png`` per volume when there are
-    several). Returns the written label files.
+    ``model``: a ``(network, card)`` pair (see :func:`pgl_zoo.load_segmentation_model`), or a
+    fine-tuning run folder, an exported model folder or a zoo name, loaded with that function.
+    ``out``: a file (``.nii.gz``, ``.nrrd``, ``.mha``) when there is one input volume, else a folder
+    that receives ``NAME.<the input's format>`` per volume (``.nii.gz`` for DICOM series). Output
+    names are checked before any work (:func:`plan_outputs`): no input is ever overwritten and no
+    two volumes share an output. The label image has the input's geometry exactly; NIfTI stores
+    spacing and direction in float32, so a NIfTI file written for a NRRD/MHA/DICOM input carries
+    them to float32 precision. Every label file is verified before it replaces anything.
+    ``preview``: a PNG of three orthogonal slices with the labels overlaid (``PREVIEW_NAME.png``
+    per volume when there are several). Returns the written label files.
     """
     from .errors import ImageReadError
-    from .finetune.export import load_model
 
     refs: list[VolumeRef] = []
     for item in inputs:
@@ -280,17 +343,18 @@ def segment_files(
         if not found:
             raise ImageReadError(f"{item}: no volume files or DICOM series found")
         refs.extend(found)
-    network, card = load_model(model, device)
-    out = Path(out)
-    single_file = len(refs) == 1 and has_volume_suffix(out.name)
-    if not single_file and has_volume_suffix(out.name):
-        raise ImageReadError(f"{out}: {len(refs)} volumes to segment need an output folder, not a file")
+    targets = plan_outputs(refs, inputs, out)
+    if isinstance(model, tuple):
+        network, card = model
+    else:
+        from .api import load_segmentation_model
+
+        network, card = load_segmentation_model(model, map_location=device)
     names = _output_names(refs)
     written: list[Path] = []
-    for ref, name in zip(refs, names, strict=True):
+    for ref, name, target in zip(refs, names, targets, strict=True):
         image = ref.read()
         label = segment_image(image, network, card, overlap, sw_batch_size, roi_zyx, progress)
-        target = out if single_file else out / f"{name}{_output_suffix(ref)}"
         written.append(write_image(label, target))
         if preview is not None:
             from .preview import write_preview

@@ -25,10 +25,11 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write
 from .cards import BUNDLED, ModelCard
-from .errors import ChecksumError, LoadError, PglZooError, WeightsNotAvailableError
+from .errors import ChecksumError, LoadError, OverwriteError, PglZooError, WeightsNotAvailableError
 from .hashing import sha256_file, verify_sha256
 from .hub_readme import render_hub_readme
 from .registry import get_card
+from .resolve import resolve_model
 
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "card.json"
@@ -56,10 +57,18 @@ def _from_folder(folder: Path, card: ModelCard | None, source: str) -> ResolvedW
         card = ModelCard.from_json_file(card_file)
     if card is None:
         raise PglZooError(f"{folder}: no {CARD_NAME} in the folder and no registered model named")
-    path = folder / card.filename
+    path = weights_file(folder, card)
     if not path.is_file():
         raise WeightsNotAvailableError(f"{folder}: no {card.filename} in the folder")
     return ResolvedWeights(path, card, source)
+
+
+def weights_file(folder: Path, card: ModelCard) -> Path:
+    """``folder / card.filename``, refusing a filename that leaves the folder (``../x``, ``/x``, ``a/b``)."""
+    name = str(card.filename)
+    if not name or name in (".", "..") or Path(name).name != name or "\\" in name or Path(name).is_absolute():
+        raise PglZooError(f"{folder / CARD_NAME}: filename {name!r} must name a file inside {folder}")
+    return folder / name
 
 
 def _registered_folder(folder: Path, card: ModelCard, source: str) -> ResolvedWeights:
@@ -74,14 +83,10 @@ def _registered_folder(folder: Path, card: ModelCard, source: str) -> ResolvedWe
 
 
 def card_for(name_or_path: str | os.PathLike) -> tuple[ModelCard | None, Path | None]:
-    """A registered name gives its card; an existing path gives (None, path)."""
-    text = str(name_or_path)
-    path = Path(text).expanduser()
-    if os.sep in text or path.exists():
-        if not path.exists():
-            raise PglZooError(f"{path}: no such file or folder")
-        return None, path
-    return get_card(text), None
+    """A registered name gives (its card, None); a path gives (None, path): see :mod:`pgl_zoo.resolve`
+    (a registered name is never shadowed by a same-named file or folder in the working directory)."""
+    ref = resolve_model(name_or_path)
+    return (ref.card, None) if ref.registered else (None, ref.path)
 
 
 def resolve_weights(
@@ -215,7 +220,7 @@ def export_folder(resolved: ResolvedWeights, out_dir: str | os.PathLike) -> Path
         card = card.replace(sha256=sha256_file(resolved.path))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / card.filename, lambda tmp: shutil.copyfile(resolved.path, tmp))
+    atomic_write(weights_file(out, card), lambda tmp: shutil.copyfile(resolved.path, tmp))
     atomic_write(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card.to_json()))
     atomic_write(out / README_NAME, lambda tmp: Path(tmp).write_text(render_hub_readme(card)))
     return out
@@ -270,22 +275,56 @@ def push_to_hub(
     return result
 
 
+def _check_local_dir(folder: Path, card: ModelCard, overwrite: bool) -> None:
+    """Refuse to write a portable copy over a folder that is not an earlier copy of the same weights."""
+    if overwrite or not folder.exists():
+        return
+    if folder.is_dir() and not any(folder.iterdir()):
+        return
+    try:
+        own = ModelCard.from_json_file(folder / CARD_NAME)
+        if own.name == card.name and card.sha256 and own.sha256 == card.sha256:
+            return  # an earlier download of the same weights: rewriting it changes nothing
+    except PglZooError:
+        pass
+    raise OverwriteError(f"{folder}: exists and is not a copy of {card.name} with the same sha256; "
+                         "choose another --local-dir or pass --overwrite")
+
+
+def fetch(
+    name: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, bool]:
+    """:func:`download`, also saying whether a recorded sha256 was checked (False: none recorded)."""
+    card = get_card(name)
+    if local_dir is not None:
+        _check_local_dir(Path(local_dir) / name, card, overwrite)
+    resolved = resolve_weights(card, revision=revision, cache_dir=cache_dir)
+    verified = bool(resolved.card.sha256)
+    if local_dir is not None:  # export_folder verifies the digest before copying
+        return export_folder(resolved, Path(local_dir) / name) / resolved.card.filename, verified
+    if verified:
+        verify_sha256(resolved.path, resolved.card.sha256)
+    return resolved.path, verified
+
+
 def download(
     name: str,
     *,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     local_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Fetch a zoo entry's weights (or find them locally) and verify them.
 
     Returns the verified file; with ``local_dir``, also writes a portable folder
     ``local_dir/<name>/`` (weights, card, README) that loads with ``weights=`` or via
-    ``$PGL_ZOO_WEIGHTS=local_dir`` on a machine without network.
+    ``$PGL_ZOO_WEIGHTS=local_dir`` on a machine without network. An existing ``local_dir/<name>/``
+    that is not an earlier copy of the same weights is refused unless ``overwrite``.
     """
-    resolved = resolve_weights(get_card(name), revision=revision, cache_dir=cache_dir)
-    if local_dir is not None:  # export_folder verifies the digest before copying
-        return export_folder(resolved, Path(local_dir) / name) / resolved.card.filename
-    if resolved.card.sha256:
-        verify_sha256(resolved.path, resolved.card.sha256)
-    return resolved.path
+    return fetch(name, revision=revision, cache_dir=cache_dir, local_dir=local_dir, overwrite=overwrite)[0]

@@ -96,15 +96,28 @@ def test_existing_run_needs_resume(tmp_path, arch_and_encoder):
 
 
 def test_frozen_encoder_and_layer_decay(tmp_path, arch_and_encoder):
+    from pgl_zoo.finetune.trainer import _build_network
+
     _, encoder = arch_and_encoder
     (tmp_path / "arch").symlink_to(encoder)
-    start = {k: v.clone() for k, v in _load(encoder).items() if k.startswith("encoder.")}
-    result = finetune(_config(tmp_path, "f", encoder, epochs=1, steps_per_epoch=2, freeze_encoder_epochs=1,
-                              layer_decay=0.5))
-    state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(state[k], v) for k, v in start.items())  # untouched while frozen
-    head = state["decoder.seg_layers.1.weight"]
-    assert not torch.equal(head, torch.zeros_like(head))
+    config = _config(tmp_path, "f", encoder, epochs=1, steps_per_epoch=2, freeze_encoder_epochs=1, layer_decay=0.5)
+    torch.manual_seed(config.seed)
+    initial = {k: v.clone() for k, v in _build_network(config).state_dict().items()}  # what finetune starts from
+    from_file = {k: v for k, v in _load(encoder).items() if k.startswith("encoder.")}
+    result = finetune(config)
+    checkpoint = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    state = checkpoint["model"]
+    encoder_keys = list(from_file)  # zoo names: each encoder tensor once
+    assert encoder_keys and all(torch.equal(state[k], from_file[k]) for k in encoder_keys)  # frozen: untouched
+    # trained: the decoder and the head (segmentation layers) moved away from their initialisation
+    for part in (("decoder.stages.", "decoder.transpconvs."), ("decoder.seg_layers.",)):
+        keys = [k for k in state if k.startswith(part) and state[k].is_floating_point()]
+        assert keys and any(not torch.equal(state[k], initial[k]) for k in keys), part
+    # layer decay 0.5 over n encoder stages: stem lr*0.5**(n+1), stage i lr*0.5**(n-i), decoder and head lr
+    n = json.loads((encoder / "card.json").read_text())["arch"]["arch_kwargs"]["n_stages"]
+    base_lrs = [g["base_lr"] for g in checkpoint["optimizer"]["param_groups"]]
+    expected = [config.lr * 0.5 ** (n + 1), *[config.lr * 0.5 ** (n - i) for i in range(n)], config.lr]
+    assert base_lrs == pytest.approx(expected, rel=1e-12)
 
 
 def test_explicit_case_pairs(tmp_path, arch_and_encoder):

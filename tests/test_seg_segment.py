@@ -23,8 +23,7 @@ INPUTS = [
     CT / "chest_dicom_series",
     CT / "not_hu" / "LIDC2.mha",
     CT / "not_hu" / "CT_pitch.nii.gz",  # tilted acquisition: non-identity direction
-    CT / "tiny_dicom",  # non-uniform slice spacing
-]
+]  # ct/tiny_dicom (non-uniform slice spacing) is refused: tests/test_bad_inputs.py
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,8 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--freeze-encoder-epochs", default=0, show_default=True, type=int,
               help="Keep the encoder frozen for this many first epochs.")
 @click.option("--layer-decay", default=1.0, show_default=True, type=float,
-              help="Layer-wise learning-rate decay for the encoder stages (1 = none).")
+              help="Layer-wise learning-rate decay: encoder stage i of n at lr*decay**(n-i), stem at "
+                   "lr*decay**(n+1) (1 = none).")
 @click.option("--foreground-probability", default=0.33, show_default=True, type=float,
               help="Fraction of patches centred on a labelled voxel.")
 @click.option("--spacing", metavar="X,Y,Z|native", help="Override the card's target spacing (mm) or keep each scan's.")
@@ -72,12 +73,14 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation and patch sampling.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, cuda:1, ...).")
 @click.option("--name", help="Name written in the exported model card (default: the run folder's name).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options; "
+                                            "--epochs, --device may change).")
+@click.option("--overwrite", is_flag=True, help="Allow an --out folder that already holds other files.")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-epoch line.")
 def finetune_cmd(data, encoder, architecture, num_classes, out, val_cases, train_cases, val_fraction, split_seed,
                  epochs, steps_per_epoch, batch_size, patch_size, lr, weight_decay, warmup_steps,
                  freeze_encoder_epochs, layer_decay, foreground_probability, spacing, window, normalization,
-                 modality, overlap, seed, device, name, resume, no_progress) -> None:
+                 modality, overlap, seed, device, name, resume, overwrite, no_progress) -> None:
     """Fine-tune a pgl_unet3d on labelled data (Dice + cross-entropy); export the best model to OUT/model."""
     from .config import FinetuneConfig
     from .trainer import finetune
@@ -91,7 +94,8 @@ def finetune_cmd(data, encoder, architecture, num_classes, out, val_cases, train
         warmup_steps=warmup_steps, freeze_encoder_epochs=freeze_encoder_epochs, layer_decay=layer_decay,
         foreground_probability=foreground_probability, spacing_xyz_mm=_floats(spacing, 3, "--spacing", ("native",)),
         window=_floats(window, 2, "--window", ("none",)), normalization=normalization, modality=modality,
-        overlap=overlap, seed=seed, device=device, name=name, resume=resume, progress=not no_progress,
+        overlap=overlap, seed=seed, device=device, name=name, resume=resume, overwrite=overwrite,
+        progress=not no_progress,
     )
     result = finetune(config)
     click.echo(f"best validation Dice {result.best_mean_dice:.4f} at epoch {result.best_epoch} "

@@ -38,7 +38,12 @@ class FinetuneConfig:
     random patches (``foreground_probability`` of them centred on a labelled voxel); AdamW with a
     linear warm-up over ``warmup_steps`` (default: one epoch, at most 10 % of all steps) then cosine
     decay to 0. ``freeze_encoder_epochs`` keeps the encoder fixed for the first epochs;
-    ``layer_decay`` < 1 scales encoder stage ``i`` of ``n`` by ``layer_decay ** (n - i)``.
+    ``layer_decay`` < 1 scales the lr of encoder stage ``i`` (0-based) of ``n`` by
+    ``layer_decay ** (n - i)`` and of the stem by ``layer_decay ** (n + 1)``; decoder and head keep ``lr``.
+
+    Run folder: ``out`` must be empty or new (``overwrite`` allows other files in it); ``resume``
+    continues the checkpoint in it and refuses options that differ from the run's (only ``epochs``,
+    ``device``, ``progress``, ``name``, ``modality``, ``overlap`` and ``sw_batch_size`` may change).
     """
 
     out: str | Path
@@ -69,6 +74,7 @@ class FinetuneConfig:
     sw_batch_size: int = 4
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
     device: str = "cpu"
     name: str | None = None

@@ -34,14 +34,15 @@ def export_segmentation_model(
 
 def resolve_model_folder(model: str | os.PathLike) -> str | Path:
     """A run folder (holding ``model/card.json``) gives its exported model folder; anything else as is."""
-    path = Path(model).expanduser()
-    if path.is_dir() and not (path / "card.json").is_file() and (path / RUN_MODEL_DIR / "card.json").is_file():
-        return path / RUN_MODEL_DIR
-    return model
+    from ..resolve import resolve_model
+
+    ref = resolve_model(model)
+    return model if ref.registered else ref.path
 
 
 def load_model(model: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
-    """A segmentation network and its card from a run folder, an exported folder or a zoo name (Hub)."""
+    """A segmentation network and its card from a run folder, an exported folder or a zoo name (Hub):
+    :func:`pgl_zoo.load_segmentation_model`, kept for compatibility."""
     from ..api import load_segmentation_model
 
-    return load_segmentation_model(resolve_model_folder(model), map_location=device)
+    return load_segmentation_model(model, map_location=device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError, PglZooError
+from ..errors import DataError, OverwriteError, RunError
 from ..inference import predict_label
 from ..metrics import dice_per_class, nanmean
+from ..runs import (
+    LOCK_NAME,
+    RunLock,
+    atomic_write_json,
+    load_checkpoint,
+    load_state,
+    resume_differences,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    sigterm_as_interrupt,
+    trim_jsonl,
+    warmup_cosine,
+)
 from .config import FinetuneConfig, resolve_preprocessing
 from .data import Case, CasePair, find_cases, load_cases, read_label_names, sample_patch
 from .export import export_segmentation_model
 from .losses import DiceCELoss
+from .param_groups import layer_decay_groups
 
 __all__ = ["FinetuneResult", "finetune", "split_cases"]
 
@@ -86,22 +102,14 @@ def _build_network(config: FinetuneConfig) -> torch.nn.Module:
 
 
 def _param_groups(net: torch.nn.Module, config: FinetuneConfig) -> list[dict[str, Any]]:
-    """Decoder and head at ``lr``; encoder stage i of n at ``lr * layer_decay ** (n - i)`` (stem: n)."""
-    encoder = net.encoder
-    n = len(encoder.stages)
-    groups = [{"params": list(encoder.stem.parameters()), "lr": config.lr * config.layer_decay**n}]
-    for i, stage in enumerate(encoder.stages):
-        groups.append({"params": list(stage.parameters()), "lr": config.lr * config.layer_decay ** (n - 1 - i)})
-    groups.append({"params": [*net.decoder_parameters(), *net.head_parameters()], "lr": config.lr})
-    return groups
+    """Decoder and head at ``lr``; encoder stage i of n at ``lr * layer_decay ** (n - i)``, stem at
+    ``lr * layer_decay ** (n + 1)`` (see :func:`pgl_zoo.finetune.param_groups.layer_decay_groups`)."""
+    return layer_decay_groups(net, config.lr, config.layer_decay)
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up from 1/warmup to 1, then cosine decay to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+# Options that may differ when a run is resumed; any other difference is refused (it would change the run).
+RESUMABLE = ("out", "epochs", "resume", "progress", "device", "name", "modality", "on_epoch_end", "extra",
+             "overlap", "sw_batch_size", "overwrite", "label_names")
 
 
 def _validate(net: torch.nn.Module, cases: list[Case], config: FinetuneConfig, patch: tuple[int, ...],
@@ -115,10 +123,42 @@ def _validate(net: torch.nn.Module, cases: list[Case], config: FinetuneConfig, p
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_checkpoint(payload, path)  # unique temporary name, fsync, rename
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "model", LOCK_NAME)
+
+
+def _check_out(run_dir: Path, config: FinetuneConfig) -> None:
+    """Refuse to start in a folder that holds a run (without resume) or other files (without overwrite),
+    and to resume where there is no checkpoint."""
+    last = run_dir / "checkpoints" / "last.pt"
+    is_run = (run_dir / "config.json").is_file() and ((run_dir / "metrics.jsonl").exists() or last.exists())
+    if config.resume:
+        if not last.is_file():
+            raise RunError(f"{last}: no checkpoint to resume from; start the run without resume (--resume)")
+        return
+    if is_run:
+        raise RunError(f"{run_dir}: already holds a run; pass resume (--resume) or choose another --out")
+    if run_dir.is_file():
+        raise OverwriteError(f"{run_dir}: is a file, not a run folder")
+    others = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES) if run_dir.is_dir() else []
+    leftovers = sorted(p.name for p in run_dir.iterdir() if p.name in RUN_FILES and p.name != LOCK_NAME) \
+        if run_dir.is_dir() else []
+    if (others or leftovers) and not config.overwrite:
+        shown = ", ".join((others or leftovers)[:3])
+        raise OverwriteError(f"{run_dir}: is not empty and not a run ({shown}); choose an empty --out or pass "
+                             "--overwrite")
+
+
+def _check_resume(config: FinetuneConfig, state: dict[str, Any], last_path: Path) -> None:
+    stored = state.get("config")
+    if stored is None:
+        return
+    now = json.loads(config.to_json())
+    diff = resume_differences(stored, now, RESUMABLE)
+    if diff:
+        raise RunError(f"{last_path}: cannot resume with different options ({'; '.join(diff)})")
 
 
 def _class_names(config: FinetuneConfig) -> dict[int, str]:
@@ -129,9 +169,74 @@ def _class_names(config: FinetuneConfig) -> dict[int, str]:
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune (or train from scratch) a segmentation network; see :class:`FinetuneConfig`."""
     run_dir = Path(config.out)
+    _check_out(run_dir, config)
+    with RunLock(run_dir), sigterm_as_interrupt():
+        return _finetune(config, run_dir)
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint carries besides the network and optimiser: the resume point and the best epoch."""
+
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_mean: float = -1.0
+    best_epoch: int = 0
+    best_dice: dict[str, float] = field(default_factory=dict)
+
+
+def _restore(config: FinetuneConfig, last_path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             rng: np.random.Generator) -> _Progress:
+    """The resume policy: the checkpoint must exist and match the options; network, optimiser, RNG states
+    and progress come back from it."""
+    state = load_checkpoint(last_path)
+    _check_resume(config, state, last_path)
+    load_state(net, state["model"], f"{last_path}")
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"] if "rng" in state else {"torch": state["torch_rng"]})
+    rng.bit_generator.state = state["numpy_rng"]
+    return _Progress(int(state["epoch"]), list(state["history"]), float(state["best_mean"]),
+                     int(state["best_epoch"]), state["best_dice"])
+
+
+def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
+                 cases: list[Case], patch: tuple[int, ...], rng: np.random.Generator, epoch: int, warmup: int,
+                 config: FinetuneConfig, run_dir: Path) -> list[float]:
+    """One epoch of ``steps_per_epoch`` optimiser steps on random patches; returns the step losses.
+    A non-finite loss stops the run (RunError) before the step is taken."""
+    net.freeze_encoder(epoch < config.freeze_encoder_epochs)
+    net.train()
+    losses: list[float] = []
+    steps = range(config.steps_per_epoch)
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
+    for i in steps:
+        factor = warmup_cosine(epoch * config.steps_per_epoch + i, config.total_steps, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        picks = rng.integers(len(cases), size=config.batch_size)
+        patches = [sample_patch(cases[j], patch, rng, config.foreground_probability) for j in picks]
+        images = torch.from_numpy(np.stack([p[0] for p in patches])[:, None]).to(config.device)
+        labels = torch.from_numpy(np.stack([p[1] for p in patches])).to(config.device)
+        loss = loss_fn(net(images), labels)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise RunError(f"{run_dir}: the loss became {value} at epoch {epoch + 1}, step {i + 1}; stopped "
+                           "(checkpoints of the last good epoch kept); check the data or lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(value)
+        if config.progress:
+            steps.set_postfix(loss=f"{value:.3f}")
+    return losses
+
+
+def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
-    if run_dir.exists() and (run_dir / "metrics.jsonl").exists() and not config.resume:
-        raise PglZooError(f"{run_dir}: already holds a run; pass resume (--resume) or choose another --out")
+    _check_out(run_dir, config)  # again, under the lock
     if config.label_names is None and config.data is not None:
         config.label_names = read_label_names(config.data)
     pairs = list(config.cases) if config.cases is not None else find_cases(config.data)
@@ -153,66 +258,47 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     total = config.total_steps
     warmup = config.warmup_steps if config.warmup_steps is not None else min(config.steps_per_epoch, total // 10)
     loss_fn = DiceCELoss()
-    history: list[dict[str, Any]] = []
-    start_epoch, best_mean, best_epoch, best_dice = 0, -1.0, 0, {}
-    if config.resume and last_path.exists():
-        state = torch.load(last_path, map_location=config.device, weights_only=True)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        best_mean, best_epoch, best_dice = float(state["best_mean"]), int(state["best_epoch"]), state["best_dice"]
-        torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
+    run = _restore(config, last_path, net, optimizer, rng) if config.resume else _Progress()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config.to_json())
+    stored_config = json.loads(config.to_json())
+    atomic_write_json(run_dir / "config.json", stored_config, indent=2)
+    trim_jsonl(run_dir / "metrics.jsonl", "epoch", run.start_epoch,
+               warn=lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
 
-    for epoch in range(start_epoch, config.epochs):
-        net.freeze_encoder(epoch < config.freeze_encoder_epochs)
-        net.train()
-        started, losses = time.perf_counter(), []
-        steps = range(config.steps_per_epoch)
-        if config.progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
-        for i in steps:
-            step = epoch * config.steps_per_epoch + i
-            factor = _lr_factor(step, warmup, total)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            picks = rng.integers(len(train_cases), size=config.batch_size)
-            patches = [sample_patch(train_cases[j], patch, rng, config.foreground_probability) for j in picks]
-            images = torch.from_numpy(np.stack([p[0] for p in patches])[:, None]).to(config.device)
-            labels = torch.from_numpy(np.stack([p[1] for p in patches])).to(config.device)
-            loss = loss_fn(net(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            if config.progress:
-                steps.set_postfix(loss=f"{losses[-1]:.3f}")
+    for epoch in range(run.start_epoch, config.epochs):
+        started = time.perf_counter()
+        losses = _train_epoch(net, optimizer, loss_fn, train_cases, patch, rng, epoch, warmup, config, run_dir)
         dice = _validate(net, val_cases, config, patch, class_names)
         mean = nanmean(list(dice.values()))
         record = {"epoch": epoch + 1, "step": (epoch + 1) * config.steps_per_epoch,
                   "train_loss": float(np.mean(losses)), "lr": optimizer.param_groups[-1]["lr"],
                   "val_dice": dice, "val_mean_dice": mean, "seconds": round(time.perf_counter() - started, 3)}
-        history.append(record)
-        with open(run_dir / "metrics.jsonl", "a") as handle:
+        run.history.append(record)
+        with open(run_dir / "metrics.jsonl", "a") as handle:  # a torn last line is dropped on resume
             handle.write(json.dumps(record) + "\n")
         if config.progress:
             print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, val Dice "
                   + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + f", mean {mean:.3f}", flush=True)
-        if not math.isnan(mean) and mean > best_mean:
-            best_mean, best_epoch, best_dice = mean, epoch + 1, dice
+        if not math.isnan(mean) and mean > run.best_mean:
+            run.best_mean, run.best_epoch, run.best_dice = mean, epoch + 1, dice
             _save(best_path, {"model": net.state_dict(), "epoch": epoch + 1, "val_dice": dice})
         _save(last_path, {
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-            "history": history, "best_mean": best_mean, "best_epoch": best_epoch, "best_dice": best_dice,
-            "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
+            "history": run.history, "best_mean": run.best_mean, "best_epoch": run.best_epoch,
+            "best_dice": run.best_dice, "rng": rng_state(), "numpy_rng": rng.bit_generator.state,
+            "config": stored_config,
         })
         if config.on_epoch_end is not None:
             config.on_epoch_end(record)
+    return _export_best(config, run_dir, net, base_card, prep, patch, class_names, pairs, train_pairs, val_pairs,
+                        run)
 
+
+def _export_best(config: FinetuneConfig, run_dir: Path, net: torch.nn.Module, base_card, prep, patch,
+                 class_names: dict[int, str], pairs: list[CasePair], train_pairs: list[CasePair],
+                 val_pairs: list[CasePair], run: _Progress) -> FinetuneResult:
+    """Export the best epoch's network (the last one when no epoch had a finite Dice) to ``RUN/model``."""
+    best_path = run_dir / "checkpoints" / "best.pt"
     best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"] if best_path.exists() \
         else net.state_dict()
     card = base_card.replace(
@@ -228,11 +314,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             "data": str(config.data) if config.data is not None else f"{len(pairs)} explicit cases",
             "train_cases": [p.name for p in train_pairs], "val_cases": [p.name for p in val_pairs],
             "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch, "batch_size": config.batch_size,
-            "lr": config.lr, "seed": config.seed, "best_epoch": best_epoch, "val_dice": best_dice,
+            "lr": config.lr, "seed": config.seed, "best_epoch": run.best_epoch, "val_dice": run.best_dice,
         },
     )
     model_dir = export_segmentation_model(best_state, card, config.num_classes, run_dir / "model")
-    final = history[-1] if history else {"val_dice": {}, "val_mean_dice": float("nan")}
-    return FinetuneResult(run_dir=run_dir, model_dir=model_dir, best_epoch=best_epoch, best_dice=best_dice,
-                          best_mean_dice=best_mean, final_dice=final["val_dice"],
-                          final_mean_dice=final["val_mean_dice"], history=history)
+    final = run.history[-1] if run.history else {"val_dice": {}, "val_mean_dice": float("nan")}
+    return FinetuneResult(run_dir=run_dir, model_dir=model_dir, best_epoch=run.best_epoch, best_dice=run.best_dice,
+                          best_mean_dice=run.best_mean, final_dice=final["val_dice"],
+                          final_mean_dice=final["val_mean_dice"], history=run.history)

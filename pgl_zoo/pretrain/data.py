@@ -53,11 +53,14 @@ class PreparedVolume:
     """One usable, preprocessed volume: its cached array and where it came from."""
 
     source: str
-    array_path: Path
+    array_path: Path | None
     shape_zyx: tuple[int, int, int]
     note: str = ""
+    array: np.ndarray | None = None  # kept in memory when the cache could not be written
 
     def load(self, mmap: bool = True) -> np.ndarray:
+        if self.array is not None:
+            return self.array
         return np.load(self.array_path, mmap_mode="r" if mmap else None)
 
 
@@ -142,30 +145,6 @@ def check_raw(array: np.ndarray, modality: str) -> tuple[str | None, bool]:
     return None, non_hu
 
 
-def dicom_spacing_problem(ref: VolumeRef, tolerance: float = 1.5) -> str | None:
-    """A reason to skip a DICOM series whose slices are not evenly spaced (missing slices, mixed
-    stacks): stacked as a uniform grid its geometry would be wrong. None when fine or unknown."""
-    if not ref.path.is_dir():
-        return None
-    positions = []
-    for name in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(ref.path), ref.series_uid or ""):
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(name)
-        try:
-            reader.ReadImageInformation()
-            positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
-        except (RuntimeError, ValueError):
-            return None
-    if len(positions) < 3:
-        return None
-    gaps = np.linalg.norm(np.diff(np.asarray(positions), axis=0), axis=1)
-    if gaps.min() <= 1e-6:
-        return "DICOM series has slices at duplicate positions"
-    if gaps.max() / gaps.min() > tolerance:
-        return f"DICOM series has non-uniform slice spacing (gaps {gaps.min():.2f} to {gaps.max():.2f} mm)"
-    return None
-
-
 def preprocess_ref(ref: VolumeRef, prep: Preprocessing, modality: str, non_hu: str) -> tuple[np.ndarray | None, str]:
     """(array or None, note or skip reason) for one volume; raises nothing for bad data."""
     try:
@@ -175,11 +154,8 @@ def preprocess_ref(ref: VolumeRef, prep: Preprocessing, modality: str, non_hu: s
             image = ref.read()
         finally:
             sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-    except PglZooError as exc:
+    except PglZooError as exc:  # includes NaN voxels and unevenly spaced DICOM slices (read_image checks them)
         return None, str(exc).split(": ", 1)[-1] if str(exc).startswith(str(ref.path)) else str(exc)
-    spacing_problem = dicom_spacing_problem(ref)
-    if spacing_problem:
-        return None, spacing_problem
     raw = sitk.GetArrayViewFromImage(image)
     reason, is_non_hu = check_raw(raw, modality)
     if reason:
@@ -232,8 +208,15 @@ def prepare_volumes(
     private: Path | None = None
     params = {"preprocessing": asdict(prep), "modality": modality, "non_hu": non_hu}
     out = PreparedData(volumes=[])
+    cache_failed = False
     for ref in refs:
-        key = cache_key(ref, params)
+        try:
+            key = cache_key(ref, params)
+        except OSError as exc:  # dangling symbolic link, link loop, unreadable file
+            reason = f"cannot be read ({exc.strerror or exc})"
+            out.skipped.append((str(ref), reason))
+            warn(f"{ref}: skipped: {reason}")
+            continue
         meta_path, npy_path = cache / f"{key}.json", cache / f"{key}.npy"
         meta = None
         if meta_path.exists():
@@ -249,12 +232,23 @@ def prepare_volumes(
             array, note = preprocess_ref(ref, prep, modality, non_hu)
             meta = {"source": str(ref), "status": "ok" if array is not None else "skipped", "note": note,
                     "shape_zyx": list(array.shape) if array is not None else None, "params": params}
-            if not write_cache:
+            if not write_cache and not cache_failed:
                 private = private or Path(tempfile.mkdtemp(prefix="pgl_zoo_cache_"))
                 meta_path, npy_path = private / meta_path.name, private / npy_path.name
-            if array is not None:
-                _save_npy(npy_path, array)
-            atomic_write(meta_path, lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m, indent=1)))
+            if not cache_failed:
+                try:
+                    if array is not None:
+                        _save_npy(npy_path, array)
+                    atomic_write(meta_path, lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m, indent=1)))
+                except OSError as exc:  # full or read-only disk: go on without the cache
+                    cache_failed = True
+                    warn(f"cache {meta_path.parent} cannot be written ({exc.strerror or exc}); continuing without "
+                         "a cache (volumes kept in memory)")
+            if cache_failed and array is not None:
+                out.volumes.append(PreparedVolume(str(ref), None, tuple(array.shape), note, array=array))
+                if note:
+                    warn(f"{ref}: {note}")
+                continue
         if meta["status"] == "ok":
             out.volumes.append(PreparedVolume(str(ref), npy_path, tuple(meta["shape_zyx"]), meta["note"]))
             if meta["note"]:

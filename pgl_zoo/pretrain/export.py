@@ -8,21 +8,22 @@ data (count, sources), steps, configuration and final losses. ``pgl_zoo.load_pgl
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 from ..architecture import stage_widths
 from ..cards import NOT_PUBLISHED
-from ..errors import PglZooError
+from ..errors import OverwriteError, PglZooError
 from ..registry import get_card
+from ..runs import read_jsonl
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
-from .report import read_metrics
 from .trainer import METRICS_NAME, load_card
 
 
 def final_losses(run_dir: Path, step: int, last: int = 10) -> dict[str, float]:
     """Mean of the last ``last`` logged losses up to ``step``."""
-    records = [r for r in read_metrics(run_dir / METRICS_NAME) if r["step"] <= step][-last:]
+    records = [r for r in read_jsonl(run_dir / METRICS_NAME) if r["step"] <= step][-last:]  # a torn line skipped
     out: dict[str, float] = {}
     for key in ("loss", "loss_global", "loss_local"):
         values = [r[key] for r in records if r.get(key) is not None]
@@ -31,11 +32,31 @@ def final_losses(run_dir: Path, step: int, last: int = 10) -> dict[str, float]:
     return out
 
 
-def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_decoder: bool = False) -> Path:
-    """Write the run's encoder (and decoder) with a model card to ``out_dir``; returns the folder."""
+def _exported_from(folder: Path, run_dir: Path) -> bool:
+    """True when ``folder`` holds only an earlier export (card.json, weights, README) of ``run_dir``."""
+    try:
+        card = json.loads((folder / "card.json").read_text())
+        source = Path(card["training"]["config"]["out"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    own = {"card.json", "README.md", str(card.get("filename", "model.safetensors"))}
+    return source.resolve() == run_dir.resolve() and {p.name for p in folder.iterdir()} <= own
+
+
+def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_decoder: bool = False,
+               overwrite: bool = False) -> Path:
+    """Write the run's encoder (and decoder) with a model card to ``out_dir``; returns the folder.
+
+    A non-empty ``out_dir`` is refused unless ``overwrite``, or unless it is an earlier export of this
+    same run (which a re-export only refreshes).
+    """
     from ..weights import save_pretrained
 
-    run_dir = Path(run_dir)
+    run_dir, out = Path(run_dir), Path(out_dir)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())) \
+            and not _exported_from(out, run_dir):
+        raise OverwriteError(f"{out}: exists and is not empty (not an export of {run_dir}); choose another --out "
+                             "or pass --overwrite")
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
     cfg = ckpt["config"]
     base = load_card(ckpt["card_file"]) if ckpt.get("card_file") else get_card(ckpt["card"])

@@ -7,10 +7,12 @@ Schedule: linear warm-up then cosine decay to 0.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from ..runs import warmup_cosine
+
+__all__ = ["LARS", "param_groups", "make_optimizer", "make_scheduler", "warmup_cosine"]
 
 
 class LARS(torch.optim.Optimizer):
@@ -62,14 +64,6 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) 
     if name == "lars":
         return LARS(groups, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r} (adamw or lars)")
-
-
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Multiplier of the base lr at ``step``: linear warm-up to 1, then cosine decay to 0."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):

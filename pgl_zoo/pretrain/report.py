@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` file (one JSON object per line)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a ``metrics.jsonl`` file (one JSON object per line; a torn last line is skipped)."""
+    from ..runs import read_jsonl
+
+    return read_jsonl(path)
 
 
 def write_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | None:

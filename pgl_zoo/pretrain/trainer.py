@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ import torch.distributed as dist
 from ..architecture import stage_widths
 from ..cards import ModelCard
 from ..errors import PglZooError
-from ..registry import get_card
+from ..resolve import resolve_model
+from ..runs import RunLock, StopFlag, atomic_write_json, load_state, trim_jsonl
 from .augment import IntensityAugment
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import PretrainConfig
@@ -55,10 +55,19 @@ class RunResult:
 
 
 def load_card(model: str) -> ModelCard:
-    """A registered card by name, or a ``card.json`` file describing another architecture."""
-    if model.endswith(".json") and Path(model).is_file():
-        return ModelCard.from_json_file(model)
-    return get_card(model)
+    """A registered card by name, or a ``card.json`` file (or a model folder) describing another
+    architecture (:func:`pgl_zoo.resolve.resolve_model`)."""
+    ref = resolve_model(model)
+    if ref.card is None:
+        raise PglZooError(f"{ref.path}: no card.json describes this model")
+    return ref.card
+
+
+def card_file_of(model: str) -> str | None:
+    """The absolute path of ``model`` when it names a card file or folder (None for a registered name):
+    stored in checkpoints so that ``export`` works from any working directory."""
+    ref = resolve_model(model)
+    return None if ref.registered else str(ref.path.resolve())
 
 
 def resolve_preprocessing(cfg: PretrainConfig):
@@ -81,36 +90,31 @@ def default_local_levels(n_stages: int) -> tuple[int, ...]:
     return (n_stages - 2,)
 
 
-class _StopFlag:
-    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second: stop at once."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.stop:
-            raise KeyboardInterrupt
-        self.stop = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+def _trim_metrics(path: Path, step: int, warn=None) -> None:
+    """Drop metric lines past ``step`` (logged after the checkpoint a resumed run starts from) and a
+    partial last line left by a crash."""
+    trim_jsonl(path, "step", step, warn)
 
 
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past ``step`` (logged after the checkpoint a resumed run starts from)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+def train_step(model: torch.nn.Module, online: OnlineNetwork, target: torch.nn.Module,
+               optimizer: torch.optim.Optimizer, batch, local_weight: float, momentum: float,
+               clip_grad: float = 0.0, scheduler=None, amp: bool = False):
+    """One PGL optimisation step: losses of both views, backward, clipping, optimiser (and scheduler)
+    step, EMA update of the target. ``model`` is ``online`` or its DDP/compiled wrapper. Returns the
+    losses (``total``, ``global_``, ``local``); the trainer and benchmarks/pretrain_step.py share it."""
+    view_a, view_b, to_a, to_b = batch
+    context = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    with context:
+        losses = pgl_losses(model, target, view_a, view_b, to_a, to_b, local_weight)
+    optimizer.zero_grad(set_to_none=True)
+    losses.total.backward()
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(online.parameters(), clip_grad)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    update_target(online.branch, target, momentum)
+    return losses
 
 
 def parameter_digest(*modules: torch.nn.Module) -> str:
@@ -129,46 +133,72 @@ def parameter_digest(*modules: torch.nn.Module) -> str:
 
 def pretrain(cfg: PretrainConfig) -> RunResult:
     """Run (or resume) PGL pretraining as configured; see the module docstring for the outputs."""
+    cfg.model = card_file_of(cfg.model) or cfg.model  # a card path is stored absolute
     info = setup(cfg.device)
     try:
-        return _pretrain(cfg, info)
+        with RunLock(cfg.out) if info.is_main else contextlib.nullcontext():
+            return _pretrain(cfg, info)
     finally:
         cleanup()
+
+
+def _resume_point(cfg: PretrainConfig, ckpt_path: Path) -> dict[str, Any] | None:
+    """The resume policy: with ``resume`` the checkpoint must exist and match the options; without it,
+    an existing checkpoint is refused (never silently restarted over)."""
+    if cfg.resume:
+        checkpoint = load_checkpoint(ckpt_path)
+        cfg.check_resumable(checkpoint["config"])
+        return checkpoint
+    if ckpt_path.exists():
+        raise PglZooError(f"{ckpt_path.parent}: already holds a checkpoint; pass --resume to continue it or choose "
+                          "another --out")
+    return None
+
+
+def _load_data(cfg: PretrainConfig, info: DistInfo, prep, modality: str, patch: tuple[int, ...], warn):
+    """Rank 0 preprocesses and fills the cache, the other ranks then read it; volumes smaller than the
+    patch are reported (they are padded)."""
+    data = None
+    if info.is_main:
+        data = prepare_volumes(cfg.data, prep, modality, cfg.non_hu, cfg.cache_dir, warn=warn)
+    barrier(info)
+    if not info.is_main:
+        data = prepare_volumes(cfg.data, prep, modality, cfg.non_hu, cfg.cache_dir, warn=lambda m: None,
+                               write_cache=False)
+    assert data is not None
+    for v in data.volumes:
+        small = [a for a, n, p in zip("zyx", v.shape_zyx, patch, strict=True) if n < p]
+        if small:
+            warn(f"{v.source}: smaller than the patch along {','.join(small)} "
+                 f"({'x'.join(map(str, v.shape_zyx))} vs {'x'.join(map(str, patch))}); padded")
+    return data
+
+
+def _restore(checkpoint: dict[str, Any], ckpt_path: Path, online, target, optimizer, scheduler) -> int:
+    """Networks, optimiser, scheduler and RNG states from a checkpoint; returns its step."""
+    load_state(online, checkpoint["online"], f"{ckpt_path} (online network)")
+    load_state(target, checkpoint["target"], f"{ckpt_path} (target network)")
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    set_rng_state(checkpoint["rng"])
+    return int(checkpoint["step"])
 
 
 def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
-    checkpoint: dict[str, Any] | None = None
-    if cfg.resume:
-        checkpoint = load_checkpoint(ckpt_path)
-        cfg.check_resumable(checkpoint["config"])
-    elif ckpt_path.exists():
-        raise PglZooError(f"{out}: already holds a checkpoint; pass --resume to continue it or choose another --out")
+    checkpoint = _resume_point(cfg, ckpt_path)
     if not cfg.data:
         raise PglZooError("no --data given")
     card, prep = resolve_preprocessing(cfg)
     patch = tuple(cfg.patch_size or card.patch_size_zyx)
     say = print if info.is_main else (lambda *a, **k: None)
 
-    # Data: rank 0 preprocesses and fills the cache, the other ranks then read it.
-    cache_dir = cfg.cache_dir
     def warn(msg: str) -> None:
         say(f"warning: {msg}", flush=True)
-    data = None
-    if info.is_main:
-        data = prepare_volumes(cfg.data, prep, card.modality, cfg.non_hu, cache_dir, warn=warn)
-    barrier(info)
-    if not info.is_main:
-        data = prepare_volumes(cfg.data, prep, card.modality, cfg.non_hu, cache_dir, warn=lambda m: None,
-                               write_cache=False)
-    assert data is not None
+
+    data = _load_data(cfg, info, prep, card.modality, patch, warn)
     say(f"data: {data.summary()}", flush=True)
-    for v in data.volumes:
-        small = [a for a, n, p in zip("zyx", v.shape_zyx, patch, strict=True) if n < p]
-        if small:
-            warn(f"{v.source}: smaller than the patch along {','.join(small)} "
-                 f"({'x'.join(map(str, v.shape_zyx))} vs {'x'.join(map(str, patch))}); padded")
 
     # Model.
     torch.manual_seed(cfg.seed)
@@ -183,12 +213,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     scheduler = make_scheduler(optimizer, cfg.steps, cfg.resolved_warmup)
     step = 0
     if checkpoint is not None:
-        online.load_state_dict(checkpoint["online"])
-        target.load_state_dict(checkpoint["target"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        step = int(checkpoint["step"])
-        set_rng_state(checkpoint["rng"])
+        step = _restore(checkpoint, ckpt_path, online, target, optimizer, scheduler)
         say(f"resumed {out} at step {step}", flush=True)
     model: torch.nn.Module = online
     if info.distributed:
@@ -212,14 +237,14 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     def state() -> dict[str, Any]:
         return {"online": online.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "rng": rng_state(), "config": cfg.to_dict(),
-                "card": card.name, "card_file": cfg.model if cfg.model.endswith(".json") else None,
+                "card": card.name, "card_file": card_file_of(cfg.model),
                 "local_levels": list(levels), "data": data_record}
 
     metrics_path = out / METRICS_NAME
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-        _trim_metrics(metrics_path, step)
+        atomic_write_json(out / "config.json", {**cfg.to_dict(), "stop_after": None, "resume": False})
+        _trim_metrics(metrics_path, step, warn)
     history: list[dict[str, float]] = []
     interrupted = False
     progress = None
@@ -230,7 +255,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     views_per_step = 2 * cfg.batch_size * info.world_size
     metrics_file = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115
     try:
-        with _StopFlag() as flag:
+        with StopFlag() as flag:
             online.train()
             target.train()
             batches = iter(loader)
@@ -240,20 +265,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
                     interrupted = True
                     break
                 view_a, view_b, to_a, to_b = next(batches)
-                view_a = view_a.to(info.device, non_blocking=True)
-                view_b = view_b.to(info.device, non_blocking=True)
-                amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
-                with amp:
-                    losses = pgl_losses(model, target, view_a, view_b, to_a, to_b, cfg.local_weight)
-                optimizer.zero_grad(set_to_none=True)
-                losses.total.backward()
-                if cfg.clip_grad > 0:
-                    torch.nn.utils.clip_grad_norm_(online.parameters(), cfg.clip_grad)
+                batch = (view_a.to(info.device, non_blocking=True), view_b.to(info.device, non_blocking=True),
+                         to_a, to_b)
                 lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
                 momentum = cosine_momentum(step, cfg.steps, cfg.base_momentum)
-                update_target(online.branch, target, momentum)
+                losses = train_step(model, online, target, optimizer, batch, cfg.local_weight, momentum,
+                                    cfg.clip_grad, scheduler, use_amp)
                 step += 1
                 values = torch.stack([losses.total.detach().float(), losses.global_.detach().float(),
                                       (losses.local.detach().float() if losses.local is not None
@@ -293,7 +310,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     if info.is_main:
         summary = {"step": step, "steps": cfg.steps, "final_losses": final, "data": data_record,
                    "card": card.name, "local_levels": list(levels), "interrupted": interrupted}
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        atomic_write_json(out / "summary.json", summary)
         write_loss_curve(metrics_path, out / "loss.png")
         say(f"{'stopped' if interrupted else 'done'} at step {step}/{cfg.steps}; checkpoint: {ckpt_path}", flush=True)
     result = RunResult(step, final, out, interrupted, parameter_digest(online, target))
