@@ -150,3 +150,20 @@ def test_freeze_encoder():
     assert not any(p.requires_grad for p in net.encoder_parameters())
     assert all(p.requires_grad for p in net.decoder_parameters())
     assert all(p.requires_grad for p in net.head_parameters())
+
+
+@pytest.mark.parametrize("name", pgl_zoo.list_models())
+def test_every_registered_card_builds_the_network_it_describes(name):
+    card = pgl_zoo.get_card(name)
+    net = build_unet(card.arch, 2, card.in_channels).eval()
+    kwargs = card.arch["arch_kwargs"]
+    assert [int(c) for c in net.encoder.output_channels] == kwargs["features_per_stage"]
+    assert [len(stage.blocks) for stage in net.encoder.stages] == kwargs["n_blocks_per_stage"]
+    assert [len(stage.convs) for stage in net.decoder.stages] == kwargs["n_conv_per_stage_decoder"][::-1]
+    x = torch.zeros(1, card.in_channels, *card.patch_size_zyx)
+    with torch.no_grad():
+        skips, levels = net.forward_features(x)
+    strides = build_encoder(card.arch).cumulative_strides
+    for skip, stride in zip(skips, strides, strict=True):
+        assert tuple(skip.shape[2:]) == tuple(p // s for p, s in zip(card.patch_size_zyx, stride, strict=True))
+    assert len(levels) == kwargs["n_stages"] - 1

@@ -115,3 +115,18 @@ def test_nnunet_builds_loads_and_trains_from_the_exported_weights(tmp_path):
     # one iteration of nnU-Net's own trainer, from our weights, on the CPU
     assert len(out["train_losses"]) == 1 and all(abs(v) < 10 for v in out["train_losses"])
     assert out["encoder_tensors_moved_by_training"] > 0
+
+
+def test_check_without_the_nnunet_extra_is_one_line(tmp_path):
+    plans_file = tmp_path / "nnUNetPlans.json"
+    plans_file.write_text(json.dumps(_plans()))
+    (tmp_path / "dataset.json").write_text("{}")
+    (tmp_path / "x.pth").write_bytes(b"")
+    code = ("import sys; sys.modules['nnunetv2'] = None\n"  # as if the extra were not installed
+            "from pgl_zoo.cli import main\n"
+            f"main(['nnunet-plans', '--model', 'pgl-ct-tiny', '--plans', {str(plans_file)!r}, '--out', "
+            f"{str(tmp_path / 'out')!r}, '--check', {str(tmp_path / 'x.pth')!r}])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == ['error: nnunetv2 is not installed; install the extra: '
+                                                  'pip install "pgl-zoo[nnunet]"']
