@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -81,3 +82,26 @@ def test_list_and_info_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "pgl-ct-tiny" in result.stdout and "not yet published" in result.stdout
+
+
+def test_a_misspelt_or_unknown_card_key_is_refused(tmp_path):
+    data = json.loads(pgl_zoo.get_card("pgl-ct-tiny").to_json())
+    data["sha265"] = data.pop("sha256")  # a typo would otherwise load the weights unverified
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(pgl_zoo.PglZooError, match=r"card.json: .*unknown card keys \['sha265'\]"):
+        ModelCard.from_json_file(path)
+    data = json.loads(pgl_zoo.get_card("pgl-ct-tiny").to_json())
+    data["preprocessing"]["spacing"] = [1, 1, 1]
+    with pytest.raises(ValueError, match="unknown preprocessing keys"):
+        ModelCard.from_dict(data)
+
+
+def test_cards_of_the_hand_written_networks_are_refused_with_the_reason():
+    data = json.loads(pgl_zoo.get_card("pgl-ct-tiny").to_json())
+    del data["schema_version"]
+    data["arch"] = {"in_channels": 1, "widths": [16, 32], "blocks": [1, 1], "strides": [[1, 1, 1], [2, 2, 2]]}
+    with pytest.raises(ValueError, match="schema_version 1 .*retrain or re-export"):
+        ModelCard.from_dict(data)
+    with pytest.raises(ValueError, match="filename"):
+        pgl_zoo.get_card("pgl-ct-tiny").replace(filename="../../etc/passwd")
