@@ -24,7 +24,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-ARCH = {"in_channels": 1, "widths": [8, 16, 32], "blocks": [1, 1, 1], "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}
+from pgl_zoo.architecture import resenc_arch
+
+ARCH = resenc_arch([8, 16, 32], [1, 1, 1], [[1, 1, 1], [2, 2, 2], [2, 2, 2]])
 
 
 def main() -> None:

@@ -513,7 +513,7 @@ def test_layer_decay_gives_the_documented_learning_rates():
 
     net = build_unet(MICRO_ARCH, num_classes=2)
     groups = layer_decay_groups(net, lr=1.0, layer_decay=0.5)
-    n = len(MICRO_ARCH["widths"])
+    n = MICRO_ARCH["arch_kwargs"]["n_stages"]
     by_name = {g["name"]: g["lr"] for g in groups}
     assert by_name == {"encoder.stem": 0.5 ** (n + 1), **{f"encoder.stage{i}": 0.5 ** (n - i) for i in range(n)},
                        "decoder+head": 1.0}
