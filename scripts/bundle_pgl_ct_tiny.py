@@ -44,7 +44,8 @@ def main(run: str) -> None:
         attribution=ATTRIBUTION,
         non_hu_policy="rescale: the three 8-bit/windowed head and chest scans were mapped [min, max] -> [-1024, 325]",
         recipe=registered.training["recipe"],
-        hardware="2-core x86_64 CPU (shared with other work), torch 2.14.1; about an hour of wall time",
+        hardware="2-core x86_64 CPU shared with other work, torch 2.14.1: 55 min wall time (steps 1-134 on one "
+                 "thread, stopped with Ctrl-C and resumed exactly with --resume on two threads)",
         excluded="ct/lctsc_lungs (the labelled chest CTs kept for transfer studies) was not used",
     )
     card = exported.replace(
