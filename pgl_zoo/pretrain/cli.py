@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
 from ..errors import PglZooError
+from ..runs import read_json
 
 
 def _numbers(kind, count: int, name: str):
@@ -110,7 +110,8 @@ def pretrain_cmd(ctx: click.Context, **options) -> None:
         stored_path = Path(options["out"]) / "config.json"
         if not stored_path.is_file():
             raise PglZooError(f"{options['out']}: no run to resume (config.json missing)")
-        stored = json.loads(stored_path.read_text())
+        stored = read_json(stored_path)
+        stored["stop_after"] = None  # --stop-after applies to the invocation that gives it, never to later ones
         for name in given:
             stored[_PARAM_TO_FIELD.get(name, name)] = values[_PARAM_TO_FIELD.get(name, name)]
         stored["resume"] = True
