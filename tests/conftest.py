@@ -60,7 +60,7 @@ def trained_unet(seed: int = 0):
 @pytest.fixture
 def saved(tmp_path):
     net = trained_unet()
-    card = pgl_zoo.get_card("pgl-ct-tiny")
+    card = pgl_zoo.get_card("pgl-ct-tiny").replace(contents=("encoder",))  # an encoder-only entry
     folder = pgl_zoo.save_pretrained(net.state_dict(), card, tmp_path / "saved")
     return net, folder
 
