@@ -41,7 +41,15 @@ CONFIGURATION = "3d_fullres"
 NNUNET_MISSING = "nnunetv2 is not installed; install the extra: pip install \"pgl-zoo[nnunet]\""
 
 
-def _is_pretrain_run(path: Path) -> bool:
+def _is_pretrain_run(model: PathLike) -> bool:
+    """A pretraining run folder; a registered name is never one (``./NAME`` means the folder)."""
+    from .registry import list_models
+    from .resolve import looks_like_path
+
+    text = str(model)
+    if not isinstance(model, os.PathLike) and text in list_models() and not looks_like_path(text):
+        return False
+    path = Path(text).expanduser()
     return path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "card.json").is_file()
 
 
@@ -49,8 +57,8 @@ def _zoo_state(model: PathLike, tmp: Path) -> tuple[ModelCard, dict, str]:
     """Card, zoo state dict and source description of a zoo name, folder or pretraining run."""
     from .weights import read_state_dict, resolve_weights
 
-    path = Path(str(model)).expanduser()
-    if _is_pretrain_run(path):
+    if _is_pretrain_run(model):
+        path = Path(str(model)).expanduser()
         from .pretrain.checkpoint import load_checkpoint
         from .pretrain.export import export_run
 
@@ -66,7 +74,7 @@ def _zoo_card(model: PathLike, tmp: Path) -> ModelCard:
     """The card of a zoo name, folder or pretraining run (no weights are read for a name or folder)."""
     from .weights import card_for, resolve_weights
 
-    if _is_pretrain_run(Path(str(model)).expanduser()):
+    if _is_pretrain_run(model):
         return _zoo_state(model, tmp)[0]
     card, _ = card_for(str(model))
     return card if card is not None else resolve_weights(str(model)).card

@@ -130,3 +130,15 @@ def test_check_without_the_nnunet_extra_is_one_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == ['error: nnunetv2 is not installed; install the extra: '
                                                   'pip install "pgl-zoo[nnunet]"']
+
+
+def test_a_registered_name_is_not_taken_for_a_same_named_run_folder(tmp_path, monkeypatch):
+    decoy = tmp_path / "pgl-ct-tiny"
+    decoy.mkdir()
+    (decoy / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    monkeypatch.chdir(tmp_path)
+    summary = export_nnunet_checkpoint("pgl-ct-tiny", tmp_path / "tiny.pth")
+    assert summary["model"] == "pgl-ct-tiny" and summary["parts"] == ["encoder", "decoder"]
+    assert summary["initialised_by_nnunet"] == []
+    with pytest.raises(PglZooError):  # written as a path, the folder is meant, and it is no valid run
+        export_nnunet_checkpoint("./pgl-ct-tiny", tmp_path / "other.pth")
