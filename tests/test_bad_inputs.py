@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from _cli import call
 from _seg_helpers import DATA_DIR, MICRO_ARCH, save_micro_encoder, save_micro_segmenter
 
 import pgl_zoo
 from pgl_zoo.cards import Preprocessing
-from pgl_zoo.cli import main
 from pgl_zoo.registry import _CARDS, get_card
 
 
@@ -36,21 +36,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def call(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit code, stdout, stderr)."""
-    env_debug = os.environ.pop("PGL_ZOO_DEBUG", None)
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    finally:
-        if env_debug is not None:
-            os.environ["PGL_ZOO_DEBUG"] = env_debug
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def refused(capsys, *args, fragments=()) -> str:

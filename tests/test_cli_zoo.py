@@ -8,24 +8,14 @@ import sys
 
 import pytest
 import torch
+from _cli import call
 from conftest import REVISION, lay_out_hf_cache
 
 import pgl_zoo
-from pgl_zoo.cli import main
 
 
 def run_cli(*args: str, env=None):
     return subprocess.run([sys.executable, "-m", "pgl_zoo.cli", *args], capture_output=True, text=True, env=env)
-
-
-def call(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_info_json_is_the_card(capsys):

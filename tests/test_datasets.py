@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from _cli import call
 
-from pgl_zoo.cli import main
 from pgl_zoo.datasets import SAMPLE_ROOT, sample_lungs_ct
 from pgl_zoo.finetune.data import find_cases, read_label_names
 
@@ -31,16 +31,6 @@ def script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def call(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_sample_cases_are_in_the_package_and_leave_two_source_cases_out(sample, script):
