@@ -59,10 +59,11 @@ def _zoo_state(model: PathLike, tmp: Path) -> tuple[ModelCard, dict, str]:
 
     if _is_pretrain_run(model):
         path = Path(str(model)).expanduser()
-        from .pretrain.checkpoint import load_checkpoint
         from .pretrain.export import export_run
+        from .runs import read_json
 
-        trained_decoder = bool(load_checkpoint(path / "checkpoint.pt")["config"]["local_weight"])
+        # config.json, not the checkpoint: export_run reads the checkpoint once (local_weight cannot change on resume)
+        trained_decoder = bool(read_json(path / "config.json")["local_weight"])
         export_run(path, path.name, tmp / "export", include_decoder=trained_decoder)
         model = tmp / "export"
     resolved = resolve_weights(str(model))

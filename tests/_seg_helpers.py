@@ -17,6 +17,26 @@ HIPPOCAMPUS = DATA_DIR / "mri" / "hippocampus"
 MICRO_ARCH = resenc_arch([8, 16, 32], [1, 1, 1], [[1, 1, 1], [2, 2, 2], [2, 2, 2]])
 
 
+def write_micro_pretrain_set(root: Path) -> dict[str, Path]:
+    """A micro pretraining setup for fast CPU runs: ``card.json`` (MICRO_ARCH, patch 8 x 16 x 16, native
+    spacing, CT window) and two synthetic HU volumes (16 x 28 x 28, int16) in ``data/``."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from pgl_zoo.registry import get_card
+
+    card = get_card("pgl-ct-tiny").replace(
+        name="micro", arch=MICRO_ARCH, patch_size_zyx=(8, 16, 16),
+        preprocessing=Preprocessing(spacing_xyz_mm=None, window=(-1024.0, 325.0), normalization="zscore"))
+    (root / "card.json").write_text(card.to_json())
+    rng = np.random.default_rng(0)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        sitk.WriteImage(sitk.GetImageFromArray((rng.normal(0, 400, (16, 28, 28)) - 300).astype(np.int16)),
+                        str(root / "data" / f"case{i}.nii.gz"))
+    return {"card": root / "card.json", "data": root / "data", "cache": root / "cache"}
+
+
 def micro_card(name: str = "micro", spacing=None, window=None, patch=(32, 32, 32), modality="MRI") -> ModelCard:
     return ModelCard(
         name=name, summary="test network", status=NOT_PUBLISHED, arch=MICRO_ARCH, modality=modality,

@@ -23,7 +23,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 from _cli import call
-from _seg_helpers import DATA_DIR, MICRO_ARCH, save_micro_encoder, save_micro_segmenter
+from _seg_helpers import DATA_DIR, MICRO_ARCH, save_micro_encoder, save_micro_segmenter, write_micro_pretrain_set
 
 import pgl_zoo
 from pgl_zoo.cards import Preprocessing
@@ -317,15 +317,7 @@ def test_the_voxel_limit_is_checked_before_reading(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def pretrain_data(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("pretrain")
-    card = get_card("pgl-ct-tiny").replace(
-        name="micro", arch=MICRO_ARCH, patch_size_zyx=(8, 16, 16),
-        preprocessing=Preprocessing(spacing_xyz_mm=None, window=(-1024.0, 325.0), normalization="zscore"))
-    (root / "card.json").write_text(card.to_json())
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        write(root / "data" / f"case{i}.nii.gz", (rng.normal(0, 400, (16, 28, 28)) - 300).astype(np.int16))
-    return {"card": root / "card.json", "data": root / "data", "cache": root / "cache"}
+    return write_micro_pretrain_set(tmp_path_factory.mktemp("pretrain"))
 
 
 def pretrain_args(p: dict, out: Path, *extra) -> list:

@@ -14,34 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
+from _seg_helpers import write_micro_pretrain_set
 
-from pgl_zoo.cards import Preprocessing
 from pgl_zoo.errors import PglZooError
-from pgl_zoo.nets import resenc_arch
 from pgl_zoo.pretrain import PretrainConfig, pretrain
 from pgl_zoo.pretrain.checkpoint import load_checkpoint, save_checkpoint
-from pgl_zoo.registry import get_card
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MICRO_ARCH = resenc_arch([8, 16, 32], [1, 1, 1], [[1, 1, 1], [2, 2, 2], [2, 2, 2]])
-
-
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory) -> dict:
     """A micro architecture (card.json) and two small synthetic HU volumes: fast CPU runs."""
-    root = tmp_path_factory.mktemp("micro")
-    card = get_card("pgl-ct-tiny").replace(
-        name="micro", arch=MICRO_ARCH, patch_size_zyx=(8, 16, 16),
-        preprocessing=Preprocessing(spacing_xyz_mm=None, window=(-1024.0, 325.0), normalization="zscore"))
-    (root / "card.json").write_text(card.to_json())
-    rng = np.random.default_rng(0)
-    (root / "data").mkdir()
-    for i in range(2):
-        sitk.WriteImage(sitk.GetImageFromArray((rng.normal(0, 400, (16, 28, 28)) - 300).astype(np.int16)),
-                        str(root / "data" / f"case{i}.nii.gz"))
-    return {"card": str(root / "card.json"), "data": str(root / "data"), "cache": str(root / "cache")}
+    return {k: str(v) for k, v in write_micro_pretrain_set(tmp_path_factory.mktemp("micro")).items()}
 
 
 def _config(micro, out, **kw) -> PretrainConfig:
@@ -76,6 +60,21 @@ def test_resume_gives_identical_parameters(micro, tmp_path):
     assert all(torch.equal(full_opt[i]["exp_avg"], split_opt[i]["exp_avg"]) for i in full_opt)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_run_exports_for_nnunet_with_its_trained_encoder_and_decoder(micro, tmp_path):
+    from pgl_zoo.nnunet import export_nnunet_checkpoint
+
+    run = tmp_path / "run"
+    pretrain(_config(micro, run, steps=2))
+    summary = export_nnunet_checkpoint(run, tmp_path / "run.pth")
+    assert summary["parts"] == ["encoder", "decoder"] and summary["initialised_by_nnunet"] == []
+    weights = torch.load(tmp_path / "run.pth", weights_only=True)["network_weights"]
+    online = load_checkpoint(run / "checkpoint.pt")["online"]
+    for key in ("encoder.stem.convs.0.conv.weight", "decoder.encoder.stem.convs.0.conv.weight",
+                "decoder.stages.0.convs.0.conv.weight", "decoder.transpconvs.0.weight"):
+        source = key.replace("decoder.encoder.", "encoder.")
+        assert torch.equal(weights[key], online["branch." + source]), key
 
 
 def test_truncated_checkpoint_never_replaces_a_good_one(tmp_path, monkeypatch):
