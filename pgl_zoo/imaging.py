@@ -284,14 +284,17 @@ def reorient(image: sitk.Image, orientation: str = "LPS") -> sitk.Image:
 def resample_to_spacing(
     image: sitk.Image,
     spacing_xyz_mm: tuple[float, float, float],
-    interpolator: int = sitk.sitkLinear,
+    interpolator: int | None = None,
     default_value: float | None = None,
 ) -> sitk.Image:
     """Resample onto a grid with the same origin and direction and the given spacing (x, y, z) mm.
 
     The new size covers the same physical extent (rounded to whole voxels, at least 1).
+    ``interpolator``: a SimpleITK interpolator (default ``sitk.sitkLinear``).
     Points outside the input take ``default_value`` (the image minimum when None).
     """
+    if interpolator is None:
+        interpolator = sitk.sitkLinear
     old_spacing = image.GetSpacing()
     if tuple(round(s, 6) for s in old_spacing) == tuple(round(s, 6) for s in spacing_xyz_mm):
         return image

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from pgl_zoo.pretrain import sample_view_pair
 from pgl_zoo.pretrain.augment import IntensityAugment, gaussian_blur
-from pgl_zoo.pretrain.views import orientation_matrix, sample_through_affines, view_affine
+from pgl_zoo.pretrain.views import orientation_matrix, pair_geometry, sample_through_affines, view_affine
 
 VOLUME = np.random.default_rng(0).standard_normal((20, 30, 30)).astype(np.float32)
 
@@ -51,16 +51,39 @@ def _box(affine, patch):
     return pts.min(1), pts.max(1) + 1
 
 
-def test_crop_scale_and_minimum_overlap():
+@pytest.mark.parametrize("scales,overlaps", [((0.75, 1.5), (0.3, 0.8)), ((1.1, 1.4), (0.1, 0.2)), ((1.0, 1.0), (0.5, 0.5))])
+def test_views_realise_the_requested_scale_and_overlap(scales, overlaps):
+    """Every pair's crops have sizes in scale_range x patch and overlap in overlap_range, measured
+    independently from the affines (corner boxes); the ranges are actually spanned, not just respected."""
     patch = (8, 16, 16)
-    for seed in range(30):
-        a, b = sample_view_pair(VOLUME, patch, np.random.default_rng(seed), min_overlap=0.25)
+    realised, sizes = [], []
+    for seed in range(40):
+        a, b = sample_view_pair(VOLUME, patch, np.random.default_rng(seed), scale_range=scales, overlap_range=overlaps,
+                                rotate=False)
         (lo_a, hi_a), (lo_b, hi_b) = _box(a.to_source, patch), _box(b.to_source, patch)
         for lo, hi in ((lo_a, hi_a), (lo_b, hi_b)):
             ratio = (hi - lo) / np.array(patch)
-            assert np.all(ratio >= 1.1 - 0.07) and np.all(ratio <= 1.4 + 0.07)  # rounding to whole voxels
+            assert np.allclose(ratio, ratio[0], atol=1e-6)  # isotropic per view
+            assert scales[0] - 1e-6 <= ratio[0] <= scales[1] + 1e-6
+            sizes.append(ratio[0])
         inter = np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None).prod()
-        assert inter / min((hi_a - lo_a).prod(), (hi_b - lo_b).prod()) >= 0.25 - 1e-9
+        fraction = inter / min((hi_a - lo_a).prod(), (hi_b - lo_b).prod())
+        assert overlaps[0] - 1e-3 <= fraction <= overlaps[1] + 1e-3
+        assert pair_geometry(a.to_source, b.to_source, patch)[0] == pytest.approx(fraction, abs=1e-9)
+        realised.append(fraction)
+    if overlaps[1] - overlaps[0] > 0.2:
+        assert max(realised) - min(realised) > 0.5 * (overlaps[1] - overlaps[0])
+    if scales[1] > scales[0]:
+        assert max(sizes) - min(sizes) > 0.5 * (scales[1] - scales[0])
+
+
+def test_pair_geometry_reads_the_scale_ratio():
+    patch = (8, 16, 16)
+    a = view_affine(np.zeros(3), np.array(patch) * 0.75, patch, np.eye(3))
+    b = view_affine(np.array([2.0, 3.0, 1.0]), np.array(patch) * 1.5, patch, orientation_matrix((True, False, True), 1))
+    overlap, ratio = pair_geometry(a, b, patch)
+    assert ratio == pytest.approx(2.0, rel=1e-6)
+    assert 0 < overlap <= 1
 
 
 def test_small_volume_is_padded():

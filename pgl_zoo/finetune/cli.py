@@ -57,6 +57,9 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--weight-decay", default=1e-4, show_default=True, type=float, help="AdamW weight decay.")
 @click.option("--warmup-steps", type=int, help="Linear warm-up steps before cosine decay (default: one epoch, "
                                                   "at most 10% of all steps).")
+@click.option("--init", type=click.Choice(["encoder+decoder", "encoder"]), default="encoder+decoder",
+              show_default=True, help="What to take from the pretrained file: encoder and decoder (when the file "
+                                      "has one; PGL trains decoder levels) or the encoder only. The head is always new.")
 @click.option("--freeze-encoder-epochs", default=0, show_default=True, type=int,
               help="Keep the encoder frozen for this many first epochs.")
 @click.option("--layer-decay", default=1.0, show_default=True, type=float,
@@ -77,7 +80,7 @@ def _names(text: str | None) -> list[str] | None:
                                             "--epochs, --device may change).")
 @click.option("--overwrite", is_flag=True, help="Allow an --out folder that already holds other files.")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-epoch line.")
-def finetune_cmd(data, encoder, architecture, num_classes, out, val_cases, train_cases, val_fraction, split_seed,
+def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases, train_cases, val_fraction, split_seed,
                  epochs, steps_per_epoch, batch_size, patch_size, lr, weight_decay, warmup_steps,
                  freeze_encoder_epochs, layer_decay, foreground_probability, spacing, window, normalization,
                  modality, overlap, seed, device, name, resume, overwrite, no_progress) -> None:
@@ -87,7 +90,7 @@ def finetune_cmd(data, encoder, architecture, num_classes, out, val_cases, train
 
     patch = _floats(patch_size, 3, "--patch-size")
     config = FinetuneConfig(
-        out=out, num_classes=num_classes, data=data, encoder=encoder, architecture=architecture,
+        out=out, num_classes=num_classes, data=data, encoder=encoder, init=init, architecture=architecture,
         train_cases=_names(train_cases), val_cases=_names(val_cases), val_fraction=val_fraction,
         split_seed=split_seed, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
         patch_size_zyx=tuple(int(p) for p in patch) if patch else None, lr=lr, weight_decay=weight_decay,

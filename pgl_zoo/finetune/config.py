@@ -10,10 +10,13 @@ from typing import Any
 
 from ..cards import Preprocessing
 from ..errors import PglZooError
-from .data import CasePair
+from .data import Case, CasePair
 
 NATIVE = "native"  # spacing override: keep each scan's own spacing
 NO_WINDOW = "none"  # window override: clip nothing
+# What a pretrained start takes from the zoo file: the encoder only, or encoder and (when the file has
+# one, as PGL files do: the local loss trains decoder levels) the decoder too. The head is always new.
+INITS = ("encoder+decoder", "encoder")
 
 
 @dataclass
@@ -27,6 +30,8 @@ class FinetuneConfig:
 
     Network: ``encoder`` is a zoo name or a folder with card.json (pretrained), or None to train
     from scratch on the architecture of ``architecture`` (default: the encoder's, else "pgl-ct").
+    ``init``: "encoder+decoder" (default; the decoder too when the file has one) or "encoder".
+    ``cases`` may hold :class:`Case` objects (preprocessed arrays) instead of files.
 
     Preprocessing overrides of the encoder card's: ``spacing_xyz_mm`` (a triple, or "native"),
     ``window`` (a (low, high) pair, or "none"), ``normalization`` ("zscore", "minmax", "none").
@@ -49,13 +54,14 @@ class FinetuneConfig:
     out: str | Path
     num_classes: int
     data: str | Path | None = None
-    cases: Sequence[CasePair] | None = None
+    cases: Sequence[CasePair | Case] | None = None
     train_cases: Sequence[str] | None = None
     val_cases: Sequence[str] | None = None
     val_fraction: float = 0.2
     split_seed: int = 0
     encoder: str | Path | None = "pgl-ct"
     architecture: str | Path | None = None
+    init: str = "encoder+decoder"
     label_names: dict[str, str] | None = None
     spacing_xyz_mm: tuple[float, float, float] | str | None = None
     window: tuple[float, float] | str | None = None
@@ -93,6 +99,8 @@ class FinetuneConfig:
             raise PglZooError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if isinstance(self.encoder, str) and self.encoder.strip().lower() in ("", "none", "scratch"):
             self.encoder = None
+        if self.init not in INITS:
+            raise PglZooError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
 
     @property
     def total_steps(self) -> int:
@@ -101,7 +109,8 @@ class FinetuneConfig:
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("on_epoch_end")
-        data["cases"] = [{k: str(v) for k, v in asdict(c).items()} for c in self.cases] if self.cases else None
+        data["cases"] = [{"name": c.name, "in_memory": True} if isinstance(c, Case)
+                         else {k: str(v) for k, v in asdict(c).items()} for c in self.cases] if self.cases else None
         return json.dumps(data, indent=2, default=str) + "\n"
 
 

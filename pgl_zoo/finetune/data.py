@@ -189,8 +189,9 @@ def load_case(pair: CasePair, prep: Preprocessing, num_classes: int) -> Case:
 
 
 def load_cases(pairs: Sequence[CasePair], prep: Preprocessing, num_classes: int) -> list[Case]:
-    """:func:`load_case` for every pair (all kept in memory)."""
-    return [load_case(pair, prep, num_classes) for pair in pairs]
+    """:func:`load_case` for every pair (all kept in memory). A :class:`Case` (already preprocessed as
+    ``prep`` says, e.g. by a study that holds its data as arrays) is used as it is."""
+    return [pair if isinstance(pair, Case) else load_case(pair, prep, num_classes) for pair in pairs]
 
 
 def _pad_to(array: np.ndarray, shape: Sequence[int], value: float) -> np.ndarray:

@@ -98,7 +98,8 @@ def _build_network(config: FinetuneConfig) -> torch.nn.Module:
 
     if config.encoder is None:
         return pgl_unet3d(config.num_classes, encoder=str(config.architecture or "pgl-ct"), pretrained=False)
-    return pgl_unet3d(config.num_classes, encoder=str(config.encoder), pretrained=True)
+    return pgl_unet3d(config.num_classes, encoder=str(config.encoder), pretrained=True,
+                      load_decoder=config.init == "encoder+decoder")
 
 
 def _param_groups(net: torch.nn.Module, config: FinetuneConfig) -> list[dict[str, Any]]:

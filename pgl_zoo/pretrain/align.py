@@ -102,3 +102,14 @@ def align_views(
     if return_valid:
         return out_a, out_b, valid.to(feats_a.device)
     return out_a, out_b
+
+
+def shuffle_positions(maps: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The control of the local loss: ``maps`` (N, C, z, y, x) with its voxel positions permuted at
+    random, independently per sample, channels kept together. Same values, same number of voxels:
+    only the correspondence between positions is destroyed."""
+    n, c = maps.shape[:2]
+    flat = maps.reshape(n, c, -1)
+    perms = torch.stack([torch.randperm(flat.shape[2], generator=generator) for _ in range(n)]).to(maps.device)
+    shuffled = torch.gather(flat, 2, perms[:, None, :].expand(n, c, -1))
+    return shuffled.reshape(maps.shape)

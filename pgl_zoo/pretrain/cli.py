@@ -25,8 +25,18 @@ def _numbers(kind, count: int, name: str):
     return convert
 
 
+def _default(name: str) -> str:
+    """The PretrainConfig default of a range option, as the CLI writes it (one home for defaults)."""
+    from dataclasses import fields
+
+    from .config import PretrainConfig
+
+    value = next(f.default for f in fields(PretrainConfig) if f.name == name)
+    return ",".join(str(v) for v in value)
+
+
 # option name in PretrainConfig -> click parameter name (when they differ)
-_PARAM_TO_FIELD = {"crop_scale": "scale_range", "local_scales": "local_levels", "warmup": "warmup_steps",
+_PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "local_scales": "local_levels", "warmup": "warmup_steps",
                    "momentum": "base_momentum"}
 
 
@@ -63,10 +73,16 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "local_scales": "local_levels", 
 @click.option("--local-scales", callback=_numbers(int, 0, "levels"), metavar="I[,J...]",
               help="Decoder levels for the local loss (0 = full resolution; level i has the stride of encoder "
                    "stage i). Default: the coarsest decoder level.")
-@click.option("--crop-scale", default="1.1,1.4", show_default=True, callback=_numbers(float, 2, "lo,hi"),
-              metavar="LO,HI", help="Range of the crop size as a multiple of the patch size (per view).")
-@click.option("--min-overlap", default=0.1, show_default=True, type=float,
-              help="Minimum overlap of the two crops, as a fraction of the smaller crop's volume.")
+@click.option("--crop-scale", default=_default("scale_range"), show_default=True,
+              callback=_numbers(float, 2, "lo,hi"), metavar="LO,HI",
+              help="Range of the crop size as a multiple of the patch size, drawn per view (the paper's quoted "
+                   "value: 1.1,1.4).")
+@click.option("--overlap", default=_default("overlap_range"), show_default=True, callback=_numbers(float, 2, "lo,hi"),
+              metavar="LO,HI", help="Range of the two crops' overlap (intersection / smaller crop), realised "
+                                    "exactly per pair and logged.")
+@click.option("--local-control", type=click.Choice(["none", "shuffled"]), default="none", show_default=True,
+              help="shuffled: the control run, whose local loss matches target features at randomly permuted "
+                   "positions (no correspondence); its local loss should end clearly above an aligned run's.")
 @click.option("--rotate/--no-rotate", default=False, show_default=True,
               help="Also rotate views by random multiples of 90 degrees in the axial plane.")
 @click.option("--non-hu", type=click.Choice(["skip", "rescale", "keep"]), default="skip", show_default=True,

@@ -4,7 +4,8 @@ Values quoted (second-hand) for the paper: crop scale 1.1-1.4, overlap >= 10 %, 
 intensity augmentation, LARS lr 0.2 at batch 128 (``--optimizer lars``), patch 16x96x96 and
 window [-1024, 325] HU (card ``pgl-ct``). Project defaults (the paper is silent or the CPU scale
 differs): AdamW lr 1e-3, weight decay 0.01, 5 % warm-up, gradient clipping at norm 1, EMA momentum
-0.996 -> 1 (BYOL), local weight 1, local loss on the coarsest decoder level, card ``pgl-ct-tiny``.
+0.996 -> 1 (BYOL), local weight 1, local loss on the coarsest decoder level, card ``pgl-ct-tiny``;
+views (transfer study v2): crop scale 0.75-1.5 per view and overlap fraction 0.3-0.8, realised exactly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from ..errors import PglZooError
 
 # Options that may differ between a run and its resumption; all others must match the checkpoint.
+LOCAL_CONTROLS = ("none", "shuffled")
+
 RESUMABLE_OVERRIDES = ("out", "steps", "stop_after", "workers", "checkpoint_every", "device", "compile", "resume",
                        "cache_dir", "data", "log_every")
 
@@ -46,8 +49,9 @@ class PretrainConfig:
     base_momentum: float = 0.996
     local_weight: float = 1.0
     local_levels: tuple[int, ...] | None = None  # decoder levels; None: the coarsest one
-    scale_range: tuple[float, float] = (1.1, 1.4)
-    min_overlap: float = 0.1
+    scale_range: tuple[float, float] = (0.75, 1.5)  # crop size / patch size, per view
+    overlap_range: tuple[float, float] = (0.3, 0.8)  # overlap fraction of the two crops
+    local_control: str = "none"  # none | shuffled (the control run: local loss on shuffled positions)
     rotate: bool = False
     non_hu: str = "skip"
     workers: int | None = None
@@ -65,7 +69,7 @@ class PretrainConfig:
         if isinstance(self.data, str):
             self.data = [self.data]
         self.data = [str(d) for d in self.data]
-        for name in ("patch_size", "spacing", "window", "scale_range", "local_levels"):
+        for name in ("patch_size", "spacing", "window", "scale_range", "overlap_range", "local_levels"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, tuple(value))
@@ -76,8 +80,10 @@ class PretrainConfig:
             problems.append("--steps must be >= 1")
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             problems.append(f"--crop-scale must be 0 < lo <= hi, got {self.scale_range}")
-        if not 0 <= self.min_overlap <= 1:
-            problems.append(f"--min-overlap must be in [0, 1], got {self.min_overlap}")
+        if not 0 < self.overlap_range[0] <= self.overlap_range[1] <= 1:
+            problems.append(f"--overlap must be 0 < lo <= hi <= 1, got {self.overlap_range}")
+        if self.local_control not in LOCAL_CONTROLS:
+            problems.append(f"--local-control must be one of {', '.join(LOCAL_CONTROLS)}, got {self.local_control!r}")
         if self.local_weight < 0:
             problems.append("--local-weight must be >= 0")
         if self.amp not in ("auto", "bf16", "off"):

@@ -25,11 +25,10 @@ from .views import sample_view_pair
 
 @dataclass(frozen=True)
 class ViewOptions:
-    """Spatial view options (see :func:`sample_view_pair`); defaults are the paper's quoted values,
-    except ``rotate`` (a project option, off)."""
+    """Spatial view options (see :func:`sample_view_pair`, whose defaults these repeat)."""
 
-    scale_range: tuple[float, float] = (1.1, 1.4)
-    min_overlap: float = 0.1
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    overlap_range: tuple[float, float] = (0.3, 0.8)
     flip_p: float = 0.5
     rotate: bool = False
 
@@ -80,7 +79,7 @@ class ViewPairDataset(Dataset):
         rng = np.random.default_rng([self.seed, int(g)])
         v = self.views
         view_a, view_b = sample_view_pair(volume, self.patch_size, rng, scale_range=v.scale_range,
-                                          min_overlap=v.min_overlap, flip_p=v.flip_p, rotate=v.rotate,
+                                          overlap_range=v.overlap_range, flip_p=v.flip_p, rotate=v.rotate,
                                           pad_value=self._pad[i])
         a = self.augment(view_a.image, rng)
         b = self.augment(view_b.image, rng)

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from ..nets import build_unet, cumulative_strides, decode_levels
-from .align import align_views
+from .align import align_views, shuffle_positions
+from .diagnostics import collapse_indicators
 from .heads import ConvHead, MLPHead, global_pool
 from .losses import global_loss, local_loss, total_loss
 
@@ -118,9 +119,12 @@ def update_target(online_branch: nn.Module, target: nn.Module, momentum: float) 
 
 @dataclass
 class Losses:
+    """The batch's losses and the collapse indicators of the target's projections (diagnostics.py)."""
+
     total: Tensor
     global_: Tensor
     local: Tensor | None
+    indicators: dict | None = None
 
 
 def pgl_losses(
@@ -131,11 +135,14 @@ def pgl_losses(
     to_source_a: Tensor,
     to_source_b: Tensor,
     local_weight: float,
+    local_control: str = "none",
 ) -> Losses:
     """Losses of a batch of view pairs (N, 1, z, y, x) with their (N, 4, 4) affines.
 
     ``online`` may be the :class:`OnlineNetwork` or its DDP wrapper. Both views go through each
-    network as one batch of 2N.
+    network as one batch of 2N. ``local_control="shuffled"`` is the control run: after alignment
+    the target maps' voxel positions are permuted at random (:func:`shuffle_positions`), so the
+    local loss asks each voxel to predict an unrelated voxel of the other view.
     """
     n = view_a.shape[0]
     with_local = local_weight != 0
@@ -155,6 +162,10 @@ def pgl_losses(
             fa = torch.cat([p_map[:n], z_map[:n]], dim=1).float()
             fb = torch.cat([p_map[n:], z_map[n:]], dim=1).float()
             aa, ab, valid = align_views(fa, fb, to_source_a, to_source_b, strides[level], return_valid=True)
-            terms.append(local_loss(aa[:, :c], ab[:, :c], aa[:, c:], ab[:, c:], valid))
+            za, zb = aa[:, c:], ab[:, c:]
+            if local_control == "shuffled":
+                za, zb = shuffle_positions(za), shuffle_positions(zb)
+            terms.append(local_loss(aa[:, :c], ab[:, :c], za, zb, valid))
         l_local = torch.stack(terms).mean()
-    return Losses(total_loss(l_global, l_local, local_weight), l_global, l_local)
+    indicators = collapse_indicators(z_global, z_local)
+    return Losses(total_loss(l_global, l_local, local_weight), l_global, l_local, indicators)

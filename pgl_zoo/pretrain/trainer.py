@@ -31,15 +31,18 @@ from ..runs import RunLock, StopFlag, atomic_write_json, load_state, trim_jsonl
 from .augment import IntensityAugment
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import PretrainConfig
-from .data import prepare_volumes
+from .data import PreparedData, PreparedVolume, prepare_volumes
 from .dataset import StepSampler, ViewOptions, ViewPairDataset, make_loader
 from .distributed import DistInfo, barrier, cleanup, setup
 from .losses import cosine_momentum
 from .model import OnlineNetwork, make_target, pgl_losses, update_target
 from .optim import make_optimizer, make_scheduler
 from .report import write_loss_curve
+from .views import pair_geometry
 
 METRICS_NAME = "metrics.jsonl"
+# collapse indicators (diagnostics.py) averaged over the last 10 steps into summary.json
+INDICATOR_KEYS = ("std_global", "std_local_voxels", "std_local_channels")
 
 
 @dataclass
@@ -98,14 +101,14 @@ def _trim_metrics(path: Path, step: int, warn=None) -> None:
 
 def train_step(model: torch.nn.Module, online: OnlineNetwork, target: torch.nn.Module,
                optimizer: torch.optim.Optimizer, batch, local_weight: float, momentum: float,
-               clip_grad: float = 0.0, scheduler=None, amp: bool = False):
+               clip_grad: float = 0.0, scheduler=None, amp: bool = False, local_control: str = "none"):
     """One PGL optimisation step: losses of both views, backward, clipping, optimiser (and scheduler)
     step, EMA update of the target. ``model`` is ``online`` or its DDP/compiled wrapper. Returns the
     losses (``total``, ``global_``, ``local``); the trainer and benchmarks/pretrain_step.py share it."""
     view_a, view_b, to_a, to_b = batch
     context = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with context:
-        losses = pgl_losses(model, target, view_a, view_b, to_a, to_b, local_weight)
+        losses = pgl_losses(model, target, view_a, view_b, to_a, to_b, local_weight, local_control)
     optimizer.zero_grad(set_to_none=True)
     losses.total.backward()
     if clip_grad > 0:
@@ -131,13 +134,18 @@ def parameter_digest(*modules: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def pretrain(cfg: PretrainConfig) -> RunResult:
-    """Run (or resume) PGL pretraining as configured; see the module docstring for the outputs."""
+def pretrain(cfg: PretrainConfig, volumes: list[PreparedVolume] | None = None) -> RunResult:
+    """Run (or resume) PGL pretraining as configured; see the module docstring for the outputs.
+
+    ``volumes``: already preprocessed volumes (``PreparedVolume(source, None, shape, array=...)``,
+    float32 (z, y, x) at the card's spacing, windowed and normalised) used instead of reading
+    ``cfg.data``; ``cfg.data`` then only names them in the run's records.
+    """
     cfg.model = card_file_of(cfg.model) or cfg.model  # a card path is stored absolute
     info = setup(cfg.device)
     try:
         with RunLock(cfg.out) if info.is_main else contextlib.nullcontext():
-            return _pretrain(cfg, info)
+            return _pretrain(cfg, info, volumes)
     finally:
         cleanup()
 
@@ -184,7 +192,7 @@ def _restore(checkpoint: dict[str, Any], ckpt_path: Path, online, target, optimi
     return int(checkpoint["step"])
 
 
-def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
+def _pretrain(cfg: PretrainConfig, info: DistInfo, volumes: list[PreparedVolume] | None = None) -> RunResult:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
     checkpoint = _resume_point(cfg, ckpt_path)
@@ -197,7 +205,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     def warn(msg: str) -> None:
         say(f"warning: {msg}", flush=True)
 
-    data = _load_data(cfg, info, prep, card.modality, patch, warn)
+    data = PreparedData(list(volumes)) if volumes is not None else _load_data(cfg, info, prep, card.modality, patch,
+                                                                               warn)
     say(f"data: {data.summary()}", flush=True)
 
     # Model.
@@ -226,7 +235,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     use_amp = info.device.type == "cuda" and cfg.amp in ("auto", "bf16")
 
     dataset = ViewPairDataset(data.volumes, patch, cfg.seed,
-                              ViewOptions(cfg.scale_range, cfg.min_overlap, 0.5, cfg.rotate), IntensityAugment())
+                              ViewOptions(cfg.scale_range, cfg.overlap_range, 0.5, cfg.rotate), IntensityAugment())
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, step + cfg.stop_after)
     sampler = StepSampler(step, end, cfg.batch_size, info.rank, info.world_size)
     loader = make_loader(dataset, sampler, cfg.resolved_workers, pin_memory=info.device.type == "cuda")
@@ -246,6 +255,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
         atomic_write_json(out / "config.json", {**cfg.to_dict(), "stop_after": None, "resume": False})
         _trim_metrics(metrics_path, step, warn)
     history: list[dict[str, float]] = []
+    collapse_warned: set[str] = set()
     interrupted = False
     progress = None
     if info.is_main:
@@ -270,7 +280,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
                 lr = optimizer.param_groups[0]["lr"]
                 momentum = cosine_momentum(step, cfg.steps, cfg.base_momentum)
                 losses = train_step(model, online, target, optimizer, batch, cfg.local_weight, momentum,
-                                    cfg.clip_grad, scheduler, use_amp)
+                                    cfg.clip_grad, scheduler, use_amp, cfg.local_control)
                 step += 1
                 values = torch.stack([losses.total.detach().float(), losses.global_.detach().float(),
                                       (losses.local.detach().float() if losses.local is not None
@@ -285,9 +295,17 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
                 now = time.perf_counter()
                 rate = views_per_step / max(now - t_last, 1e-9)
                 t_last = now
+                geometry = [pair_geometry(a, b, patch) for a, b in zip(to_a, to_b, strict=True)]
                 record = {"step": step, "loss": total, "loss_global": glob,
                           "loss_local": loc if losses.local is not None else None,
-                          "lr": lr, "momentum": momentum, "views_per_s": rate, "time": time.time()}
+                          "lr": lr, "momentum": momentum, "views_per_s": rate, "time": time.time(),
+                          **(losses.indicators or {}),
+                          "overlap": [round(g[0], 4) for g in geometry], "scale_ratio": [round(g[1], 4) for g in geometry]}
+                for branch in ("global", "local"):
+                    if record.get(f"collapsed_{branch}") and branch not in collapse_warned:
+                        collapse_warned.add(branch)
+                        warn(f"step {step}: the {branch} branch looks collapsed (std of its normalised projections "
+                             f"{record.get('std_' + branch, record.get('std_local_voxels')):.2e}); see metrics.jsonl")
                 history.append(record)
                 if info.is_main:
                     if step % cfg.log_every == 0 or step == end:
@@ -307,8 +325,12 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> RunResult:
     final = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "loss_global")} if last else {}
     if last and last[-1]["loss_local"] is not None:
         final["loss_local"] = sum(r["loss_local"] for r in last) / len(last)
+    indicators = {k: sum(float(r[k]) for r in last) / len(last) for k in INDICATOR_KEYS if last and k in last[-1]}
+    views = {k: float(sum(sum(r[k]) for r in history) / max(1, sum(len(r[k]) for r in history)))
+             for k in ("overlap", "scale_ratio")} if history else {}
     if info.is_main:
-        summary = {"step": step, "steps": cfg.steps, "final_losses": final, "data": data_record,
+        summary = {"step": step, "steps": cfg.steps, "final_losses": final, "final_indicators": indicators,
+                   "views_mean": views, "local_control": cfg.local_control, "data": data_record,
                    "card": card.name, "local_levels": list(levels), "interrupted": interrupted}
         atomic_write_json(out / "summary.json", summary)
         write_loss_curve(metrics_path, out / "loss.png")

@@ -14,9 +14,12 @@ corner voxels). The view image is sampled from the source volume *through this v
 (one trilinear ``grid_sample``), so image and prior cannot disagree. Crops that extend beyond the
 volume (volumes smaller than a crop) read a constant padding value (the volume's minimum).
 
-Defaults: crop scale U(1.1, 1.4) x patch, overlap >= 10 %, flips p = 0.5 per axis are the values
-quoted (second-hand) for the paper; quarter turns (``rotate=True``) are a project option, off by
-default. The scale is drawn once per view (isotropic), a project choice.
+Defaults (project choices, set by the transfer study v2, see README): crop scale U(0.75, 1.5) x
+patch drawn per view (so the two views see the same anatomy at resolutions up to 2x apart), overlap
+fraction U(0.3, 0.8) realised exactly, flips p = 0.5 per axis. The values quoted (second-hand) for
+the paper were crop scale 1.1-1.4 and overlap >= 10 %; on volumes barely larger than the crops those
+make two nearly identical views (the first study's local loss fell to 0.22 with little to learn).
+Quarter turns (``rotate=True``) are a project option, off by default.
 """
 
 from __future__ import annotations
@@ -105,15 +108,61 @@ def sample_through_affines(
     return [out[i, 0] for i in range(len(affines))]
 
 
-def _overlap_fraction(o_a, c_a, o_b, c_b) -> float:
+def box_overlap_fraction(o_a, c_a, o_b, c_b) -> float:
+    """Intersection volume of two axis-aligned boxes (offset ``o``, size ``c``, source voxels)
+    divided by the smaller box's volume: 1 when one lies inside the other, 0 when disjoint."""
+    o_a, c_a, o_b, c_b = (np.asarray(v, dtype=np.float64) for v in (o_a, c_a, o_b, c_b))
     inter = np.clip(np.minimum(o_a + c_a, o_b + c_b) - np.maximum(o_a, o_b), 0, None)
     return float(np.prod(inter) / min(np.prod(c_a), np.prod(c_b)))
 
 
-def _random_offset(rng: np.random.Generator, dim: np.ndarray, crop: np.ndarray) -> np.ndarray:
-    """Offsets so the crop lies inside the volume, or (crop larger) the volume lies inside the crop."""
-    lo, hi = np.minimum(0, dim - crop), np.maximum(0, dim - crop)
-    return np.array([rng.integers(a, b + 1) for a, b in zip(lo, hi, strict=True)])
+def crop_box(to_source: np.ndarray | Tensor, patch_size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, size) in source voxels of the crop a view shows, read back from its affine: the
+    bounding box of the images of the patch's corner voxels (size ``c - 1`` between corner centres,
+    returned as ``c``)."""
+    a = np.asarray(to_source, dtype=np.float64)
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in patch_size], indexing="ij")).reshape(3, -1)
+    pts = a[:3, :3] @ corners + a[:3, 3:4]
+    lo, hi = pts.min(axis=1), pts.max(axis=1)
+    return lo, hi - lo + 1
+
+
+def pair_geometry(to_a, to_b, patch_size: tuple[int, int, int]) -> tuple[float, float]:
+    """The realised (overlap fraction, scale ratio) of a view pair from its affines: overlap as in
+    :func:`box_overlap_fraction`; scale ratio = larger crop edge / smaller crop edge (>= 1; the
+    factor between the two views' resolutions of the same anatomy)."""
+    o_a, c_a = crop_box(to_a, patch_size)
+    o_b, c_b = crop_box(to_b, patch_size)
+    ratio = float(np.cbrt(np.prod(c_a) / np.prod(c_b)))
+    return box_overlap_fraction(o_a, c_a, o_b, c_b), max(ratio, 1.0 / ratio)
+
+
+def _place_second(rng: np.random.Generator, c_a: np.ndarray, c_b: np.ndarray, target: float) -> np.ndarray:
+    """Offset of crop B relative to crop A (origin at A's corner) so that their overlap fraction is
+    ``target``: B starts centred on A and moves along a random direction; the overlap is
+    non-increasing along the way, so bisection finds the distance (to 1e-4 of the fraction). When
+    even the centred placement overlaps less than ``target`` (crops of different shapes), B stays centred."""
+    centred = (c_a - c_b) / 2
+    direction = rng.normal(size=3)
+    direction /= max(np.linalg.norm(direction), 1e-12)
+    if box_overlap_fraction(np.zeros(3), c_a, centred, c_b) <= target:
+        return centred
+    lo, hi = 0.0, float(np.linalg.norm(c_a + c_b))  # at hi the boxes are disjoint
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if box_overlap_fraction(np.zeros(3), c_a, centred + mid * direction, c_b) > target:
+            lo = mid
+        else:
+            hi = mid
+    return centred + hi * direction
+
+
+def _place_pair(rng: np.random.Generator, dim: np.ndarray, lo_box: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Offset of the pair's union box (relative corner ``lo_box``, extent ``size``) in the volume:
+    uniform so that it lies inside the volume, or (union larger than the volume along an axis)
+    so that the volume lies inside it; continuous (trilinear sampling reads any position)."""
+    low, high = np.minimum(0, dim - size), np.maximum(0, dim - size)
+    return rng.uniform(low, high) - lo_box
 
 
 def sample_view_pair(
@@ -121,23 +170,26 @@ def sample_view_pair(
     patch_size: tuple[int, int, int],
     rng: np.random.Generator,
     *,
-    scale_range: tuple[float, float] = (1.1, 1.4),
-    min_overlap: float = 0.1,
+    scale_range: tuple[float, float] = (0.75, 1.5),
+    overlap_range: tuple[float, float] = (0.3, 0.8),
     flip_p: float = 0.5,
     rotate: bool = False,
     pad_value: float | None = None,
-    max_tries: int = 50,
 ) -> tuple[View, View]:
     """Two views of ``volume`` (z, y, x) with their affines to source voxel indices.
 
-    Each crop is ``round(scale * patch)`` voxels (scale ~ U(scale_range), drawn per view), the two
-    crops overlap by at least ``min_overlap`` of the smaller crop's volume (rejection sampling;
-    after ``max_tries`` the second crop is centred on the first), each view is flipped along each
-    axis with probability ``flip_p`` and, with ``rotate``, turned by a random multiple of 90 degrees
-    in the axial plane. Deterministic given ``rng``. No intensity augmentation here (see augment.py).
+    Each crop is ``scale * patch`` voxels (scale ~ U(scale_range), drawn per view, isotropic), so
+    the same anatomy appears at different resolutions in the two views. Their overlap fraction
+    (intersection / smaller crop, :func:`box_overlap_fraction`) is drawn from U(overlap_range) and
+    realised exactly (bisection along a random direction, :func:`_place_second`); the pair is then
+    placed uniformly in the volume (crops may leave a volume smaller than the pair: those voxels
+    read ``pad_value``, default the volume's minimum). Each view is flipped along each axis with
+    probability ``flip_p`` and, with ``rotate``, turned by a random multiple of 90 degrees in the
+    axial plane. Offsets are continuous. Deterministic given ``rng``. No intensity augmentation
+    here (see augment.py). :func:`pair_geometry` reads the realised overlap and scale back.
     """
     patch = tuple(int(p) for p in patch_size)
-    dim = np.asarray(volume.shape[-3:])
+    dim = np.asarray(volume.shape[-3:], dtype=np.float64)
     if pad_value is None:
         pad_value = float(volume.min())
     orientations, crops = [], []
@@ -146,20 +198,14 @@ def sample_view_pair(
         flips = tuple(bool(f) for f in rng.random(3) < flip_p)
         r = orientation_matrix(flips, k)
         q = np.abs(r) @ np.asarray(patch, dtype=np.float64)
-        scale = rng.uniform(*scale_range)
         orientations.append(r)
-        crops.append(np.maximum(np.round(scale * q).astype(int), 1))
-    o_a = _random_offset(rng, dim, crops[0])
-    o_b = None
-    for _ in range(max_tries):
-        lo = np.maximum(np.minimum(0, dim - crops[1]), o_a - crops[1] + 1)
-        hi = np.minimum(np.maximum(0, dim - crops[1]), o_a + crops[0] - 1)
-        cand = np.array([rng.integers(a, max(a, b) + 1) for a, b in zip(lo, hi, strict=True)])
-        if _overlap_fraction(o_a, crops[0], cand, crops[1]) >= min_overlap:
-            o_b = cand
-            break
-    if o_b is None:
-        o_b = o_a + (crops[0] - crops[1]) // 2
+        crops.append(np.maximum(rng.uniform(*scale_range) * q, 1.0))
+    target = rng.uniform(*overlap_range)
+    rel_b = _place_second(rng, crops[0], crops[1], target)
+    lo_box = np.minimum(0.0, rel_b)
+    size = np.maximum(crops[0], rel_b + crops[1]) - lo_box
+    o_a = _place_pair(rng, dim, lo_box, size)
+    o_b = o_a + rel_b
     affines = [view_affine(o, c, patch, r) for o, c, r in zip((o_a, o_b), crops, orientations, strict=True)]
     images = sample_through_affines(volume, affines, patch, pad_value)
     return tuple(View(img, torch.from_numpy(a)) for img, a in zip(images, affines, strict=True))  # type: ignore[return-value]

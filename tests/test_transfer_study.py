@@ -1,0 +1,95 @@
+"""The transfer study v2 (benchmarks/transfer.py): its statistics and labelled subsets, and its
+--quick mode end to end on real scans (every path: pretraining variants, selection, fine-tuning,
+probe, tables and plot), on the code path the GPU machine takes (no SimpleITK in the workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import transfer  # noqa: E402
+
+from study_data import SHARED  # noqa: E402
+
+
+def test_labelled_subsets_are_distinct_and_reproducible():
+    names = [f"c{i}" for i in range(5)]
+    for k in (1, 2, 4):
+        subsets = transfer.labelled_subsets(names, k, 5, 7)
+        assert len(subsets) == 5 and all(len(s) == k for s in subsets)
+        assert len({tuple(s) for s in subsets}) == 5
+        assert subsets == transfer.labelled_subsets(names, k, 5, 7)
+    many = [f"c{i}" for i in range(170)]
+    subsets = transfer.labelled_subsets(many, 5, 5, 7)
+    assert len({tuple(s) for s in subsets}) == 5
+
+
+def test_bootstrap_interval_brackets_the_mean_and_detects_a_consistent_gain():
+    mean, lo, hi = transfer.bootstrap_interval([0.02, 0.03, 0.025, 0.04, 0.01])
+    assert lo <= mean <= hi and lo > 0
+    mean, lo, hi = transfer.bootstrap_interval([0.05, -0.05, 0.04, -0.06, 0.01])
+    assert lo < 0 < hi
+
+
+def test_summarise_pairs_differences_by_subset():
+    records = []
+    for subset, (s, p) in enumerate([(0.5, 0.6), (0.7, 0.75), (0.2, 0.4)]):
+        for arm, dice in (("scratch", s), ("pgl", p)):
+            records.append({"purpose": "test", "modality": "CT", "mode": "full", "k": 1, "arm": arm, "subset": subset,
+                            "mean_dice": dice})
+    records.append({"purpose": "test", "modality": "CT", "mode": "full", "k": 1, "arm": "pgl", "subset": 9,
+                    "mean_dice": 0.0})  # no scratch partner: in the mean Dice, not in the paired difference
+    rows = {r["arm"]: r for r in transfer.summarise(records)}
+    assert rows["pgl"]["n"] == 4 and rows["pgl"]["mean_dice"] == pytest.approx((0.6 + 0.75 + 0.4 + 0.0) / 4)
+    assert rows["pgl"]["vs_scratch"][0] == pytest.approx((0.1 + 0.05 + 0.2) / 3)
+    assert "vs_scratch" not in rows["scratch"]
+
+
+def test_choose_best_ignores_controls_and_prefers_the_default_on_ties():
+    recs = [{"arm": "pgl", "mean_dice": 0.5}, {"arm": "pgl-w2", "mean_dice": 0.5},
+            {"arm": "pgl-shuffled", "mean_dice": 0.9}, {"arm": "byol", "mean_dice": 0.8}]
+    best, scores = transfer.choose_best(recs)
+    assert best == "pgl" and scores["pgl-shuffled"] == 0.9
+    best, _ = transfer.choose_best(recs + [{"arm": "pgl-near", "mean_dice": 0.6}])
+    assert best == "pgl-near"
+
+
+@pytest.mark.skipif(not (SHARED / "ct" / "lctsc_lungs").is_dir(), reason="needs ../shared/data")
+def test_quick_study_runs_every_path(tmp_path):
+    env = {**os.environ, "PGL_STUDY_NO_SIMPLEITK": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_data.py"), "--out", str(tmp_path / "data"),
+                    "--small"], check=True, env=env | {"PGL_STUDY_NO_SIMPLEITK": ""}, capture_output=True)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transfer.py"), "--quick", "--data",
+                           str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "transfer_v2-quick.json").read_text())
+    assert result["meta"]["jobs"]["failed"] == 0, [r.get("error") for r in result["records"] if "error" in r]
+    pre = [r for r in result["records"] if r["kind"] == "pretrain"]
+    assert {(r["modality"], r["variant"]) for r in pre} == {(m, v) for m in ("CT", "MRI") for v in transfer.QUICK_VARIANTS}
+    for r in pre:  # realised views and collapse indicators reach the records
+        assert r["views_mean"]["overlap"] > 0 and r["final_indicators"]["std_global"] >= 0
+    arms = {(r["modality"], r["mode"], r["arm"]) for r in result["summary"]}
+    for m in ("CT", "MRI"):
+        assert {a for mm, mode, a in arms if mm == m and mode == "full"} >= {"scratch", "byol", "pgl", "pgl:enc"}
+        assert {a for mm, mode, a in arms if mm == m and mode == "probe"} >= {"scratch", "byol", "pgl"}
+        assert result["selection"][m]["best"] in transfer.CANDIDATES
+    rows = [r for r in result["summary"] if r["arm"] != "scratch"]
+    assert all("vs_scratch" in r and np.isfinite(r["vs_scratch"][0]) for r in rows)
+    assert (tmp_path / "out" / "transfer_v2-quick.md").read_text().count("| CT |") >= 5
+    assert (tmp_path / "out" / "transfer_v2-quick_curves.png").stat().st_size > 1000
+    # a second run reuses every record (resumable) and gives the same table
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transfer.py"), "--quick", "--data",
+                            str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out2")],
+                           env=env, capture_output=True, text=True)
+    assert again.returncode == 0
+    assert json.loads((tmp_path / "out2" / "transfer_v2-quick.json").read_text())["summary"] == result["summary"]
