@@ -57,7 +57,8 @@ def _ct_pool(ct_root: Path | list[str], spacing, exclude: set[str], cache: Path)
     from pgl_zoo.pretrain.data import prepare_volumes
 
     prep = Preprocessing(spacing_xyz_mm=spacing, orientation="LPS", window=None, normalization="none")
-    data = prepare_volumes(ct_root if isinstance(ct_root, list) else str(ct_root), prep, "CT", non_hu="skip", cache_dir=cache, warn=lambda m: None)
+    roots = ct_root if isinstance(ct_root, list) else str(ct_root)
+    data = prepare_volumes(roots, prep, "CT", non_hu="skip", cache_dir=cache, warn=lambda m: None)
     pool = {}
     for v in data.volumes:
         if any(f"/{name}.nii.gz" in v.source for name in exclude):

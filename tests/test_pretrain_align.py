@@ -86,7 +86,8 @@ def test_alignment_batched_with_sampled_views():
     """A batch of sampled pairs (random scales, flips, quarter turns) aligns exactly, sample by sample."""
     feats_a, feats_b, aff_a, aff_b = [], [], [], []
     for seed in range(8):
-        pairs = [sample_view_pair(COORDS[axis], PATCH, np.random.default_rng(seed), rotate=True, overlap_range=(0.3, 0.8))
+        pairs = [sample_view_pair(COORDS[axis], PATCH, np.random.default_rng(seed), rotate=True,
+                                  overlap_range=(0.3, 0.8))
                  for axis in range(3)]
         assert all(torch.equal(p[0].to_source, pairs[0][0].to_source) for p in pairs)
         feats_a.append(torch.stack([p[0].image for p in pairs]))

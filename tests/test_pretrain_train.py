@@ -126,7 +126,8 @@ def test_bad_input_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "no volumes found" in result.stderr
     help_text = _cli("pretrain", "--help").stdout
     for option in ("--data", "--out", "--model", "--patch-size", "--batch-size", "--steps", "--lr", "--warmup",
-                   "--local-weight", "--local-scales", "--crop-scale", "--overlap", "--local-control", "--rotate", "--non-hu",
+                   "--local-weight", "--local-scales", "--crop-scale", "--overlap", "--local-control", "--rotate",
+                   "--non-hu",
                    "--workers", "--seed", "--checkpoint-every", "--resume", "--amp", "--compile", "--cache-dir",
                    "--device"):
         assert option in help_text, option

@@ -51,7 +51,8 @@ def _box(affine, patch):
     return pts.min(1), pts.max(1) + 1
 
 
-@pytest.mark.parametrize("scales,overlaps", [((0.75, 1.5), (0.3, 0.8)), ((1.1, 1.4), (0.1, 0.2)), ((1.0, 1.0), (0.5, 0.5))])
+@pytest.mark.parametrize("scales,overlaps", [((0.75, 1.5), (0.3, 0.8)), ((1.1, 1.4), (0.1, 0.2)),
+                                             ((1.0, 1.0), (0.5, 0.5))])
 def test_views_realise_the_requested_scale_and_overlap(scales, overlaps):
     """Every pair's crops have sizes in scale_range x patch and overlap in overlap_range, measured
     independently from the affines (corner boxes); the ranges are actually spanned, not just respected."""

@@ -75,7 +75,8 @@ def test_quick_study_runs_every_path(tmp_path):
     result = json.loads((tmp_path / "out" / "transfer_v2-quick.json").read_text())
     assert result["meta"]["jobs"]["failed"] == 0, [r.get("error") for r in result["records"] if "error" in r]
     pre = [r for r in result["records"] if r["kind"] == "pretrain"]
-    assert {(r["modality"], r["variant"]) for r in pre} == {(m, v) for m in ("CT", "MRI") for v in transfer.QUICK_VARIANTS}
+    expected = {(m, v) for m in ("CT", "MRI") for v in transfer.QUICK_VARIANTS}
+    assert {(r["modality"], r["variant"]) for r in pre} == expected
     for r in pre:  # realised views and collapse indicators reach the records
         assert r["views_mean"]["overlap"] > 0 and r["final_indicators"]["std_global"] >= 0
     arms = {(r["modality"], r["mode"], r["arm"]) for r in result["summary"]}

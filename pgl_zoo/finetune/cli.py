@@ -58,8 +58,9 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--warmup-steps", type=int, help="Linear warm-up steps before cosine decay (default: one epoch, "
                                                   "at most 10% of all steps).")
 @click.option("--init", type=click.Choice(["encoder+decoder", "encoder"]), default="encoder+decoder",
-              show_default=True, help="What to take from the pretrained file: encoder and decoder (when the file "
-                                      "has one; PGL trains decoder levels) or the encoder only. The head is always new.")
+              show_default=True, help="What to take from the pretrained file: encoder and decoder (when the "
+                                      "file has one; PGL trains decoder levels) or the encoder only. The head is "
+                                      "always new.")
 @click.option("--freeze-encoder-epochs", default=0, show_default=True, type=int,
               help="Keep the encoder frozen for this many first epochs.")
 @click.option("--layer-decay", default=1.0, show_default=True, type=float,

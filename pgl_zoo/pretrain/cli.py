@@ -36,7 +36,8 @@ def _default(name: str) -> str:
 
 
 # option name in PretrainConfig -> click parameter name (when they differ)
-_PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "local_scales": "local_levels", "warmup": "warmup_steps",
+_PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "local_scales": "local_levels",
+                   "warmup": "warmup_steps",
                    "momentum": "base_momentum"}
 
 

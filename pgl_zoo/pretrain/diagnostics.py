@@ -54,5 +54,6 @@ def collapse_indicators(z_global: Tensor, z_local: dict[int, Tensor]) -> dict[st
         widths = [m.shape[1] for m in z_local.values()]
         out["std_local_voxels"] = sum(p[0] for p in pairs) / len(pairs)
         out["std_local_channels"] = sum(p[1] for p in pairs) / len(pairs)
-        out["collapsed_local"] = any(p[0] * math.sqrt(c) < COLLAPSE_THRESHOLD for p, c in zip(pairs, widths, strict=True))
+        out["collapsed_local"] = any(p[0] * math.sqrt(c) < COLLAPSE_THRESHOLD
+                                     for p, c in zip(pairs, widths, strict=True))
     return out

@@ -300,7 +300,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, volumes: list[PreparedVolume]
                           "loss_local": loc if losses.local is not None else None,
                           "lr": lr, "momentum": momentum, "views_per_s": rate, "time": time.time(),
                           **(losses.indicators or {}),
-                          "overlap": [round(g[0], 4) for g in geometry], "scale_ratio": [round(g[1], 4) for g in geometry]}
+                          "overlap": [round(g[0], 4) for g in geometry],
+                          "scale_ratio": [round(g[1], 4) for g in geometry]}
                 for branch in ("global", "local"):
                     if record.get(f"collapsed_{branch}") and branch not in collapse_warned:
                         collapse_warned.add(branch)
