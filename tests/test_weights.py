@@ -14,6 +14,7 @@ from conftest import REVISION, lay_out_hf_cache, trained_unet
 from safetensors.torch import load_file, save_file
 
 import pgl_zoo
+from pgl_zoo import sources
 from pgl_zoo import weights as W
 from pgl_zoo.atomic import default_file_mode
 from pgl_zoo.nets import build_unet, unique_state_dict
@@ -102,7 +103,7 @@ def test_load_from_bundled_location(saved, published_card, monkeypatch, tmp_path
     net, folder = saved
     bundled = tmp_path / "bundled"
     shutil.copytree(folder, bundled / published_card.name)
-    monkeypatch.setattr(W, "BUNDLED_DIR", bundled)
+    monkeypatch.setattr(sources, "BUNDLED_DIR", bundled)
     encoder = pgl_zoo.load_pgl_encoder(published_card.name)
     assert encoder.load_report.source == "bundled" and encoder.load_report.sha256_verified
     _assert_encoder_equal(encoder, net)
