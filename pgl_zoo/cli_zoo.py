@@ -112,7 +112,14 @@ def info_cmd(name: str, as_json: bool) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME/ that is not a copy of the same weights.")
 def download_cmd(models, all_models, revision, cache_dir, local_dir, overwrite) -> None:
-    """Fetch weights into the Hugging Face cache (checksums verified), optionally into a portable folder."""
+    """Fetch weights into the Hugging Face cache (sha256 verified), optionally into a portable folder.
+
+    A model already in the cache at its pinned commit is not fetched again: no request is made. A
+    download shows a progress bar and resumes after a dropped connection; a file that fails its
+    sha256 is refused and removed from the cache. The Hub is HF_ENDPOINT (or `pgl-zoo --endpoint URL
+    download ...`, e.g. a mirror); the cache is HF_HUB_CACHE or --cache-dir; `pgl-zoo --offline
+    download ...` (HF_HUB_OFFLINE=1) uses the cache only.
+    """
     from .weights import fetch
 
     if all_models:
@@ -140,7 +147,10 @@ def download_cmd(models, all_models, revision, cache_dir, local_dir, overwrite) 
 def push_cmd(folder, repo_id, revision, private, dry_run) -> None:
     """Upload a saved FOLDER (model.safetensors, card.json, README.md) to the Hugging Face Hub.
 
-    Log in first with `hf auth login` (or set HF_TOKEN). Pin the printed commit as the card's revision.
+    The files land at the repository's root, the layout `pgl-zoo download` reads. Log in first with
+    `hf auth login` (or set HF_TOKEN); HF_ENDPOINT (or `pgl-zoo --endpoint URL push ...`) selects
+    another Hub. Pin the
+    printed commit as the card's revision (and the card's sha256 and size_bytes from card.json).
     """
     from .weights import push_to_hub
 
