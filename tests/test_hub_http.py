@@ -35,7 +35,7 @@ from pgl_zoo.nets import build_unet
 CLIENT = Path(__file__).resolve().parent / "_hub_client.py"
 REPO_ID = "pgl-test/test-hub"
 TOKEN = "hf_test_token"
-# More than huggingface_hub's 10 MiB download chunk: a transfer cut after the first chunk resumes
+# More than huggingface_hub's download chunk (10 MiB): a transfer cut after the first chunk resumes
 # with a Range request (bytes not yet written to disk in a whole chunk are fetched again).
 BIG_ARCH = resenc_arch([32, 64, 128, 256], [1, 1, 1, 1], [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
 
@@ -169,14 +169,18 @@ def test_a_cached_model_is_loaded_without_any_request(hub, published, env, tmp_p
 
 
 def test_an_interrupted_download_is_resumed_with_a_range_request(hub, published, env):
+    from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE  # written to disk a whole chunk at a time
+
     size = len(published.payload)
-    hub.state.cut_once["model.safetensors"] = 11 * 2**20  # the connection drops after 11 MiB of the body
+    cut = DOWNLOAD_CHUNK_SIZE + 2**20  # the connection drops one MiB after the first whole chunk
+    assert cut < size
+    hub.state.cut_once["model.safetensors"] = cut
     code, out, err = run_client(env, published.cards_file, "cli", "download", "--model", "test-hub")
     assert code == 0 and "(sha256 verified)" in out, err
     gets = resolve_requests(hub, "GET")
     assert [g.range is None for g in gets] == [True, False]
     start = int(re.fullmatch(r"bytes=(\d+)-", gets[1].range).group(1))
-    assert 0 < start <= 11 * 2**20 < size  # resumed where the written part ended, not from byte 0
+    assert 0 < start <= cut  # resumed where the written part ended, not from byte 0
     assert snapshot_entry(published).read_bytes() == published.payload
     assert not list(published.cache.rglob("*.incomplete"))
 
