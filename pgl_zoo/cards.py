@@ -81,6 +81,12 @@ class ModelCard:
     ("encoder", "decoder", "head"); keys in the file are named as in :class:`pgl_zoo.nets.UNet3d`
     (see :mod:`pgl_zoo.nets.keys`). Unknown keys are refused when a card is read, so that a
     misspelt field (``sha265``) cannot silently drop a check.
+
+    ``size_bytes`` (optional) is the size of the weights file, so that ``pgl-zoo list`` can show it
+    before a download. ``evaluation`` (optional) records a measured result of the weights: its
+    ``summary`` is one line naming the metric, the value and the data it was measured on (e.g.
+    ``"lungs Dice 0.95 (3 held-out LCTSC cases)"``); other keys may say how it was measured (script,
+    cases, per-class values). No evaluation means "not measured", never "good".
     """
 
     name: str
@@ -97,12 +103,14 @@ class ModelCard:
     num_classes: int | None = None
     label_names: dict[str, str] | None = None
     sha256: str | None = None
+    size_bytes: int | None = None
     hub_repo_id: str | None = None
     revision: str | None = None
     filename: str = "model.safetensors"
     license: str = "Apache-2.0"
     citation: str = PGL_CITATION
     training: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
     notes: str = ""
     schema_version: int = CARD_SCHEMA_VERSION
 
@@ -121,6 +129,20 @@ class ModelCard:
             raise ValueError(f"in_channels must be a positive integer, got {self.in_channels!r}")
         if "/" in self.filename or "\\" in self.filename or self.filename in ("", ".", ".."):
             raise ValueError(f"filename must be a plain file name inside the model's folder, got {self.filename!r}")
+        if self.size_bytes is not None and (
+            isinstance(self.size_bytes, bool) or not isinstance(self.size_bytes, int) or self.size_bytes < 1
+        ):
+            raise ValueError(f"size_bytes must be a positive integer, got {self.size_bytes!r}")
+        if self.evaluation is not None:
+            summary = self.evaluation.get("summary") if isinstance(self.evaluation, dict) else None
+            if not isinstance(summary, str) or not summary.strip() or "\n" in summary:
+                raise ValueError("evaluation must be a dict whose 'summary' is one line stating the measured result, "
+                                 f"got {self.evaluation!r}")
+
+    @property
+    def evaluation_summary(self) -> str:
+        """The one-line measured result, or "not measured"."""
+        return self.evaluation["summary"] if self.evaluation else "not measured"
 
     @property
     def has_weights(self) -> bool:

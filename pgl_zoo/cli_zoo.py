@@ -13,19 +13,54 @@ from .cards import ModelCard
 from .registry import get_card, list_models
 
 
+def _size(n: int | None) -> str:
+    return f"{n / 1e6:.1f} MB" if n else "-"
+
+
 @click.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {name, status, modality, summary}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {name, status, size_bytes, modality, weights, weights_path, evaluation, "
+              "summary}; evaluation is the one-line measured result or null.")
 def list_cmd(as_json: bool) -> None:
-    """List the registered models and whether their weights are available."""
+    """List the registered models: status, weights size, modality, where the weights are now, measured result.
+
+    \b
+    WEIGHTS says where loading NAME would take them from now (first match, as pgl-zoo looks):
+      portable     $PGL_ZOO_WEIGHTS/NAME/, written by `pgl-zoo download --local-dir`
+      bundled      inside the installed package
+      cached       the Hugging Face cache, at the card's pinned revision
+      remote only  on the Hub: downloaded on first use or by `pgl-zoo download`
+      none         weights not published
+    SIZE is the weights file's (from the local copy, else from the card). RESULT is the card's
+    measured transfer result, or "not measured". Reads the disk only: no network, no torch.
+    """
+    from .sources import locate
+
     cards = [get_card(n) for n in list_models()]
+    locations = [locate(c) for c in cards]
+    rows = [
+        {
+            "name": c.name,
+            "status": c.status,
+            "size_bytes": where.size_bytes or c.size_bytes,
+            "modality": c.modality,
+            "weights": where.place,
+            "weights_path": str(where.path) if where.path else None,
+            "evaluation": c.evaluation["summary"] if c.evaluation else None,
+            "summary": c.summary,
+        }
+        for c, where in zip(cards, locations, strict=True)
+    ]
     if as_json:
-        rows = [{"name": c.name, "status": c.status, "modality": c.modality, "summary": c.summary} for c in cards]
         click.echo(json.dumps(rows, indent=2))
         return
-    width = max(len(c.name) for c in cards)
-    status_width = max(len(c.status) for c in cards)
-    for card in cards:
-        click.echo(f"{card.name:<{width}}  {card.status:<{status_width}}  {card.modality:<4}  {card.summary}")
+    table = [("NAME", "STATUS", "SIZE", "MODALITY", "WEIGHTS", "RESULT")] + [
+        (r["name"], r["status"], _size(r["size_bytes"]), r["modality"], r["weights"], r["evaluation"] or "not measured")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    for row in table:
+        click.echo("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
 
 
 def format_card(card: ModelCard) -> str:
@@ -39,6 +74,8 @@ def format_card(card: ModelCard) -> str:
         elif isinstance(value, dict):
             lines.append(f"{key}:")
             lines += [f"  {k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in value.items()]
+        elif key == "evaluation" and value is None:
+            lines.append("evaluation: not measured")
         elif key == "citation":
             lines.append("citation:")
             lines += [f"  {line}" for line in str(value).splitlines()]
@@ -75,7 +112,14 @@ def info_cmd(name: str, as_json: bool) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME/ that is not a copy of the same weights.")
 def download_cmd(models, all_models, revision, cache_dir, local_dir, overwrite) -> None:
-    """Fetch weights into the Hugging Face cache (checksums verified), optionally into a portable folder."""
+    """Fetch weights into the Hugging Face cache (sha256 verified), optionally into a portable folder.
+
+    A model already in the cache at its pinned commit is not fetched again: no request is made. A
+    download shows a progress bar and resumes after a dropped connection; a file that fails its
+    sha256 is refused and removed from the cache. The Hub is HF_ENDPOINT (or `pgl-zoo --endpoint URL
+    download ...`, e.g. a mirror); the cache is HF_HUB_CACHE or --cache-dir; `pgl-zoo --offline
+    download ...` (HF_HUB_OFFLINE=1) uses the cache only.
+    """
     from .weights import fetch
 
     if all_models:
@@ -103,7 +147,10 @@ def download_cmd(models, all_models, revision, cache_dir, local_dir, overwrite) 
 def push_cmd(folder, repo_id, revision, private, dry_run) -> None:
     """Upload a saved FOLDER (model.safetensors, card.json, README.md) to the Hugging Face Hub.
 
-    Log in first with `hf auth login` (or set HF_TOKEN). Pin the printed commit as the card's revision.
+    The files land at the repository's root, the layout `pgl-zoo download` reads. Log in first with
+    `hf auth login` (or set HF_TOKEN); HF_ENDPOINT (or `pgl-zoo --endpoint URL push ...`) selects
+    another Hub. Pin the
+    printed commit as the card's revision (and the card's sha256 and size_bytes from card.json).
     """
     from .weights import push_to_hub
 

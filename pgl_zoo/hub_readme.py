@@ -69,6 +69,11 @@ def render_hub_readme(card: ModelCard) -> str:
     if card.label_names:
         lines += ["## Labels", "", *[f"- {k}: {v}" for k, v in sorted(card.label_names.items(),
                                                                       key=lambda kv: int(kv[0]))], ""]
+    measured = card.evaluation["summary"] if card.evaluation else "Not measured: the card records no result."
+    lines += ["## Evaluation", "", measured, ""]
+    details = {k: v for k, v in (card.evaluation or {}).items() if k != "summary"}
+    if details:
+        lines += ["```json", json.dumps(details, indent=2), "```", ""]
     if card.training:
         lines += ["## Training", "", "```json", json.dumps(card.training, indent=2), "```", ""]
     lines += [f"## License\n\n{card.license}\n", "## Citation", "", "```bibtex", card.citation, "```", ""]

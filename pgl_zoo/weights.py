@@ -1,14 +1,17 @@
 """Where weights come from, and how they are written.
 
-Resolution order for a card (the first that applies wins):
+Resolution order for a card (the first that applies wins; see :mod:`pgl_zoo.sources`):
 
 1. an explicit file or folder given by the user (``weights=``);
 2. ``$PGL_ZOO_WEIGHTS/<name>/``, a folder of portable copies (``pgl-zoo download --local-dir``);
 3. the copy bundled inside the package (``pgl_zoo/bundled/<name>/``);
 4. the Hugging Face cache, then the Hub, through ``huggingface_hub.hf_hub_download`` with the
-   card's pinned revision (honours ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_HUB_CACHE``).
+   card's pinned revision (honours ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_HUB_CACHE``). A file
+   already cached at a pinned commit is used without calling the Hub at all.
 
-The sha256 recorded in the card is checked before any byte is deserialised.
+The sha256 recorded in the card is checked before any byte is deserialised. A file fetched from
+the Hub (or found in its cache) that fails the check is removed from the cache, so that the next
+attempt downloads it again instead of failing on the same bytes.
 """
 
 from __future__ import annotations
@@ -30,12 +33,11 @@ from .hashing import sha256_file, verify_sha256
 from .hub_readme import render_hub_readme
 from .registry import get_card
 from .resolve import resolve_model
+from .sources import BUNDLED_DIR, CARD_NAME, ENV_WEIGHTS_DIR, PORTABLE, cached_file, is_commit, local_folder
 
 WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "card.json"
 README_NAME = "README.md"
-ENV_WEIGHTS_DIR = "PGL_ZOO_WEIGHTS"
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+SOURCE_LABELS = {PORTABLE: f"${ENV_WEIGHTS_DIR}", BUNDLED: "bundled"}  # LoadReport.source of a local copy
 
 
 @dataclass(frozen=True)
@@ -125,14 +127,13 @@ def resolve_weights(
             return ResolvedWeights(path, card.replace(sha256=None), "explicit file")
         raise WeightsNotAvailableError(f"{path}: no such file or folder")
     assert card is not None
-    env_dir = os.environ.get(ENV_WEIGHTS_DIR)
-    if env_dir and (Path(env_dir) / card.name / CARD_NAME).is_file():
-        return _registered_folder(Path(env_dir) / card.name, card, f"${ENV_WEIGHTS_DIR}")
-    bundled = BUNDLED_DIR / card.name
-    if (bundled / CARD_NAME).is_file():
-        return _registered_folder(bundled, card, "bundled")
+    local = local_folder(card)
+    if local is not None:
+        place, folder = local
+        return _registered_folder(folder, card, SOURCE_LABELS[place])
     if card.status == BUNDLED:
-        raise WeightsNotAvailableError(f"{card.name}: bundled weights are missing from {bundled}; reinstall pgl-zoo")
+        raise WeightsNotAvailableError(
+            f"{card.name}: bundled weights are missing from {BUNDLED_DIR / card.name}; reinstall pgl-zoo")
     if not card.has_weights or not card.hub_repo_id:
         raise WeightsNotAvailableError(
             f"{card.name}: weights {card.status}; pass weights=PATH (or --weights) to load your own, "
@@ -142,31 +143,62 @@ def resolve_weights(
 
 
 def _hub_download(card: ModelCard, *, revision, cache_dir, local_files_only) -> ResolvedWeights:
+    revision = revision or card.revision
+    # A file cached at a pinned commit cannot change: use it without calling huggingface_hub, which
+    # would still contact the endpoint (its user-agent telemetry fetches a registry once a day).
+    path = cached_file(card, revision, cache_dir) if is_commit(revision) else None
+    if path is None:
+        path = _hf_hub_download(card, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    if card.sha256:
+        _verify_or_evict(path, card, revision)
+    return ResolvedWeights(path, card, "huggingface")
+
+
+def _hf_hub_download(card: ModelCard, *, revision, cache_dir, local_files_only) -> Path:
     # Imported here: huggingface_hub reads HF_* variables at import, after the CLI has set them.
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     offline = _env_flag("HF_HUB_OFFLINE") if local_files_only is None else local_files_only
     try:
-        path = hf_hub_download(
+        return Path(hf_hub_download(
             card.hub_repo_id,
             card.filename,
-            revision=revision or card.revision,
+            revision=revision,
             cache_dir=cache_dir,
             local_files_only=offline,
             endpoint=os.environ.get("HF_ENDPOINT") or None,
             library_name="pgl-zoo",
-        )
+        ))
     except LocalEntryNotFoundError:
         raise WeightsNotAvailableError(
-            f"{card.name}: {card.hub_repo_id}@{revision or card.revision} is not in the Hugging Face cache"
+            f"{card.name}: {card.hub_repo_id}@{revision} is not in the Hugging Face cache"
             + (" and offline mode is on" if offline else " and the Hub could not be reached")
             + "; run `pgl-zoo download --model " + card.name + "` on a connected machine"
         ) from None
     except (HfHubHTTPError, OSError) as exc:
         message = " ".join(str(exc).split())[:200]
         raise WeightsNotAvailableError(f"{card.name}: download from {card.hub_repo_id} failed ({message})") from None
-    return ResolvedWeights(Path(path), card, "huggingface")
+
+
+def _verify_or_evict(path: Path, card: ModelCard, revision: str | None) -> None:
+    """Check a file from the Hugging Face cache against the card's sha256; if it fails, remove the
+    snapshot entry and the blob it points to (so that a retry downloads it again) and raise."""
+    actual = sha256_file(path)
+    if actual == card.sha256.lower():
+        return
+    removed = "removed it from the Hugging Face cache"
+    try:
+        blob = path.resolve() if path.is_symlink() else None
+        path.unlink()
+        if blob is not None and blob.parent.name == "blobs":
+            blob.unlink(missing_ok=True)
+    except OSError as exc:
+        removed = f"could not remove it from the Hugging Face cache ({exc.strerror or exc})"
+    raise ChecksumError(
+        f"{card.hub_repo_id}@{revision}/{card.filename} ({path}): sha256 mismatch (expected {card.sha256}, got "
+        f"{actual}); the download is corrupt or not the file {card.name} pins, so it was not loaded; {removed}"
+    )
 
 
 def read_state_dict(path: str | Path, expected_sha256: str | None) -> tuple[dict[str, torch.Tensor], str]:
@@ -184,7 +216,7 @@ def read_state_dict(path: str | Path, expected_sha256: str | None) -> tuple[dict
 def save_pretrained(
     state_dict: dict[str, torch.Tensor], card: ModelCard, out_dir: str | os.PathLike
 ) -> Path:
-    """Write ``model.safetensors``, ``card.json`` (with the file's sha256) and a Hub ``README.md``.
+    """Write ``model.safetensors``, ``card.json`` (with the file's sha256 and size) and a Hub ``README.md``.
 
     ``state_dict`` keys are named as in :class:`pgl_zoo.nets.UNet3d` (``encoder.*``,
     ``decoder.*``, the head ``decoder.seg_layers.*``); only the parts listed in ``card.contents``
@@ -205,7 +237,7 @@ def save_pretrained(
     weights_path = out / WEIGHTS_NAME
     # One metadata key only: safetensors writes several in random order, which changes the digest.
     atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    card = card.replace(sha256=sha256_file(weights_path))
+    card = card.replace(sha256=sha256_file(weights_path), size_bytes=weights_path.stat().st_size)
     atomic_write(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card.to_json()))
     atomic_write(out / README_NAME, lambda tmp: Path(tmp).write_text(render_hub_readme(card)))
     return out
@@ -218,6 +250,7 @@ def export_folder(resolved: ResolvedWeights, out_dir: str | os.PathLike) -> Path
         verify_sha256(resolved.path, card.sha256)
     else:
         card = card.replace(sha256=sha256_file(resolved.path))
+    card = card.replace(size_bytes=resolved.path.stat().st_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(weights_file(out, card), lambda tmp: shutil.copyfile(resolved.path, tmp))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -92,3 +93,74 @@ def test_help_lists_every_command():
     assert result.returncode == 0
     for command in ("list", "info", "download", "push"):
         assert f"  {command}" in result.stdout
+
+
+def _list_in_a_fresh_process(card, env) -> tuple[list[dict], str]:
+    """``pgl-zoo list --json`` and ``pgl-zoo list`` with ``card`` registered; fails if torch was imported."""
+    code = (
+        "import json, sys\n"
+        "import pgl_zoo\n"
+        "from pgl_zoo.registry import register\n"
+        "from pgl_zoo.cli import main\n"
+        "register(pgl_zoo.ModelCard.from_dict(json.loads(sys.argv[1])))\n"
+        "main(['list', '--json'])\n"
+        "print('=====')\n"
+        "main(['list'])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, card.to_json()], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    as_json, table = result.stdout.split("=====\n")
+    return json.loads(as_json), table
+
+
+def test_list_shows_size_place_and_result(saved, published_card, tmp_path):
+    """Each place a published model's weights can be: remote only, cached, portable (first match wins)."""
+    import os
+    import shutil
+
+    _, folder = saved
+    card = published_card.replace(evaluation={"summary": "test value 0.5 (a fixture, not a measurement)"})
+    size = (folder / "model.safetensors").stat().st_size
+    assert card.size_bytes == size  # save_pretrained records it
+    cache = tmp_path / "hf-cache"
+    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    env.pop("PGL_ZOO_WEIGHTS", None)
+
+    rows, table = _list_in_a_fresh_process(card, env)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["test-published"] == {
+        "name": "test-published", "status": "published", "size_bytes": size, "modality": "CT",
+        "weights": "remote only", "weights_path": None,
+        "evaluation": "test value 0.5 (a fixture, not a measurement)", "summary": card.summary}
+    assert by_name["pgl-ct"]["weights"] == "none" and by_name["pgl-ct"]["size_bytes"] is None
+    tiny = pgl_zoo.get_card("pgl-ct-tiny")
+    assert by_name["pgl-ct-tiny"]["weights"] == "bundled" and by_name["pgl-ct-tiny"]["size_bytes"] == tiny.size_bytes
+    assert by_name["pgl-ct-tiny"]["evaluation"] is None
+    lines = table.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "SIZE", "MODALITY", "WEIGHTS", "RESULT"]
+    assert any(line.split()[:2] == ["pgl-ct-tiny", "bundled"] and re.search(r" bundled +not measured$", line)
+               for line in lines)
+    row = next(line for line in lines if line.startswith("test-published "))
+    assert f"{size / 1e6:.1f} MB" in row and "remote only" in row and row.endswith("(a fixture, not a measurement)")
+
+    snapshot = lay_out_hf_cache(cache, card.hub_repo_id, REVISION, {"model.safetensors": folder / "model.safetensors"})
+    rows, _ = _list_in_a_fresh_process(card, env)
+    cached = next(r for r in rows if r["name"] == "test-published")
+    assert cached["weights"] == "cached" and cached["weights_path"] == str(snapshot / "model.safetensors")
+
+    shutil.copytree(folder, tmp_path / "usb" / "test-published")
+    rows, _ = _list_in_a_fresh_process(card, dict(env, PGL_ZOO_WEIGHTS=str(tmp_path / "usb")))
+    portable = next(r for r in rows if r["name"] == "test-published")
+    assert portable["weights"] == "portable"
+    assert portable["weights_path"] == str(tmp_path / "usb" / "test-published" / "model.safetensors")
+
+
+def test_info_shows_the_evaluation(capsys, published_card):
+    code, out, _ = call(capsys, "info", "test-published")
+    assert code == 0 and "evaluation: not measured" in out
+    from pgl_zoo.registry import _CARDS
+
+    _CARDS["test-published"] = published_card.replace(evaluation={"summary": "test value (a fixture)", "cases": 3})
+    code, out, _ = call(capsys, "info", "test-published")
+    assert code == 0 and "evaluation:\n  summary: test value (a fixture)\n  cases: 3" in out

@@ -14,6 +14,7 @@ from conftest import REVISION, lay_out_hf_cache, trained_unet
 from safetensors.torch import load_file, save_file
 
 import pgl_zoo
+from pgl_zoo import sources
 from pgl_zoo import weights as W
 from pgl_zoo.atomic import default_file_mode
 from pgl_zoo.nets import build_unet, unique_state_dict
@@ -102,7 +103,7 @@ def test_load_from_bundled_location(saved, published_card, monkeypatch, tmp_path
     net, folder = saved
     bundled = tmp_path / "bundled"
     shutil.copytree(folder, bundled / published_card.name)
-    monkeypatch.setattr(W, "BUNDLED_DIR", bundled)
+    monkeypatch.setattr(sources, "BUNDLED_DIR", bundled)
     encoder = pgl_zoo.load_pgl_encoder(published_card.name)
     assert encoder.load_report.source == "bundled" and encoder.load_report.sha256_verified
     _assert_encoder_equal(encoder, net)
@@ -238,3 +239,47 @@ def test_saving_the_same_weights_twice_gives_the_same_digest(tmp_path):
     digests = {json.loads((pgl_zoo.save_pretrained(state, card, tmp_path / str(i)) / "card.json").read_text())["sha256"]
                for i in range(4)}
     assert len(digests) == 1
+
+
+def test_resolution_order_the_earlier_place_wins(saved, published_card, monkeypatch, tmp_path):
+    """The same registered weights in every place: explicit path > $PGL_ZOO_WEIGHTS > bundled > HF cache.
+
+    ``sources.locate`` (what ``pgl-zoo list`` shows) names the same place as ``resolve_weights`` uses.
+    """
+    _, folder = saved
+    name = published_card.name
+    cache = tmp_path / "hf-cache"
+    snapshot = lay_out_hf_cache(cache, published_card.hub_repo_id, REVISION,
+                                {"model.safetensors": folder / "model.safetensors"})
+    monkeypatch.setattr(sources, "BUNDLED_DIR", tmp_path / "bundled")
+    bundled = shutil.copytree(folder, tmp_path / "bundled" / name)
+    portable = shutil.copytree(folder, tmp_path / "usb" / name)
+    explicit = shutil.copytree(folder, tmp_path / "explicit")
+    monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "usb"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def used(**kwargs):
+        found = W.resolve_weights(name, cache_dir=cache, **kwargs)
+        return found.source, found.path
+
+    assert used(weights=explicit) == ("local folder", explicit / "model.safetensors")
+    assert used() == ("$PGL_ZOO_WEIGHTS", portable / "model.safetensors")
+    assert sources.locate(published_card, cache_dir=cache).place == "portable"
+    monkeypatch.delenv("PGL_ZOO_WEIGHTS")
+    assert used() == ("bundled", bundled / "model.safetensors")
+    assert sources.locate(published_card, cache_dir=cache).place == "bundled"
+    shutil.rmtree(bundled)
+    assert used() == ("huggingface", snapshot / "model.safetensors")
+    assert sources.locate(published_card, cache_dir=cache) == sources.Location("cached", snapshot / "model.safetensors")
+    shutil.rmtree(cache)
+    assert sources.locate(published_card, cache_dir=cache).place == "remote only"
+
+
+def test_new_weights_do_not_inherit_the_base_cards_evaluation(tmp_path):
+    """A fine-tuned export starts without the base card's measured result, which describes other weights."""
+    from pgl_zoo.finetune.export import export_segmentation_model
+
+    base = pgl_zoo.get_card("pgl-ct-tiny").replace(evaluation={"summary": "test value 0.5 (a fixture)"})
+    folder = export_segmentation_model(trained_unet(2).state_dict(), base, 2, tmp_path / "seg")
+    card = pgl_zoo.ModelCard.from_json_file(folder / "card.json")
+    assert card.evaluation is None and card.size_bytes == (folder / "model.safetensors").stat().st_size

@@ -28,6 +28,7 @@ def export_segmentation_model(
     card = card.replace(
         status=NOT_PUBLISHED, task="segmentation", contents=("encoder", "decoder", "head"),
         num_classes=int(num_classes), sha256=None, hub_repo_id=None, revision=None,
+        evaluation=None,  # new weights: a result measured on others does not describe them
     )
     return save_pretrained(state_dict, card, out_dir)
 

@@ -92,5 +92,6 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_deco
         name=name, summary=f"{base.summary} Trained locally by pgl-zoo pretrain ({step} steps).",
         status=NOT_PUBLISHED, preprocessing=prep, patch_size_zyx=tuple(cfg.get("patch_size") or base.patch_size_zyx),
         contents=parts, hub_repo_id=None, revision=None, sha256=None, training=training, notes=notes,
+        evaluation=None,  # new weights: the base card's measured result does not describe them
     )
     return save_pretrained(state, card, out_dir)
