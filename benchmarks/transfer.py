@@ -105,13 +105,12 @@ class Target:
 
 
 def targets(quick: bool) -> dict[str, Target]:
-    from pgl_zoo.architecture import resenc_arch
+    import pgl_zoo
+    from pgl_zoo.registry import PGL_CT_ARCH
 
-    # CT: 5 stages (total stride 16: whole-chest context at 4 mm), narrow enough (2.4 M parameters with
-    # its decoder, 9.6 MB) to ship in the wheel as pgl-ct; MRI: pgl-ct-tiny's 4 stages (hippocampus crops
-    # are 35 x 51 x 35 voxels).
-    ct_arch = resenc_arch([16, 32, 64, 96, 128], [1, 1, 1, 1, 1], [[1, 1, 1]] + [[2, 2, 2]] * 4)
-    mri_arch = resenc_arch([16, 32, 64, 128], [1, 1, 1, 1], [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+    # CT: pgl-ct's network (the study's CT encoder 'pgl' is that model); MRI: pgl-ct-tiny's 4 stages
+    # (hippocampus crops are 35 x 51 x 35 voxels).
+    ct_arch, mri_arch = PGL_CT_ARCH, pgl_zoo.get_card("pgl-ct-tiny").arch
     out = {
         "CT": Target("CT", ct_arch, (32, 64, 64), 8, 1000, (48, 96, 96), 2, 6, 50, (1, 2, 4), 2, num_classes=2,
                      label_names={"0": "background", "1": "lungs"}),
@@ -377,7 +376,8 @@ def summarise(records: list[dict]) -> list[dict]:
         by_arm = {}
         for r in cell:
             by_arm.setdefault(r["arm"], {})[r["subset"]] = r["mean_dice"]
-        for arm, values in by_arm.items():
+        order = {a: i for i, a in enumerate(FULL_ARMS)}
+        for arm, values in sorted(by_arm.items(), key=lambda kv: order.get(kv[0], len(order))):
             row = {"modality": modality, "mode": mode, "k": k, "arm": arm, "n": len(values),
                    "mean_dice": float(np.mean(list(values.values())))}
             for ref in ("scratch", "byol"):
@@ -388,10 +388,15 @@ def summarise(records: list[dict]) -> list[dict]:
     return rows
 
 
-def _fmt_diff(value) -> str:
+MIN_SUBSETS_FOR_INTERVAL = 3  # a bootstrap over fewer subsets gives no meaningful interval
+
+
+def _fmt_diff(value, n: int) -> str:
     if not value:
         return ""
     mean, lo, hi = value
+    if n < MIN_SUBSETS_FOR_INTERVAL:
+        return f"{mean:+.3f} (no interval: {n} subset{'s' if n > 1 else ''})"
     mark = " *" if lo > 0 or hi < 0 else ""
     return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}"
 
@@ -401,7 +406,7 @@ def write_report(meta: dict, rows: list[dict], pretraining: list[dict], selectio
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['modality']} | {r['mode']} | {r['k']} | {r['arm']} | {r['n']} | {r['mean_dice']:.3f} | "
-                     f"{_fmt_diff(r.get('vs_scratch'))} | {_fmt_diff(r.get('vs_byol'))} |")
+                     f"{_fmt_diff(r.get('vs_scratch'), r['n'])} | {_fmt_diff(r.get('vs_byol'), r['n'])} |")
     table = "\n".join(lines)
     pre = ["| target | variant | loss global | loss local | std global | std local (voxels) | mean overlap | "
            "mean scale ratio | wall s |", "|---|---|---|---|---|---|---|---|---|"]
@@ -422,7 +427,7 @@ def write_report(meta: dict, rows: list[dict], pretraining: list[dict], selectio
     text = (f"# Transfer study v2\n\n## Test Dice\n\n{table}\n\n"
             "Mean Dice over the test cases after the last fine-tuning step, averaged over labelled subsets; "
             "differences are paired by subset (same cases, same seed), mean and 95 % percentile bootstrap interval "
-            "over subsets; * marks an interval that excludes 0. `pgl:enc` starts from PGL's encoder only; `pgl` and "
+            "over subsets (only with 3 or more subsets); * marks an interval that excludes 0. `pgl:enc` starts from PGL's encoder only; `pgl` and "
             "`best` also from its decoder. Probe: frozen encoder, decoder and head trained.\n\n"
             f"## Pretraining\n\n" + "\n".join(pre) + "\n\nLosses and collapse indicators: mean of the last 10 logged "
             "steps. Overlap and scale ratio: realised per pair, mean over the run.\n\n"
@@ -475,11 +480,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores/workers)")
     parser.add_argument("--deadline-min", type=float, default=None, help="take no new job after this many minutes")
     parser.add_argument("--quick", action="store_true", help="tiny budgets and subsets: proves every path runs")
+    parser.add_argument("--report", type=Path, metavar="JSON", help="only rewrite the .md and the plot from a result JSON")
     return parser.parse_args(argv)
+
+
+def rewrite_report(path: Path) -> None:
+    """The tables and plot of an earlier result JSON, written again beside it (e.g. after a format change)."""
+    result = json.loads(path.read_text())
+    records = result["records"]
+    rows = summarise(records)
+    pretraining = [r for r in records if r.get("kind") == "pretrain"]
+    write_report(result["meta"], rows, pretraining, result["selection"], path.with_suffix(".md"))
+    write_curves(records, path.with_name(path.stem + "_curves.png"))
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.report:
+        rewrite_report(args.report)
+        return {}
     started = time.time()
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     deadline = started + 60 * args.deadline_min if args.deadline_min else float("inf")

@@ -69,7 +69,7 @@ def load_pgl_encoder(
 
 
 def pgl_unet3d(
-    num_classes: int,
+    num_classes: int = 2,
     *,
     encoder: str | PathLike = "pgl-ct",
     weights: PathLike | None = None,

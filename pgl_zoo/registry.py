@@ -14,9 +14,10 @@ from .errors import UnknownModelError
 # Clip range quoted (second-hand) for the paper's CT preprocessing, then z-score.
 CT_WINDOW_HU = (-1024.0, 325.0)
 
-PGL_CT_RECIPE = (
-    "pgl-zoo pretrain --data CT_FOLDER --model pgl-ct --out runs/pgl-ct --steps 100000 "
-    "--batch-size 8 --local-weight 1.0 ; pgl-zoo export runs/pgl-ct --name pgl-ct --out pgl-ct/"
+PGL_CT_LARGE_RECIPE = (
+    "torchrun --nproc_per_node=8 -m pgl_zoo.cli pretrain --data CT_FOLDER --model pgl-ct-large "
+    "--out runs/pgl-ct-large --steps 100000 --batch-size 8 ; "
+    "pgl-zoo export runs/pgl-ct-large --name pgl-ct-large --decoder --out pgl-ct-large/"
 )
 
 _CARDS: dict[str, ModelCard] = {}
@@ -30,10 +31,83 @@ def register(card: ModelCard) -> ModelCard:
     return card
 
 
+# pgl-ct: 5 stages (total stride 16: whole-chest context at 4 mm) narrow enough (2.4 M parameters with its
+# decoder, 9.6 MB) to ship in the wheel; the transfer study v2 (benchmarks/transfer.py) trains it on CT.
+PGL_CT_ARCH = resenc_arch([16, 32, 64, 96, 128], [1, 1, 1, 1, 1], [[1, 1, 1]] + [[2, 2, 2]] * 4)
+PGL_CT_PREPROCESSING = Preprocessing(spacing_xyz_mm=(4.0, 4.0, 4.0), orientation="LPS", window=CT_WINDOW_HU,
+                                     normalization="zscore")
+PGL_CITATION_NOTE = "Weights license CC BY 4.0; attribute the training scans listed (their licenses in training.data)."
+PGL_CT_SOURCES = [
+    "ct/lctsc_lungs/imagesTr/lung_000..lung_004 (TCIA LCTSC, CC BY 3.0; images only, no labels)",
+    "ct/more/lidc_0314_chest.nii.gz (LIDC-IDRI, CC BY 3.0)",
+    "ct/more/pancreas_ct_cb_001_abdomen.nii.gz (TCIA Pancreatic-CT-CBCT-SEG, CC BY 4.0)",
+    "ct/more/slicer_ctchest4.nrrd (3D Slicer sample via slicerio, MIT)",
+    "ct/totalseg_patient_a/example_ct.nii.gz, example_ct_sm.nii.gz (TotalSegmentator, CC BY 4.0)",
+    "ct/chest_dicom_series (ITKElastix example, Apache-2.0; 10 slices)",
+    "ct/liver_3slice_dicom/dicom (dcmqi, BSD-3-Clause; 3 slices)",
+]
+PGL_CT_STUDY = "python benchmarks/study_data.py --out study_data && python benchmarks/transfer.py --data study_data " \
+    "--device cuda --workers 14"
+
 register(
     ModelCard(
         name="pgl-ct",
-        summary="Paper-scale residual 3D U-Net encoder (widths 32-64-128-256-320) for CT, PGL pretraining.",
+        summary="Small residual 3D U-Net encoder + decoder (widths 16-32-64-96-128) for CT at 4 mm, PGL-pretrained "
+        "on 12 public CT volumes; bundled. The zoo's default encoder.",
+        status=BUNDLED,
+        arch=PGL_CT_ARCH,
+        modality="CT",
+        preprocessing=PGL_CT_PREPROCESSING,
+        patch_size_zyx=(32, 64, 64),
+        contents=("encoder", "decoder"),
+        # Digest and size of pgl_zoo/bundled/pgl-ct/model.safetensors (scripts/bundle_model.py prints them).
+        sha256="deaafd3c1d5b567404902c69d84a58d03a2e24a0d6cac769813ac8d751cc9288",
+        size_bytes=9572200,
+        hub_repo_id="pgl-zoo/pgl-ct",
+        license="CC BY 4.0",
+        training={
+            "method": "PGL (global BYOL loss + prior-guided local loss on decoder level 3, weight 1)",
+            "steps": 1000,
+            "batch_size": 8,
+            "data": {
+                "count": 12,
+                "sources": PGL_CT_SOURCES,
+                "excluded": "the transfer study's LCTSC test cases lung_005..007; ct/not_hu (not in HU); "
+                "ct/tiny_dicom (non-uniform slice spacing); label maps lying beside the scans",
+            },
+            "hyperparameters": {
+                "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01, "warmup_steps": 50, "clip_grad": 1.0,
+                "base_momentum": 0.996, "local_weight": 1.0, "local_levels": [3], "scale_range": [0.75, 1.5],
+                "overlap_range": [0.3, 0.8], "local_control": "none", "rotate": False, "seed": 0,
+            },
+            "final_losses": {"loss": 0.604, "loss_global": 0.350, "loss_local": 0.254},
+            "final_indicators": {"std_global": 0.0706, "std_local_voxels": 0.0929},
+            "control": "the same run with shuffled local positions ended at local loss 0.565 (aligned: 0.254)",
+            "recipe": PGL_CT_STUDY + " (variant 'pgl'; its CT encoder is this model) ; "
+            "python scripts/bundle_model.py pgl-ct runs/transfer_v2/CT/encoders/pgl",
+            "hardware": "one NVIDIA H200 shared by 14 concurrent study jobs, torch 2.11: 367 s. The scans were "
+            "resampled to 4 mm with SimpleITK and stored as int16 HU (benchmarks/study_data.py).",
+        },
+        evaluation={
+            "summary": "LCTSC lungs, 1 labelled case: Dice 0.871 vs 0.867 from scratch (2 subsets, no interval; "
+            "study v2, incomplete)",
+            "protocol": "benchmarks/transfer.py: full fine-tuning 300 steps at 4 mm, 3 held-out LCTSC cases",
+            "results": "benchmarks/results/transfer_v2.md",
+        },
+        notes=(
+            "A small model, not the paper's: 1000 PGL steps (batch 8) on 12 public CT volumes, at 4 mm. The file "
+            "holds the encoder and the decoder; the local loss trained decoder level 3, finer levels keep their "
+            "initialisation. Its measured transfer gain is within noise (README, transfer study v2). "
+            + PGL_CITATION_NOTE
+        ),
+    )
+)
+
+register(
+    ModelCard(
+        name="pgl-ct-large",
+        summary="Paper-scale residual 3D U-Net encoder (widths 32-64-128-256-320) for CT, PGL pretraining; "
+        "weights not yet published.",
         status=NOT_PUBLISHED,
         arch=resenc_arch(
             [32, 64, 128, 256, 320], [1, 2, 2, 2, 2], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
@@ -43,16 +117,17 @@ register(
             spacing_xyz_mm=(1.0, 1.0, 2.5), orientation="LPS", window=CT_WINDOW_HU, normalization="zscore"
         ),
         patch_size_zyx=(16, 96, 96),
-        hub_repo_id="pgl-zoo/pgl-ct",
+        hub_repo_id="pgl-zoo/pgl-ct-large",
         training={
             "method": "PGL (global BYOL loss + prior-guided local loss)",
-            "recipe": PGL_CT_RECIPE,
+            "recipe": PGL_CT_LARGE_RECIPE,
             "data": "none yet: the paper used 1,808 public CT scans (RibFrac, MSD tasks 8, 10, 7, 6)",
         },
         notes=(
             "No weights exist yet: the paper's authors never released theirs and this project has not "
-            "trained the paper-scale model. Loading it pretrained fails; use pretrained=False for the "
-            "architecture, or train it with the recipe above. Spacing and widths are project defaults."
+            "trained the paper-scale model (a 2-core CPU cannot). Loading it pretrained fails; use "
+            "pretrained=False for the architecture, or train it on your GPUs with the recipe above. Spacing "
+            "and widths are project defaults."
         ),
     )
 )
@@ -71,7 +146,7 @@ register(
         patch_size_zyx=(32, 64, 64),
         contents=("encoder", "decoder"),
         # Digest and size of pgl_zoo/bundled/pgl-ct-tiny/model.safetensors; the bundled card.json equals this card
-        # (tests/test_registry_cards.py; scripts/bundle_pgl_ct_tiny.py writes it).
+        # (tests/test_registry_cards.py; scripts/bundle_model.py writes it).
         sha256="56fafc608a7e0ccff52554434eec85d72d0eae55872c269815ad497de7d2d771",
         size_bytes=5105224,
         hub_repo_id="pgl-zoo/pgl-ct-tiny",
@@ -106,7 +181,9 @@ register(
             "recipe": "pgl-zoo pretrain --data ../shared/data/ct/totalseg_patient_a --data ../shared/data/ct/"
             "chest_dicom_series --data ../shared/data/ct/liver_3slice_dicom --data ../shared/data/ct/not_hu "
             "--data ../shared/data/ct/more --model pgl-ct-tiny --out runs/pgl-ct-tiny --batch-size 4 "
-            "--non-hu rescale --steps 300 ; python scripts/bundle_pgl_ct_tiny.py runs/pgl-ct-tiny",
+            "--non-hu rescale --steps 300 --crop-scale 1.1,1.4 --overlap 0.1,1.0 ; pgl-zoo export runs/pgl-ct-tiny "
+            "--decoder --out EXPORT ; python scripts/bundle_model.py pgl-ct-tiny EXPORT (trained with 0.2's views: "
+            "crop scale 1.1-1.4 and overlap >= 0.1 by rejection sampling, which --overlap 0.1,1.0 approximates)",
             "hardware": "2-core x86_64 CPU shared with other work, torch 2.14.1: 55 min wall time (steps 1-134 on "
             "one thread, stopped with Ctrl-C and resumed exactly with --resume on two threads)",
         },

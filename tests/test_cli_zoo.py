@@ -23,15 +23,17 @@ def test_info_json_is_the_card(capsys):
     code, out, _ = call(capsys, "info", "pgl-ct", "--json")
     assert code == 0
     assert pgl_zoo.ModelCard.from_dict(json.loads(out)) == pgl_zoo.get_card("pgl-ct")
+    code, out, _ = call(capsys, "info", "pgl-ct-large")
+    assert "status: not yet published" in out and "recipe: torchrun" in out and "window" in out
     code, out, _ = call(capsys, "info", "pgl-ct")
-    assert "status: not yet published" in out and "recipe: pgl-zoo pretrain" in out and "window" in out
+    assert "status: bundled" in out and "LCTSC lungs" in out
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["info", "pgl-nope"], "error: unknown model 'pgl-nope'; known models: pgl-ct, pgl-ct-tiny"),
-        (["download", "--model", "pgl-ct"], "error: pgl-ct: weights not yet published"),
+        (["info", "pgl-nope"], "error: unknown model 'pgl-nope'; known models: pgl-ct, pgl-ct-large"),
+        (["download", "--model", "pgl-ct-large"], "error: pgl-ct-large: weights not yet published"),
         (["push", "/nonexistent-folder", "--repo-id", "a/b", "--dry-run"], "does not exist"),
     ],
 )
@@ -70,12 +72,22 @@ def test_download_refuses_a_corrupted_cache_entry(saved, published_card, tmp_pat
     assert code == 1 and "sha256 mismatch" in err and published_card.sha256 in err
 
 
+def test_download_of_the_default_encoder_works_offline_and_prints_the_verified_path(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = call(capsys, "download", "--model", "pgl-ct")
+    assert code == 0, err
+    card = pgl_zoo.get_card("pgl-ct")
+    path = next(word for line in out.splitlines() for word in line.split() if word.endswith(card.filename))
+    assert pgl_zoo.hashing.sha256_file(path) == card.sha256 and "sha256 verified" in out
+    assert pgl_zoo.load_pgl_encoder("pgl-ct").load_report.encoder_fraction == 1.0
+
+
 def test_download_all_writes_portable_folders_that_load_offline(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out, err = call(capsys, "download", "--all", "--local-dir", str(tmp_path / "usb"))
     assert code == 0, err
-    assert "skip pgl-ct: weights not yet published" in err
-    assert "pgl-ct-tiny" in out and "sha256 verified" in out
+    assert "skip pgl-ct-large: weights not yet published" in err
+    assert "pgl-ct-tiny:" in out and "pgl-ct:" in out and "sha256 verified" in out
     monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "usb"))
     encoder = pgl_zoo.load_pgl_encoder("pgl-ct-tiny")
     assert encoder.load_report.source == "$PGL_ZOO_WEIGHTS" and encoder.load_report.sha256_verified
@@ -133,7 +145,7 @@ def test_list_shows_size_place_and_result(saved, published_card, tmp_path):
         "name": "test-published", "status": "published", "size_bytes": size, "modality": "CT",
         "weights": "remote only", "weights_path": None,
         "evaluation": "test value 0.5 (a fixture, not a measurement)", "summary": card.summary}
-    assert by_name["pgl-ct"]["weights"] == "none" and by_name["pgl-ct"]["size_bytes"] is None
+    assert by_name["pgl-ct-large"]["weights"] == "none" and by_name["pgl-ct-large"]["size_bytes"] is None
     tiny = pgl_zoo.get_card("pgl-ct-tiny")
     assert by_name["pgl-ct-tiny"]["weights"] == "bundled" and by_name["pgl-ct-tiny"]["size_bytes"] == tiny.size_bytes
     assert by_name["pgl-ct-tiny"]["evaluation"] is None

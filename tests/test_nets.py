@@ -49,9 +49,9 @@ def test_encoder_features_highest_resolution_first_with_their_strides():
 
 
 def test_paper_scale_widths():
-    enc = pgl_zoo.load_pgl_encoder("pgl-ct", pretrained=False)
+    enc = pgl_zoo.load_pgl_encoder("pgl-ct-large", pretrained=False)
     assert enc.widths == [32, 64, 128, 256, 320]
-    assert enc.card.name == "pgl-ct" and enc.load_report is None
+    assert enc.card.name == "pgl-ct-large" and enc.load_report is None
 
 
 def test_torch_hub_local_unet_shapes():
@@ -67,10 +67,21 @@ def test_torch_hub_local_unet_shapes():
     assert isinstance(enc, ResidualEncoder3d)
 
 
-def test_paper_scale_unet_via_hub_default_encoder():
-    net = torch.hub.load(str(REPO), "pgl_unet3d", source="local", pretrained=False, num_classes=3)
+def test_hub_defaults_load_the_bundled_default_encoder_offline(monkeypatch):
+    """torch.hub.load(repo, "pgl_unet3d") with no arguments: pgl-ct's weights (bundled, no network),
+    100 % of encoder and decoder loaded, a new 2-class head."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    net = torch.hub.load(str(REPO), "pgl_unet3d", source="local")
+    assert net.card.name == "pgl-ct" and net.load_report.encoder_fraction == 1.0
+    assert all(part_of(k) == "head" for k in net.load_report.not_from_weights)
     with torch.no_grad():
-        assert net.eval()(torch.randn(1, 1, 64, 64, 64)).shape == (1, 3, 64, 64, 64)
+        assert net.eval()(torch.randn(1, 1, 32, 64, 64)).shape == (1, 2, 32, 64, 64)
+
+
+def test_paper_scale_unet_architecture():
+    net = torch.hub.load(str(REPO), "pgl_unet3d", source="local", pretrained=False, num_classes=3,
+                         encoder="pgl-ct-large")
+    assert [int(c) for c in net.encoder.output_channels] == [32, 64, 128, 256, 320]
 
 
 def test_odd_sizes_are_zero_padded_at_the_far_end_and_cropped_back():

@@ -132,10 +132,10 @@ def test_one_flipped_byte_is_refused(saved):
 
 
 def test_unpublished_card_refuses_pretrained_and_never_returns_random_weights():
-    with pytest.raises(pgl_zoo.WeightsNotAvailableError, match="pgl-ct: weights not yet published"):
-        pgl_zoo.load_pgl_encoder("pgl-ct")
+    with pytest.raises(pgl_zoo.WeightsNotAvailableError, match="pgl-ct-large: weights not yet published"):
+        pgl_zoo.load_pgl_encoder("pgl-ct-large")
     with pytest.raises(pgl_zoo.WeightsNotAvailableError):
-        pgl_zoo.pgl_unet3d(3, encoder="pgl-ct")
+        pgl_zoo.pgl_unet3d(3, encoder="pgl-ct-large")
 
 
 def test_unet_load_report_names_decoder_and_head_as_not_from_weights(saved):

@@ -1,0 +1,104 @@
+"""Train and score the zoo's task models (the recipes their cards quote).
+
+    python scripts/task_models.py lungs --out runs/zoo        # pgl-lungs-ct
+    python scripts/task_models.py hippocampus --out runs/zoo  # pgl-hippocampus-mri
+
+Each fine-tunes ``pgl_unet3d`` from the bundled ``pgl-ct`` encoder and decoder with
+``pgl_zoo.finetune.finetune`` (the best epoch by Dice on a validation split drawn from the training
+cases), then segments the held-out test cases with ``pgl_zoo.inference.segment_files`` (the label
+maps on each input's own grid, as ``pgl-zoo segment`` writes them) and scores them with
+``pgl_zoo.evaluate.evaluate_folders`` against the expert labels. The test cases are the transfer
+study's (benchmarks/study_data.py): LCTSC lung_005..007, and the 30 seeded hippocampus cases.
+Prints the test Dice to record in the card; ``scripts/bundle_model.py NAME RUN/model`` then bundles it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from study_data import CT_TEST_CASES, MRI_TEST_COUNT, SHARED, SPLIT_SEED  # noqa: E402
+
+RECIPES = {
+    "lungs": {
+        "name": "pgl-lungs-ct", "data": SHARED / "ct" / "lctsc_lungs", "num_classes": 2, "modality": "CT",
+        "label_names": {"0": "background", "1": "lungs"}, "patch": (32, 64, 64), "batch": 2, "epochs": 8,
+        "steps_per_epoch": 25, "overrides": {},
+    },
+    "hippocampus": {
+        "name": "pgl-hippocampus-mri", "data": SHARED / "mri" / "hippocampus", "num_classes": 3, "modality": "MRI",
+        "label_names": {"0": "background", "1": "anterior", "2": "posterior"}, "patch": (32, 48, 32), "batch": 4,
+        "epochs": 6, "steps_per_epoch": 50,
+        "overrides": {"spacing_xyz_mm": "native", "window": "none", "normalization": "zscore"},
+    },
+}
+
+
+def split(task: str, names: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(train, validation, test) case names: the study's test cases; validation from the rest."""
+    if task == "lungs":
+        test = list(CT_TEST_CASES)
+        rest = [n for n in names if n not in test]
+        return rest[:-1], rest[-1:], test
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(names))
+    test = sorted(names[i] for i in order[:MRI_TEST_COUNT])
+    rest = [names[i] for i in order[MRI_TEST_COUNT:]]
+    return rest[10:], rest[:10], test
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=sorted(RECIPES))
+    parser.add_argument("--out", type=Path, default=Path("runs/zoo"))
+    parser.add_argument("--encoder", default="pgl-ct")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--evaluate-only", action="store_true", help="score RUN/model of an earlier run")
+    args = parser.parse_args(argv)
+    from pgl_zoo.evaluate import evaluate_folders
+    from pgl_zoo.finetune import FinetuneConfig, finetune
+    from pgl_zoo.finetune.data import find_cases
+    from pgl_zoo.inference import segment_files
+
+    r = RECIPES[args.task]
+    pairs = {p.name: p for p in find_cases(r["data"])}
+    train, val, test = split(args.task, sorted(pairs))
+    run = args.out / r["name"]
+    started = time.perf_counter()
+    result = None if args.evaluate_only else finetune(FinetuneConfig(
+        out=run, num_classes=r["num_classes"], data=r["data"], train_cases=train, val_cases=val,
+        encoder=args.encoder, label_names=r["label_names"], modality=r["modality"], patch_size_zyx=r["patch"],
+        batch_size=r["batch"], epochs=r["epochs"], steps_per_epoch=r["steps_per_epoch"], overlap=0.25, seed=0,
+        name=r["name"], device=args.device, resume=(run / "checkpoints" / "last.pt").is_file(), **r["overrides"],
+    ))
+    train_s = time.perf_counter() - started
+    pred = run / "test_predictions"
+    gt = run / "test_labels"
+    gt.mkdir(parents=True, exist_ok=True)
+    for name in test:  # the expert labels of the test cases, linked under the prediction names
+        link = gt / f"{name}.nii.gz"
+        if not link.exists():
+            link.symlink_to(pairs[name].label.resolve())
+    started = time.perf_counter()
+    segment_files([pairs[n].image for n in test], pred, run / "model", overlap=0.5, device=args.device,
+                  progress=False)
+    segment_s = time.perf_counter() - started
+    evaluation = evaluate_folders(pred, gt, r["num_classes"], r["label_names"])
+    summary = {"name": r["name"], "train_cases": train, "val_cases": val, "test_cases": test,
+               "best_epoch": result.best_epoch if result else None, "val_dice": result.best_dice if result else None,
+               "test_dice": evaluation.class_means(), "test_mean_dice": evaluation.mean(),
+               "train_s": round(train_s, 1), "segment_s": round(segment_s, 1)}
+    (run / "test_summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if not k.endswith("_cases")}, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
