@@ -427,7 +427,8 @@ def write_report(meta: dict, rows: list[dict], pretraining: list[dict], selectio
     text = (f"# Transfer study v2\n\n## Test Dice\n\n{table}\n\n"
             "Mean Dice over the test cases after the last fine-tuning step, averaged over labelled subsets; "
             "differences are paired by subset (same cases, same seed), mean and 95 % percentile bootstrap interval "
-            "over subsets (only with 3 or more subsets); * marks an interval that excludes 0. `pgl:enc` starts from PGL's encoder only; `pgl` and "
+            "over subsets (only with 3 or more subsets); * marks an interval that excludes 0. `pgl:enc` starts "
+            "from PGL's encoder only; `pgl` and "
             "`best` also from its decoder. Probe: frozen encoder, decoder and head trained.\n\n"
             f"## Pretraining\n\n" + "\n".join(pre) + "\n\nLosses and collapse indicators: mean of the last 10 logged "
             "steps. Overlap and scale ratio: realised per pair, mean over the run.\n\n"
@@ -480,7 +481,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores/workers)")
     parser.add_argument("--deadline-min", type=float, default=None, help="take no new job after this many minutes")
     parser.add_argument("--quick", action="store_true", help="tiny budgets and subsets: proves every path runs")
-    parser.add_argument("--report", type=Path, metavar="JSON", help="only rewrite the .md and the plot from a result JSON")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="only rewrite the .md and the plot from a result JSON")
     return parser.parse_args(argv)
 
 

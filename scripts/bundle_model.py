@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     source = ModelCard.from_json_file(args.source / "card.json")
     differ = [k for k in MUST_AGREE if getattr(source, k) != getattr(registered, k)]
     if differ:
-        details = "; ".join(f"{k}: source {getattr(source, k)!r} vs registry {getattr(registered, k)!r}" for k in differ)
+        details = "; ".join(f"{k}: source {getattr(source, k)!r} vs registry {getattr(registered, k)!r}"
+                            for k in differ)
         raise SystemExit(f"{args.source}: does not match the registry card of {args.name}: {details}")
     state = load_file(str(args.source / source.filename))
     out = save_pretrained(state, registered, BUNDLED_DIR / args.name)
