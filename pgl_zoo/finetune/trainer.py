@@ -309,6 +309,7 @@ def _export_best(config: FinetuneConfig, run_dir: Path, net: torch.nn.Module, ba
         modality=config.modality or base_card.modality,
         patch_size_zyx=patch,
         label_names={str(c): n for c, n in class_names.items()},
+        notes=f"Fine-tuned by pgl-zoo finetune from {config.encoder or 'random initialisation'}; see training.",
         training={
             "method": "supervised fine-tuning (Dice + cross-entropy)",
             "initialisation": str(config.encoder) if config.encoder is not None else "random (from scratch)",
