@@ -111,6 +111,21 @@ register(
 )
 
 
+# The encoder that fine-tuning, the demo and the API start from when none is named. Today the best
+# published zoo encoder is the bundled demonstration model; change this one line when a better encoder
+# (e.g. a bundled or published ``pgl-ct``) is registered.
+DEFAULT_ENCODER = "pgl-ct-tiny"
+
+
+def default_encoder() -> str:
+    """The zoo encoder used when none is named: the best registered encoder with weights (now "pgl-ct-tiny").
+
+    ``pgl-zoo finetune``, ``pgl-zoo demo``, :func:`pgl_zoo.load_pgl_encoder` and
+    :func:`pgl_zoo.pgl_unet3d` all take their default from here.
+    """
+    return DEFAULT_ENCODER
+
+
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
     return sorted(_CARDS)
