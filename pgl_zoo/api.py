@@ -10,6 +10,7 @@ from .cards import ModelCard
 from .errors import PglZooError
 from .load_report import LoadReport, load_parts
 from .nets import ResidualEncoder3d, UNet3d, build_encoder, build_unet
+from .registry import default_encoder
 from .resolve import resolve_model, run_model_folder
 from .weights import read_state_dict, resolve_weights
 
@@ -35,7 +36,7 @@ def _card_only(model: str | ModelCard) -> ModelCard:
 
 
 def load_pgl_encoder(
-    name: str | PathLike = "pgl-ct",
+    name: str | PathLike | None = None,
     *,
     weights: PathLike | None = None,
     pretrained: bool = True,
@@ -47,7 +48,8 @@ def load_pgl_encoder(
 ) -> ResidualEncoder3d:
     """A zoo encoder, with its pretrained weights unless ``pretrained=False``.
 
-    ``name`` is a registered model (``pgl_zoo.list_models()``) or a folder saved by pgl-zoo.
+    ``name`` is a registered model (``pgl_zoo.list_models()``) or a folder saved by pgl-zoo;
+    None means :func:`pgl_zoo.registry.default_encoder` (now "pgl-ct").
     ``weights`` overrides where the weights come from (a file or folder). The sha256 recorded in
     the card is verified before loading. Loading is strict: a missing, unexpected or mis-shaped
     key raises LoadError. The returned module has ``.card`` and ``.load_report`` attributes
@@ -56,6 +58,7 @@ def load_pgl_encoder(
     Input (N, in_channels, z, y, x) preprocessed as ``encoder.card.preprocessing`` says; output:
     a list of feature maps, highest resolution first.
     """
+    name = default_encoder() if name is None else name
     if not pretrained:
         card = _card_only(name)
         encoder = build_encoder(card.arch, in_channels or card.in_channels)
@@ -71,7 +74,7 @@ def load_pgl_encoder(
 def pgl_unet3d(
     num_classes: int = 2,
     *,
-    encoder: str | PathLike = "pgl-ct",
+    encoder: str | PathLike | None = None,
     weights: PathLike | None = None,
     pretrained: bool = True,
     in_channels: int = 1,
@@ -84,6 +87,8 @@ def pgl_unet3d(
 ) -> UNet3d:
     """A segmentation network (encoder + decoder + head) on a zoo encoder.
 
+    ``encoder`` is a zoo name or a folder saved by pgl-zoo; None means
+    :func:`pgl_zoo.registry.default_encoder` (now "pgl-ct").
     With ``pretrained=True`` the encoder is loaded from the zoo entry (first convolution adapted
     when ``in_channels`` differs), and the decoder too when the file has one and
     ``load_decoder``; the head is always new. ``.load_report`` lists what came from the weights
@@ -92,6 +97,7 @@ def pgl_unet3d(
 
     Input (N, in_channels, z, y, x); output logits (N, num_classes, z, y, x), any size.
     """
+    encoder = default_encoder() if encoder is None else encoder
     if not pretrained:
         card = _card_only(encoder)
         net = build_unet(card.arch, num_classes, in_channels)

@@ -15,6 +15,7 @@ import click
 
 # command name -> "module:attribute"; each module keeps its own heavy imports.
 COMMANDS = {
+    "demo": "pgl_zoo.cli_demo:demo_cmd",
     "list": "pgl_zoo.cli_zoo:list_cmd",
     "info": "pgl_zoo.cli_zoo:info_cmd",
     "download": "pgl_zoo.cli_zoo:download_cmd",
@@ -57,6 +58,7 @@ def cli(offline: bool, endpoint: str | None) -> None:
     """pgl-zoo: PGL-pretrained 3D encoders for medical image segmentation.
 
     \b
+    Main job:      pgl-zoo demo --out demo/   (offline, on the sample chest CTs; --help for what it does)
     Use a model:   pgl-zoo list | info NAME | download --model NAME
     Train:         pgl-zoo pretrain --data ./ct/ --out RUN ; pgl-zoo export RUN --name N --out DIR
     nnU-Net:       pgl-zoo nnunet-plans --model N --plans P.json --out DIR ; export N --format nnunet --out F

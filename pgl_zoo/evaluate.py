@@ -101,11 +101,23 @@ def _volumes(folder: Path) -> dict[str, Path]:
     return found
 
 
+def _nnunet_case(name: str, gts: dict[str, Path], preds: dict[str, Path]) -> str:
+    """``CASE_0000`` -> ``CASE`` when only the latter is a ground-truth case and no prediction has that name."""
+    if name in gts or len(name) < 6 or name[-5] != "_" or not name[-4:].isdigit():
+        return name
+    case = name[:-5]
+    return case if case in gts and case not in preds else name
+
+
 def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> tuple[dict[str, tuple[Path, Path]], list[str], list[str]]:
-    """({case: (prediction, ground truth)}, missing predictions, extra predictions), by case name."""
+    """({case: (prediction, ground truth)}, missing predictions, extra predictions), by case name.
+
+    A prediction named like an nnU-Net image, ``CASE_0000``, pairs with the ground truth ``CASE``."""
     preds, gts = _volumes(Path(pred_dir)), _volumes(Path(gt_dir))
     if not gts:
         raise DataError(f"{gt_dir}: no label files (.nii.gz, .nrrd, .mha, ...) found")
+    # `segment imagesTr/` names its outputs after nnU-Net images (CASE_0000); their labels are CASE.
+    preds = {_nnunet_case(name, gts, preds): path for name, path in preds.items()}
     pairs = {name: (preds[name], gts[name]) for name in gts if name in preds}
     return pairs, sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
 

@@ -245,6 +245,21 @@ register(
     )
 )
 
+# The encoder that fine-tuning, the demo and the API start from when none is named: the bundled pgl-ct
+# (its transfer result is the study v2's; pgl-ct-tiny has none). Change this one line for a better encoder.
+DEFAULT_ENCODER = "pgl-ct"
+
+
+def default_encoder() -> str:
+    """The zoo encoder used when none is named: the best registered encoder with weights (now "pgl-ct").
+
+    ``pgl-zoo finetune``, ``pgl-zoo demo``, :func:`pgl_zoo.load_pgl_encoder` and
+    :func:`pgl_zoo.pgl_unet3d` all take their default from here.
+    """
+    return DEFAULT_ENCODER
+
+
+
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""

@@ -64,6 +64,19 @@ def save_micro_segmenter(folder: Path, num_classes: int = 3, seed: int = 0, **ca
     return export_segmentation_model(net.state_dict(), card, num_classes, folder)
 
 
+def micro_lung_model(folder: Path) -> Path:
+    """A randomly initialised micro network exported as a 2-class lung model (CT, 6 mm, HU window
+    [-1024, 325], sliding window 32 x 64 x 64 voxels (z, y, x)); its Dice is poor but real."""
+    from pgl_zoo.finetune.export import export_segmentation_model
+    from pgl_zoo.nets import build_unet
+
+    torch.manual_seed(0)
+    net = build_unet(MICRO_ARCH, num_classes=2)
+    card = micro_card(name="micro-lungs", spacing=(6.0, 6.0, 6.0), window=(-1024.0, 325.0), patch=(32, 64, 64),
+                      modality="CT").replace(label_names={"0": "background", "1": "lungs"})
+    return export_segmentation_model(net.state_dict(), card, 2, folder)
+
+
 def hippocampus_subset(root: Path, names: list[str]) -> Path:
     """An MSD-layout folder of symlinks to a few hippocampus cases (the data are never copied)."""
     for sub in ("imagesTr", "labelsTr"):

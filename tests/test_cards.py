@@ -20,6 +20,27 @@ def test_registry_has_the_required_models():
     assert NAMES == sorted(NAMES)
 
 
+def test_the_default_encoder_is_a_registered_encoder_with_weights_and_every_default_uses_it():
+    import inspect
+
+    from pgl_zoo.api import load_pgl_encoder, pgl_unet3d
+    from pgl_zoo.finetune import FinetuneConfig
+    from pgl_zoo.registry import default_encoder
+
+    card = pgl_zoo.get_card(default_encoder())
+    assert card.has_weights and card.task != "segmentation" and "encoder" in card.contents
+    assert inspect.signature(load_pgl_encoder).parameters["name"].default is None
+    assert inspect.signature(pgl_unet3d).parameters["encoder"].default is None
+    assert FinetuneConfig(out="x", num_classes=2, data="d").encoder == default_encoder()
+    from pgl_zoo.cli_demo import demo_cmd
+    from pgl_zoo.finetune.cli import finetune_cmd
+
+    for command in (finetune_cmd, demo_cmd):  # `pgl-zoo finetune` / `pgl-zoo demo` without --encoder
+        assert next(p for p in command.params if p.name == "encoder").default == default_encoder()
+    encoder = load_pgl_encoder()  # no name: the default, from its weights (bundled: offline)
+    assert encoder.card.name == default_encoder() and encoder.load_report.complete
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_card_schema(name):
     card = pgl_zoo.get_card(name)

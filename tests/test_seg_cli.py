@@ -122,6 +122,24 @@ def test_evaluate_reports_missing_and_extra_predictions(tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
+def test_evaluate_pairs_predictions_named_like_nnunet_images_with_their_labels(tmp_path):
+    """`segment imagesTr/` writes CASE_0000.nii.gz; the label of that case is labelsTr/CASE.nii.gz."""
+    from pgl_zoo.evaluate import pair_files
+
+    label = np.zeros((6, 6, 6), np.uint8)
+    for name in ("lung_000", "lung_001", "case_0000"):
+        _write(tmp_path / "gt" / f"{name}.nii.gz", label)
+    for name in ("lung_000_0000", "lung_001", "case_0000", "other_0000"):
+        _write(tmp_path / "pred" / f"{name}.nii.gz", label)
+    pairs, missing, extra = pair_files(tmp_path / "pred", tmp_path / "gt")
+    assert {k: (p.name, g.name) for k, (p, g) in pairs.items()} == {
+        "lung_000": ("lung_000_0000.nii.gz", "lung_000.nii.gz"),
+        "lung_001": ("lung_001.nii.gz", "lung_001.nii.gz"),
+        "case_0000": ("case_0000.nii.gz", "case_0000.nii.gz"),  # an exact name wins
+    }
+    assert missing == [] and extra == ["other_0000"]
+
+
 @pytest.mark.parametrize("command", ["finetune", "segment", "evaluate"])
 def test_help_documents_every_option(command):
     run = _cli(command, "--help")

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import PglZooError
+from ..registry import default_encoder
 
 
 def _floats(text: str | None, count: int, option: str, keywords: tuple[str, ...] = ()) -> object:
@@ -36,11 +37,11 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--data", required=True, type=click.Path(exists=False),
               help="Labelled data: an MSD / nnU-Net folder (imagesTr/, labelsTr/, optional dataset.json) "
                    "or a CSV of image,label paths (relative to the CSV).")
-@click.option("--encoder", default="pgl-ct", show_default=True, metavar="NAME|PATH|none",
-              help="Zoo encoder to start from (registered name or folder with card.json); "
-                   "'none' trains from scratch on the same architecture (see --arch).")
+@click.option("--encoder", default=default_encoder(), show_default=True, metavar="NAME|PATH|none",
+              help="Zoo encoder to start from (registered name or folder with card.json); the default is the "
+                   "zoo's best encoder with weights. 'none' trains from scratch on the same architecture (see --arch).")
 @click.option("--arch", "architecture", metavar="NAME|PATH",
-              help="With --encoder none: the zoo entry whose architecture to use (default pgl-ct).")
+              help=f"With --encoder none: the zoo entry whose architecture to use (default {default_encoder()}).")
 @click.option("--num-classes", required=True, type=int, help="Number of classes including background (0).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder: config.json, metrics.jsonl, checkpoints/, and the exported model/.")

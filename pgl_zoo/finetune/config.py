@@ -10,6 +10,7 @@ from typing import Any
 
 from ..cards import Preprocessing
 from ..errors import PglZooError
+from ..registry import default_encoder
 from .data import Case, CasePair
 
 NATIVE = "native"  # spacing override: keep each scan's own spacing
@@ -28,8 +29,10 @@ class FinetuneConfig:
     ``val_fraction`` of the cases (at least one) are held out by a shuffle seeded with ``split_seed``,
     independent of ``seed`` so that runs with different seeds share the split.
 
-    Network: ``encoder`` is a zoo name or a folder with card.json (pretrained), or None to train
-    from scratch on the architecture of ``architecture`` (default: the encoder's, else "pgl-ct").
+    Network: ``encoder`` is a zoo name or a folder with card.json (pretrained; default
+    :func:`pgl_zoo.registry.default_encoder`, now "pgl-ct"), or None to train from scratch on
+    the architecture of ``architecture`` (default: the default encoder's, so that a from-scratch run
+    is the baseline of the default fine-tuning).
     ``init``: "encoder+decoder" (default; the decoder too when the file has one) or "encoder".
     ``cases`` may hold :class:`Case` objects (preprocessed arrays) instead of files.
 
@@ -59,7 +62,7 @@ class FinetuneConfig:
     val_cases: Sequence[str] | None = None
     val_fraction: float = 0.2
     split_seed: int = 0
-    encoder: str | Path | None = "pgl-ct"
+    encoder: str | Path | None = field(default_factory=default_encoder)
     architecture: str | Path | None = None
     init: str = "encoder+decoder"
     label_names: dict[str, str] | None = None

@@ -30,6 +30,7 @@ import torch
 from ..errors import DataError, OverwriteError, RunError
 from ..inference import predict_label
 from ..metrics import dice_per_class, nanmean
+from ..registry import default_encoder
 from ..runs import (
     LOCK_NAME,
     RunLock,
@@ -97,7 +98,8 @@ def _build_network(config: FinetuneConfig) -> torch.nn.Module:
     from ..api import pgl_unet3d
 
     if config.encoder is None:
-        return pgl_unet3d(config.num_classes, encoder=str(config.architecture or "pgl-ct"), pretrained=False)
+        return pgl_unet3d(config.num_classes, encoder=str(config.architecture or default_encoder()),
+                          pretrained=False)
     return pgl_unet3d(config.num_classes, encoder=str(config.encoder), pretrained=True,
                       load_decoder=config.init == "encoder+decoder")
 
