@@ -12,13 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from _cli import call
+from conftest import DATA_DIR as SHARED
 
 import pgl_zoo
 from pgl_zoo.datasets import sample_lungs_ct
 from pgl_zoo.metrics import dice_per_class
-
-from _cli import call
-from conftest import DATA_DIR as SHARED
 
 
 def _segment_and_score(capsys, model: str, images: list, labels: list, tmp_path, num_classes: int) -> list[float]:
