@@ -245,6 +245,49 @@ register(
     )
 )
 
+register(
+    ModelCard(
+        name="pgl-hippocampus-mri",
+        summary="Hippocampus (anterior, posterior) segmentation of T1 MRI crops, fine-tuned from pgl-ct on 160 "
+        "MSD Task04 cases at native 1 mm; bundled.",
+        status=BUNDLED,
+        arch=PGL_CT_ARCH,
+        modality="MRI",
+        preprocessing=Preprocessing(spacing_xyz_mm=None, orientation="LPS", window=None, normalization="zscore"),
+        patch_size_zyx=(32, 48, 32),
+        contents=("encoder", "decoder", "head"),
+        task="segmentation",
+        num_classes=3,
+        label_names={"0": "background", "1": "anterior", "2": "posterior"},
+        sha256="003aaea9d2f4420bc88021b8482cd61a21c95536efd60d08187df008e55fb33d",
+        size_bytes=9575448,
+        hub_repo_id="pgl-zoo/pgl-hippocampus-mri",
+        license="CC BY-SA 4.0",
+        training={
+            "method": "supervised fine-tuning (Dice + cross-entropy) from pgl-ct (a CT encoder: encoder + decoder; "
+            "new head), MRI z-score, no window, native spacing",
+            "data": "Medical Segmentation Decathlon Task04 Hippocampus (CC BY-SA 4.0) as in "
+            "../shared/data/mri/hippocampus: the transfer study's split (seed 2020): 30 test cases; of the other "
+            "170, 10 for validation (best epoch) and 160 for training",
+            "steps": 300, "batch_size": 4, "patch_size_zyx": [32, 48, 32], "lr": 0.001, "seed": 0, "best_epoch": 6,
+            "recipe": TASK_MODELS_RECIPE.format(task="hippocampus", name="pgl-hippocampus-mri"),
+            "hardware": "2-core x86_64 CPU shared with other work, torch 2.14.1: 16 min",
+        },
+        evaluation={
+            "summary": "Dice anterior 0.842, posterior 0.851 (mean 0.847) on 30 held-out MSD hippocampus cases",
+            "test_dice": {"anterior": 0.842, "posterior": 0.851}, "validation_dice": {"anterior": 0.835,
+                                                                                      "posterior": 0.855},
+            "protocol": "pgl-zoo segment of the test images, Dice against the manual labels (scripts/task_models.py)",
+        },
+        notes=(
+            "A small CPU-trained model: 300 steps. Its start from a CT encoder is a zoo convenience, not a measured "
+            "benefit (the transfer study v2 found none on this set's probe). Not a clinical tool. The weights derive "
+            "from CC BY-SA 4.0 data and are shared alike."
+        ),
+    )
+)
+
+
 # The encoder that fine-tuning, the demo and the API start from when none is named: the bundled pgl-ct
 # (its transfer result is the study v2's; pgl-ct-tiny has none). Change this one line for a better encoder.
 DEFAULT_ENCODER = "pgl-ct"
