@@ -1,4 +1,8 @@
-"""torch.hub entry points: ``torch.hub.load("org/pgl", "pgl_unet3d", num_classes=3)``."""
+"""torch.hub entry points, e.g. in a clone's root: ``torch.hub.load(".", "pgl_unet3d", source="local", num_classes=3)``.
+
+``pgl_encoder(name)`` is :func:`pgl_zoo.load_pgl_encoder` and ``pgl_unet3d(num_classes, encoder=...)`` is
+:func:`pgl_zoo.pgl_unet3d`; without a name both use the zoo's default encoder (bundled: no download).
+"""
 
 dependencies = ["torch", "safetensors", "huggingface_hub", "numpy", "SimpleITK", "dynamic_network_architectures"]
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .demo import DEFAULT_MODEL, FINETUNED_LABELS, PREVIEW, RUN_DIR, SUMMARY, ZOO_LABELS, DemoRecipe
-from .registry import default_encoder
+from .demo import DEFAULT_MODEL, DEMO_ENCODER, FINETUNED_LABELS, PREVIEW, RUN_DIR, SUMMARY, ZOO_LABELS, DemoRecipe
 
 _RECIPE = DemoRecipe()
 
@@ -16,9 +15,9 @@ _RECIPE = DemoRecipe()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, metavar="NAME|PATH",
               help="Part (a): the fine-tuned lung model: a zoo name, an exported model folder or a "
                    "`pgl-zoo finetune` run folder.")
-@click.option("--encoder", default=default_encoder(), show_default=True, metavar="NAME|PATH|none",
-              help="Part (b): the PGL encoder to fine-tune from (the default is the zoo's best encoder with "
-                   "weights); 'none' trains the same architecture from scratch, for comparison.")
+@click.option("--encoder", default=DEMO_ENCODER, show_default=True, metavar="NAME|PATH|none",
+              help="Part (b): the PGL encoder to fine-tune from (the recipe was calibrated with pgl-ct-tiny; "
+                   "pgl-ct gave Dice 0.893); 'none' trains the same architecture from scratch, for comparison.")
 @click.option("--fast", is_flag=True, help="Part (a) only: no fine-tuning (seconds instead of minutes).")
 @click.option("--steps", type=click.IntRange(min=1), metavar="N",
               help=f"Part (b): fine-tuning steps (default {_RECIPE.steps}, the calibrated recipe; fewer run faster "

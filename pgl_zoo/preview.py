@@ -19,11 +19,13 @@ __all__ = ["write_preview", "write_comparison_preview"]
 
 
 def _centre(label: np.ndarray) -> tuple[int, int, int]:
-    """The labelled voxels' centroid (z, y, x), or the volume centre when nothing is labelled."""
-    points = np.argwhere(label > 0)
-    if len(points):
-        return tuple(int(round(v)) for v in points.mean(axis=0))  # type: ignore[return-value]
-    return tuple(s // 2 for s in label.shape)  # type: ignore[return-value]
+    """The slice (z, y, x) with the most labelled voxels along each axis, or the volume centre when
+    nothing is labelled. (A centroid can fall between two organs, e.g. between the lungs.)"""
+    if not (label > 0).any():
+        return tuple(s // 2 for s in label.shape)  # type: ignore[return-value]
+    mask = label > 0
+    return tuple(int(np.argmax(mask.sum(axis=tuple(a for a in range(3) if a != axis))))  # type: ignore[return-value]
+                 for axis in range(3))
 
 
 def _pyplot():
@@ -44,8 +46,11 @@ def _views(array: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
 
 
 def _draw(image: sitk.Image, rows: Sequence[tuple[str, sitk.Image]], path: str | Path,
-          label_names: dict[str, str] | None, title: str | None, centre_from: sitk.Image) -> Path:
-    """One row per ``(row title, label image)``, three orthogonal slices through ``centre_from``'s centroid."""
+          label_names: dict[str, str] | None, title: str | None, outline_first: bool = False) -> Path:
+    """One row per ``(row title, label image)``: three orthogonal slices through the first row's labels.
+
+    ``outline_first``: rows after the first also show the first row's labels as a yellow outline.
+    """
     plt = _pyplot()
     from matplotlib.colors import ListedColormap
 
@@ -56,29 +61,39 @@ def _draw(image: sitk.Image, rows: Sequence[tuple[str, sitk.Image]], path: str |
             raise PglZooError(f"preview: label map {name!r} has shape {array.shape}, the image {volume.shape}")
     sx, sy, sz = image.GetSpacing()
     aspects = (sy / sx, sz / sx, sz / sy)
-    centre = _centre(sitk.GetArrayFromImage(centre_from))
+    centre = _centre(arrays[0][1])
+    reference = _views(arrays[0][1] > 0, centre)
     low, high = np.percentile(volume, [1, 99])
     count = max(max(int(a.max(initial=0)) for _, a in arrays), 1)
     colours = plt.get_cmap("tab20")(np.arange(count) % 20)
     cmap = ListedColormap(colours)
-    figure, axes = plt.subplots(len(arrays), 3, figsize=(12, 4.2 * len(arrays) + 0.2), squeeze=False)
-    for row, (row_title, labels) in zip(axes, arrays, strict=True):
-        for axis, view, slice_, overlay, aspect in zip(row, ("axial", "coronal", "sagittal"), _views(volume, centre),
-                                                       _views(labels, centre), aspects, strict=True):
+    depth, height, width = volume.shape
+    row_inches = 4.0 * max(height * sy, depth * sz) / (width * sx)  # the tallest panel, 4 inches wide
+    figure, axes = plt.subplots(len(arrays), 3, figsize=(12, (row_inches + 0.4) * len(arrays) + 0.8), squeeze=False)
+    for r, (row, (row_title, labels)) in enumerate(zip(axes, arrays, strict=True)):
+        panels = zip(row, ("axial", "coronal", "sagittal"), _views(volume, centre), _views(labels, centre), aspects,
+                     reference, strict=True)
+        for axis, view, slice_, overlay, aspect, outline in panels:
             axis.imshow(slice_, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
             masked = np.ma.masked_where(overlay == 0, overlay)
             axis.imshow(masked - 1, cmap=cmap, vmin=0, vmax=max(count - 1, 1), alpha=0.45, aspect=aspect,
                         interpolation="nearest")
+            if outline_first and r > 0 and outline.any():
+                axis.contour(outline, levels=[0.5], colors="yellow", linewidths=0.8)
             axis.set_title(f"{row_title}: {view}" if row_title else view, fontsize=10)
             axis.axis("off")
     present = sorted({int(v) for _, a in arrays for v in np.unique(a) if v > 0})
     if present:
         names = label_names or {}
         handles = [plt.Rectangle((0, 0), 1, 1, color=colours[(v - 1) % len(colours)]) for v in present[:12]]
-        figure.legend(handles, [names.get(str(v), str(v)) for v in present[:12]], loc="lower center",
-                      ncol=min(6, len(present)), frameon=False)
+        labels_text = [names.get(str(v), str(v)) for v in present[:12]]
+        if outline_first and len(arrays) > 1:
+            handles.append(plt.Line2D([0], [0], color="yellow"))
+            labels_text.append(f"outline: {arrays[0][0]}")
+        figure.legend(handles, labels_text, loc="lower center", ncol=min(6, len(handles)), frameon=False)
     if title:
         figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.04, 1, 0.97 if title else 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=80, bbox_inches="tight")
@@ -90,12 +105,13 @@ def write_preview(
     image: sitk.Image, label: sitk.Image, path: str | Path, label_names: dict[str, str] | None = None,
     title: str | None = None,
 ) -> Path:
-    """Write axial, coronal and sagittal slices through the label centroid, labels in colour.
+    """Write axial, coronal and sagittal slices through the labels (the slice with most labelled voxels
+    along each axis), labels in colour.
 
     ``image`` and ``label`` share a geometry (the label as ``segment`` writes it). Slices are shown
     with the voxel spacing as aspect ratio; intensities between the 1st and 99th percentile.
     """
-    return _draw(image, [("", label)], path, label_names, title, centre_from=label)
+    return _draw(image, [("", label)], path, label_names, title)
 
 
 def write_comparison_preview(
@@ -104,10 +120,11 @@ def write_comparison_preview(
 ) -> Path:
     """Write one row of axial, coronal and sagittal slices per ``(row title, label map)``.
 
-    Every label map has ``image``'s geometry. All rows cut the scan through the same voxel: the
-    centroid of the first row's labels (put the reference, e.g. the expert label, first), so that
-    the rows compare like with like. Row titles may carry a score, e.g. ``"prediction (Dice 0.95)"``.
+    Every label map has ``image``'s geometry. All rows cut the scan through the same slices, chosen
+    on the first row's labels, and the later rows outline the first row's labels in yellow: put the
+    reference (e.g. the expert label) first, so that each prediction is seen against it. Row titles
+    may carry a score, e.g. ``"prediction (Dice 0.95)"``.
     """
     if not rows:
         raise PglZooError("preview: no label maps to draw")
-    return _draw(image, rows, path, label_names, title, centre_from=rows[0][1])
+    return _draw(image, rows, path, label_names, title, outline_first=True)

@@ -96,8 +96,10 @@ def test_the_preview_shows_expert_and_both_predictions(demo_run):
     out, _ = demo_run
     png = matplotlib.image.imread(str(out / PREVIEW))
     height, width = png.shape[:2]
-    assert height > width  # three rows (expert, (a), (b)) of three slices: taller than wide
+    assert height > 0.85 * width  # three rows (expert, (a), (b)) of three slices; --fast draws two (below)
     assert png[..., :3].std() > 0.05  # not blank
+    yellow = (png[..., 0] > 0.8) & (png[..., 1] > 0.8) & (png[..., 2] < 0.3)
+    assert yellow.sum() > 100  # the expert outline drawn over the predictions
 
 
 def test_fast_overwrite_replaces_only_the_demos_outputs(demo_run, lung_model, capsys):
@@ -111,6 +113,10 @@ def test_fast_overwrite_replaces_only_the_demos_outputs(demo_run, lung_model, ca
     summary = json.loads((out / SUMMARY).read_text())
     assert "finetuned" not in summary and not (out / FINETUNED_LABELS).exists() and not (out / RUN_DIR).exists()
     assert (out / "notes.txt").read_text() == "mine"
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(str(out / PREVIEW)).shape[:2]
+    assert height < 0.75 * width  # two rows: expert and (a)
     printed = re.search(r"\(a\) zoo model .*Dice ([0-9.]+) against the expert label", stdout)
     assert printed and float(printed.group(1)) == pytest.approx(summary["zoo_model"]["dice"], abs=6e-4)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
