@@ -4,6 +4,7 @@ probe, tables and plot), on the code path the GPU machine takes (no SimpleITK in
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -16,9 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import transfer  # noqa: E402
-
-from study_data import SHARED  # noqa: E402
+transfer = importlib.import_module("transfer")  # benchmarks/transfer.py
+SHARED = importlib.import_module("study_data").SHARED
 
 
 def test_labelled_subsets_are_distinct_and_reproducible():
