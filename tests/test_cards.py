@@ -35,8 +35,14 @@ def test_the_default_encoder_is_a_registered_encoder_with_weights_and_every_defa
     from pgl_zoo.cli_demo import demo_cmd
     from pgl_zoo.finetune.cli import finetune_cmd
 
-    for command in (finetune_cmd, demo_cmd):  # `pgl-zoo finetune` / `pgl-zoo demo` without --encoder
-        assert next(p for p in command.params if p.name == "encoder").default == default_encoder()
+    # `pgl-zoo finetune` without --encoder uses the default; `pgl-zoo demo` names the encoder its recipe
+    # was calibrated with (pgl_zoo.demo.DEMO_ENCODER), which must be a registered encoder with weights too
+    from pgl_zoo.demo import DEMO_ENCODER
+
+    assert next(p for p in finetune_cmd.params if p.name == "encoder").default == default_encoder()
+    assert next(p for p in demo_cmd.params if p.name == "encoder").default == DEMO_ENCODER
+    demo_card = pgl_zoo.get_card(DEMO_ENCODER)
+    assert demo_card.has_weights and demo_card.task == "encoder"
     encoder = load_pgl_encoder()  # no name: the default, from its weights (bundled: offline)
     assert encoder.card.name == default_encoder() and encoder.load_report.complete
 
