@@ -33,11 +33,11 @@ def test_the_default_encoder_is_a_registered_encoder_with_weights_and_every_defa
     assert inspect.signature(pgl_unet3d).parameters["encoder"].default is None
     assert FinetuneConfig(out="x", num_classes=2, data="d").encoder == default_encoder()
     from pgl_zoo.cli_demo import demo_cmd
-    from pgl_zoo.finetune.cli import finetune_cmd
 
     # `pgl-zoo finetune` without --encoder uses the default; `pgl-zoo demo` names the encoder its recipe
     # was calibrated with (pgl_zoo.demo.DEMO_ENCODER), which must be a registered encoder with weights too
     from pgl_zoo.demo import DEMO_ENCODER
+    from pgl_zoo.finetune.cli import finetune_cmd
 
     assert next(p for p in finetune_cmd.params if p.name == "encoder").default == default_encoder()
     assert next(p for p in demo_cmd.params if p.name == "encoder").default == DEMO_ENCODER
