@@ -79,6 +79,10 @@ def test_quick_study_runs_every_path(tmp_path):
     assert {(r["modality"], r["variant"]) for r in pre} == expected
     for r in pre:  # realised views and collapse indicators reach the records
         assert r["views_mean"]["overlap"] > 0 and r["final_indicators"]["std_global"] >= 0
+    for manifest in result["meta"]["manifests"].values():  # test cases are never pretrained or fine-tuned on
+        pool_names = {Path(s.split(" [")[0]).name.split(".")[0] for s in manifest["pool_sources"]}
+        assert not pool_names & set(manifest["test"]) and not set(manifest["train"]) & set(manifest["test"])
+    assert all(set(r["train"]).isdisjoint(r["val"]) for r in result["records"] if r["kind"] == "finetune")
     arms = {(r["modality"], r["mode"], r["arm"]) for r in result["summary"]}
     for m in ("CT", "MRI"):
         assert {a for mm, mode, a in arms if mm == m and mode == "full"} >= {"scratch", "byol", "pgl", "pgl:enc"}
