@@ -35,6 +35,15 @@ CT_TEST_CASES = ("lung_005", "lung_006", "lung_007")  # the sample data ships lu
 MRI_TEST_COUNT = 30
 
 
+def mri_split(names: list[str], test_count: int = MRI_TEST_COUNT) -> tuple[list[str], list[str]]:
+    """(test, train) of the hippocampus case names: ``test_count`` test cases drawn with ``SPLIT_SEED``
+    (sorted); the rest in the drawn order (labelled subsets are drawn from it). The one home of this split:
+    the study, the task model and its test use it."""
+    names = sorted(names)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(names))
+    return sorted(names[i] for i in order[:test_count]), [names[i] for i in order[test_count:]]
+
+
 def _ct_targets(root: Path, spacing) -> tuple[dict, dict]:
     import SimpleITK as sitk
 
@@ -94,11 +103,7 @@ def prepare(out: Path, shared: Path = SHARED, small: bool = False) -> dict:
     arrays |= {f"pool/{i:03d}": v for i, v in enumerate(pool.values())}
     np.savez_compressed(out / "ct.npz", **arrays)
     mri_images, mri_labels = _mri(shared / "mri" / "hippocampus", 40 if small else None)
-    names = sorted(mri_images)
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(names))
-    test_count = 10 if small else MRI_TEST_COUNT
-    mri_test = sorted(names[i] for i in order[:test_count])
-    mri_train = [names[i] for i in order[test_count:]]  # shuffled: labelled subsets are drawn from it
+    mri_test, mri_train = mri_split(list(mri_images), 10 if small else MRI_TEST_COUNT)
     arrays = {f"target_image/{k}": v for k, v in mri_images.items()}
     arrays |= {f"target_label/{k}": v for k, v in mri_labels.items()}
     np.savez_compressed(out / "mri.npz", **arrays)

@@ -20,12 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from study_data import CT_TEST_CASES, MRI_TEST_COUNT, SHARED, SPLIT_SEED  # noqa: E402
+from study_data import CT_TEST_CASES, SHARED, mri_split  # noqa: E402
 
 RECIPES = {
     "lungs": {
@@ -52,9 +50,7 @@ def split(task: str, names: list[str]) -> tuple[list[str], list[str], list[str]]
         test = list(CT_TEST_CASES)
         rest = [n for n in names if n not in test]
         return rest[:-1], rest[-1:], test
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(names))
-    test = sorted(names[i] for i in order[:MRI_TEST_COUNT])
-    rest = [names[i] for i in order[MRI_TEST_COUNT:]]
+    test, rest = mri_split(names)
     return rest[10:], rest[:10], test
 
 

@@ -67,13 +67,11 @@ def test_lungs_model_matches_its_card_on_the_held_out_lctsc_cases(tmp_path, caps
 @pytest.mark.skipif(not (SHARED / "mri" / "hippocampus").is_dir(), reason="needs ../shared/data")
 def test_hippocampus_model_matches_its_card_on_the_held_out_cases(tmp_path, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from study_data import MRI_TEST_COUNT, SPLIT_SEED
+    from study_data import mri_split
 
     root = SHARED / "mri" / "hippocampus"
-    names = sorted(p.name[: -len(".nii.gz")] for p in (root / "imagesTr").glob("*.nii.gz")
-                   if not p.name.startswith("."))
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(names))
-    test = sorted(names[i] for i in order[:MRI_TEST_COUNT])
+    names = [p.name[: -len(".nii.gz")] for p in (root / "imagesTr").glob("*.nii.gz") if not p.name.startswith(".")]
+    test, _ = mri_split(names)
     scores = _segment_and_score(capsys, "pgl-hippocampus-mri", [root / "imagesTr" / f"{c}.nii.gz" for c in test],
                                 [root / "labelsTr" / f"{c}.nii.gz" for c in test], tmp_path, 3)
     assert np.mean(scores) > _card_figure("pgl-hippocampus-mri") - 0.05
