@@ -38,7 +38,7 @@ def demo_cmd(out, model, encoder, fast, steps, overwrite, device, quiet) -> None
     \b
     Recipe of (b): {spacing:g} mm isotropic, patch {patch} voxels (z, y, x), CT window {window} HU
     mapped to [0, 1], {steps} AdamW steps of batch {batch} at lr {lr:g}, one epoch (no checkpoint
-    is chosen on the held-out case). Dice is measured on the scan's own 3 mm grid. About 4 minutes
+    is chosen on the held-out case). Dice is measured on the scan's own 3 mm grid. About 3.5 minutes
     on an idle 2-core CPU; --fast takes seconds.
 
     \b

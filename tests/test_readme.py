@@ -1,0 +1,225 @@
+"""README.md's code, run as a new user would run it on a fresh clone: offline, top to bottom, in one folder.
+
+Every fenced block of the README is classified in ``BLOCKS`` (by its first line): run, or skipped
+with the reason. A new or changed block fails ``test_every_block_is_classified`` until it is
+classified here. Shell commands run in order through the CLI (in this process), with the tiny
+settings of ``TINY`` appended (documented flags of the same command; a later flag overrides an earlier
+one); optional parts written ``[--flag]`` are run with the flag. ``SKIPPED_COMMANDS`` lists the
+commands inside run blocks that are not run, and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from _cli import call
+from _seg_helpers import micro_lung_model
+
+from pgl_zoo.demo import DEFAULT_MODEL, DemoRecipe
+from pgl_zoo.registry import default_encoder, get_card, list_models
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+RUN, SKIP, NOT_CODE = "run", "skip", "not code"
+# first line of each fenced block -> (what this test does, why / where)
+BLOCKS = {
+    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[plot]" && pgl-zoo demo --out demo/':
+        (RUN, "test_main_job: the `pgl-zoo demo` part; CI (.ci/run) runs the whole line in a clean copy"),
+    "# install (Python >= 3.10). Install torch (and the torchvision that matches it, needed by":
+        (SKIP, "installs packages and runs this test suite: that is what CI (.ci/run) does"),
+    "import torch\nimport pgl_zoo": (RUN, "test_python_api_block"),
+    "import torch\n\nnet = torch.hub.load(": (RUN, "test_torch_hub_block"),
+    "pgl-zoo demo --out demo/": (RUN, "test_command_line_block"),
+    "nnUNetv2_plan_and_preprocess -d 501 -c 3d_fullres --verify_dataset_integrity":
+        (SKIP, "needs nnU-Net's raw data set 501, its environment variables and hours of nnU-Net training; "
+               "tests/test_nnunet.py runs the pgl-zoo side (plans, export, loading, one nnU-Net iteration) on "
+               "the sample CTs"),
+    "from pgl_zoo.datasets import sample_lungs_ct": (RUN, "test_sample_data_blocks"),
+    "pgl-zoo sample-data                    # where the cases are, count, size, license":
+        (RUN, "test_sample_data_blocks"),
+    "python benchmarks/study_data.py --out study_data":
+        (SKIP, "the transfer study reads ../shared/data (absent from a fresh clone) and runs on a GPU machine; "
+               "tests/test_transfer_study.py runs its --quick path on real scans where ../shared exists"),
+    "@article{xie2020pgl,": (NOT_CODE, "the citation"),
+}
+
+# Commands inside run blocks that are not run (prefix -> reason).
+SKIPPED_COMMANDS = {
+    "pip install": "installs packages (CI runs it)",
+    "pgl-zoo demo --out demo/": "in the command line block: the main job's line, run by test_main_job",
+    "pgl-zoo nnunet-plans": "needs nnUNetPlans.json from nnUNetv2_plan_and_preprocess (tests/test_nnunet.py)",
+    "pgl-zoo finetune --data Task04_Hippocampus": "the MSD hippocampus set is not in a fresh clone "
+                                                  "(tests/test_seg_*.py run it from ../shared)",
+    "pgl-zoo --offline ...": "a pattern for the global options, not a command",
+}
+
+# Tiny settings for commands that would train for minutes or hours (prefix -> flags appended).
+TINY = {
+    "pgl-zoo demo": ["--steps", "1"],
+    "pgl-zoo pretrain": ["--steps", "1", "--batch-size", "2", "--workers", "0", "--spacing", "4,4,4",
+                         "--cache-dir", "cache/"],
+    "pgl-zoo finetune --data lungs/": ["--steps-per-epoch", "1", "--spacing", "6,6,6", "--patch-size", "32,64,64"],
+}
+
+
+@dataclass
+class Block:
+    language: str
+    code: str
+    line: int
+
+    @property
+    def key(self) -> str:
+        lines = self.code.splitlines()
+        return "\n".join(lines[:3]) if self.code.startswith("import torch") else lines[0]
+
+
+def fenced_blocks(text: str) -> list[Block]:
+    blocks = []
+    for match in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M):
+        blocks.append(Block(match.group(1), match.group(2), text[: match.start()].count("\n") + 1))
+    return blocks
+
+
+def block(first_line: str) -> Block:
+    found = [b for b in fenced_blocks(README) if b.key.startswith(first_line)]
+    assert len(found) == 1, f"README block starting {first_line!r}: found {len(found)}"
+    return found[0]
+
+
+def shell_commands(code: str) -> list[str]:
+    """The commands of a shell block: continuation lines joined, comments dropped, `&&` chains split."""
+    joined = re.sub(r"\\\n\s*", " ", code)
+    commands = []
+    for line in joined.splitlines():
+        for part in re.split(r"\s&&\s", line):
+            words = shlex.split(part, comments=True)
+            if words:
+                commands.append(" ".join(shlex.quote(w) for w in words))
+    return commands
+
+
+def run_cli_commands(capsys, commands: list[str], extra: dict[str, list[str]] | None = None,
+                     skip: dict[str, str] = SKIPPED_COMMANDS) -> list[str]:
+    """Run each ``pgl-zoo ...`` command in this process (but those in ``skip``); returns what ran."""
+    ran = []
+    for command in commands:
+        if any(command.startswith(prefix) for prefix in skip):
+            continue
+        assert command.startswith("pgl-zoo "), f"not a pgl-zoo command, and not listed as skipped: {command}"
+        args = shlex.split(command.replace("[", "").replace("]", ""))[1:]  # optional parts: run with them
+        for flags_by_prefix in (TINY, extra or {}):
+            args += next((flags for prefix, flags in flags_by_prefix.items() if command.startswith(prefix)), [])
+        code, out, err = call(capsys, *args)
+        assert code == 0, f"`{command}` (run as pgl-zoo {' '.join(args)}) failed: {err or out}"
+        ran.append(command)
+    return ran
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """The folder the README is walked in (a stand-in for a fresh clone's root: no ../shared beside it)."""
+    return tmp_path_factory.mktemp("walk")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-cache"))
+    monkeypatch.delenv("PGL_ZOO_WEIGHTS", raising=False)
+
+
+def lung_model_flags(folder: Path) -> list[str]:
+    """While the zoo's lung model is not registered, the demo's part (a) uses a micro lung model."""
+    if DEFAULT_MODEL in list_models():
+        return []
+    return ["--model", str(micro_lung_model(folder / "micro-lungs"))]
+
+
+def test_every_block_is_classified():
+    keys = [b.key for b in fenced_blocks(README)]
+    unknown = [k for k in keys if not any(k.startswith(first) for first in BLOCKS)]
+    assert not unknown, f"README blocks not classified in tests/test_readme.py BLOCKS: {unknown}"
+    missing = [first for first in BLOCKS if not any(k.startswith(first) for k in keys)]
+    assert not missing, f"BLOCKS entries no longer in README.md: {missing}"
+
+
+def test_main_job(clone, monkeypatch, capsys, tmp_path_factory):
+    commands = shell_commands(block(next(iter(BLOCKS))).code)
+    assert [c.split()[:2] for c in commands] == [["pip", "install"], ["pip", "install"], ["pgl-zoo", "demo"]]
+    monkeypatch.chdir(clone)
+    ran = run_cli_commands(capsys, [commands[-1]],
+                           {"pgl-zoo demo": lung_model_flags(tmp_path_factory.mktemp("models"))}, skip={})
+    summary = json.loads((clone / "demo" / "summary.json").read_text())
+    assert summary["finetuned"]["recipe"]["steps"] == 1  # the tiny setting reached the command
+    assert ran == ["pgl-zoo demo --out demo/"]
+    assert (clone / "demo" / "summary.json").is_file() and (clone / "demo" / "finetune" / "model").is_dir()
+
+
+def test_python_api_block(clone, monkeypatch):
+    monkeypatch.chdir(clone)  # after the main job: the block loads its run
+    exec(compile(block("import torch\nimport pgl_zoo").code, "README.md (Python API)", "exec"), {})
+
+
+def test_torch_hub_block(monkeypatch):
+    monkeypatch.chdir(REPO)  # "in the root of a clone"
+    scope: dict = {}
+    exec(compile(block("import torch\n\nnet = torch.hub.load(").code, "README.md (torch.hub)", "exec"), scope)
+    assert scope["net"].load_report.encoder_fraction == 1.0 and scope["enc"].load_report.sha256_verified
+
+
+def test_command_line_block(clone, monkeypatch, capsys):
+    monkeypatch.chdir(clone)
+    ran = run_cli_commands(capsys, shell_commands(block("pgl-zoo demo --out demo/").code))
+    assert [c.split()[1] for c in ran] == ["list", "info", "download", "download", "sample-data", "pretrain", "export",
+                                           "export", "push", "finetune", "segment", "evaluate"]
+    assert sorted(p.name for p in (clone / "labels").glob("*.nii.gz")) == \
+        [f"lung_00{i}_0000.nii.gz" for i in range(6)]
+
+
+def test_the_readme_states_the_demos_recipe():
+    recipe = DemoRecipe()
+    line = next(c for c in shell_commands(block("pgl-zoo demo --out demo/").code)
+                if c.startswith("pgl-zoo finetune --data lungs/"))
+    words = shlex.split(line)
+    flags = {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
+    assert [float(s) for s in flags["--spacing"].split(",")] == [recipe.spacing_mm] * 3
+    assert tuple(int(s) for s in flags["--patch-size"].split(",")) == recipe.patch_size_zyx
+    assert int(flags["--batch-size"]) == recipe.batch_size and int(flags["--epochs"]) == 1
+    assert int(flags["--steps-per-epoch"]) == recipe.steps and float(flags["--lr"]) == recipe.lr
+    assert flags["--normalization"] == recipe.normalization and flags["--val-cases"] == "lung_005"
+    card_window = get_card(default_encoder()).preprocessing.window
+    assert tuple(float(w) for w in flags["--window"].split(",")) == recipe.window if "--window" in flags \
+        else recipe.window == card_window
+
+
+def test_sample_data_blocks(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a section read on its own: a fresh folder
+    scope: dict = {}
+    exec(compile(block("from pgl_zoo.datasets import sample_lungs_ct").code, "README.md (sample data)", "exec"),
+         scope)
+    assert len(scope["sample"].case_ids) == 6
+    ran = run_cli_commands(capsys, shell_commands(block("pgl-zoo sample-data                    #").code))
+    assert len(ran) == 2 and (tmp_path / "lungs" / "LICENSE").is_file()
+
+
+def test_offline_workflow(tmp_path, monkeypatch, capsys):
+    """"Air-gapped machine": download --all --local-dir usb/, then PGL_ZOO_WEIGHTS names the folder."""
+    for text in ("pgl-zoo download --all --local-dir usb/", "export PGL_ZOO_WEIGHTS=", "HF_HUB_OFFLINE=1"):
+        assert text in README, text
+    monkeypatch.chdir(tmp_path)
+    ran = run_cli_commands(capsys, ["pgl-zoo download --all --local-dir usb/"])
+    assert ran and (tmp_path / "usb" / "pgl-ct-tiny" / "model.safetensors").is_file()
+    monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "usb"))
+    import pgl_zoo
+
+    report = pgl_zoo.load_pgl_encoder("pgl-ct-tiny").load_report
+    assert report.source == "$PGL_ZOO_WEIGHTS" and report.path.startswith(str(tmp_path / "usb"))
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
