@@ -277,7 +277,12 @@ def discover_volumes(root: str | Path) -> list[VolumeRef]:
 
 
 def reorient(image: sitk.Image, orientation: str = "LPS") -> sitk.Image:
-    """Permute and flip axes so that the direction matrix is closest to ``orientation``."""
+    """Permute and flip axes so that the direction matrix is closest to ``orientation``.
+
+    An image already in that orientation is returned as is (``DICOMOrient`` would copy its pixels).
+    """
+    if sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection()) == orientation:
+        return image
     return sitk.DICOMOrient(image, orientation)
 
 
@@ -286,12 +291,17 @@ def resample_to_spacing(
     spacing_xyz_mm: tuple[float, float, float],
     interpolator: int | None = None,
     default_value: float | None = None,
+    pixel_type: int | None = None,
 ) -> sitk.Image:
     """Resample onto a grid with the same origin and direction and the given spacing (x, y, z) mm.
 
     The new size covers the same physical extent (rounded to whole voxels, at least 1).
     ``interpolator``: a SimpleITK interpolator (default ``sitk.sitkLinear``).
     Points outside the input take ``default_value`` (the image minimum when None).
+    ``pixel_type``: the output's SimpleITK pixel type (default: the input's). Interpolation runs in
+    double precision either way, so an int16 scan resampled to ``sitk.sitkFloat32`` equals the scan
+    cast to float32 first and then resampled, without the full-size float copy. An image already at
+    the spacing is returned as is (in its own pixel type).
     """
     if interpolator is None:
         interpolator = sitk.sitkLinear
@@ -304,34 +314,108 @@ def resample_to_spacing(
         default_value = float(sitk.GetArrayViewFromImage(image).min())
     return sitk.Resample(
         image, size, sitk.Transform(), interpolator, image.GetOrigin(), tuple(spacing_xyz_mm),
-        image.GetDirection(), default_value, image.GetPixelID(),
+        image.GetDirection(), default_value, image.GetPixelID() if pixel_type is None else pixel_type,
     )
+
+
+@dataclass(frozen=True)
+class IntensityMap:
+    """The intensity part of preprocessing as one map: ``clip(value, *window) * scale + shift``.
+
+    ``window``: (low, high) in scan units (e.g. HU), or None for no clipping. Built from a volume by
+    :func:`intensity_map`; applied to a whole array by :func:`normalize_intensities` or window by
+    window by :func:`pgl_zoo.inference.predict_label` (so a large scan need not exist in float32).
+    """
+
+    window: tuple[float, float] | None
+    scale: float
+    shift: float
+
+    def apply_(self, tensor):
+        """Apply in place to a float torch tensor (any shape); returns it."""
+        if self.window is not None:
+            tensor.clamp_(self.window[0], self.window[1])
+        if (self.scale, self.shift) != (1.0, 0.0):
+            tensor.mul_(self.scale).add_(self.shift)
+        return tensor
+
+
+def intensity_map(array: np.ndarray, window: tuple[float, float] | None, normalization: str) -> IntensityMap:
+    """The map that clips ``array`` (any numeric dtype, scan units) to ``window`` and normalises it:
+    ``zscore`` (mean 0, standard deviation 1 after clipping; statistics in float64), ``minmax``
+    (the window onto [0, 1]) or ``none``."""
+    if normalization not in ("zscore", "minmax", "none"):
+        raise ValueError(f"unknown normalization {normalization!r}")
+    window = None if window is None else (float(window[0]), float(window[1]))
+    if normalization == "zscore":
+        mean, std = _mean_std(array, window)
+        std = std if std > 1e-8 else 1.0
+        return IntensityMap(window, 1.0 / std, -mean / std)
+    if normalization == "minmax":
+        if window is None:
+            raise ValueError("minmax normalization needs a window")
+        lo, hi = window
+        return IntensityMap(window, 1.0 / (hi - lo), -lo / (hi - lo))
+    return IntensityMap(window, 1.0, 0.0)
 
 
 def normalize_intensities(
     array: np.ndarray, window: tuple[float, float] | None, normalization: str, inplace: bool = False
 ) -> np.ndarray:
-    """Clip to ``window`` (scan units, e.g. HU) and normalise; returns float32 of the same shape.
+    """Clip to ``window`` (scan units, e.g. HU) and normalise (:func:`intensity_map`); returns float32
+    of the same shape.
 
     ``inplace``: a float32 ``array`` is overwritten instead of copied (no volume-sized temporaries).
     """
-    if normalization not in ("zscore", "minmax", "none"):
-        raise ValueError(f"unknown normalization {normalization!r}")
+    mapping = intensity_map(array, window, normalization)
     if inplace and isinstance(array, np.ndarray) and array.dtype == np.float32 and array.flags.writeable:
         out = array
     else:
         out = np.array(array, dtype=np.float32)
-    if window is not None:
-        np.clip(out, window[0], window[1], out=out)
-    if normalization == "zscore":
-        std = float(out.std())
-        out -= float(out.mean())
-        out /= std if std > 1e-8 else 1.0
-    elif normalization == "minmax":
-        lo, hi = window  # type: ignore[misc]
-        out -= lo
-        out /= hi - lo
+    if mapping.window is not None:
+        np.clip(out, mapping.window[0], mapping.window[1], out=out)
+    if (mapping.scale, mapping.shift) != (1.0, 0.0):
+        out *= np.float32(mapping.scale)
+        out += np.float32(mapping.shift)
     return out
+
+
+def _mean_std(array: np.ndarray, window: tuple[float, float] | None = None,
+              chunk: int = 1 << 22) -> tuple[float, float]:
+    """Mean and standard deviation of all elements (clipped to ``window``), in float64, a chunk at a
+    time (``ndarray.std`` would allocate a temporary as large as the volume)."""
+    flat = np.asarray(array).reshape(-1)
+    n = max(flat.size, 1)
+
+    def chunks():
+        for start in range(0, flat.size, chunk):
+            part = flat[start : start + chunk].astype(np.float64)
+            if window is not None:
+                np.clip(part, window[0], window[1], out=part)
+            yield part
+
+    mean = sum(float(part.sum()) for part in chunks()) / n
+    squares = 0.0
+    for part in chunks():
+        part -= mean
+        squares += float(np.dot(part, part))
+    return mean, (squares / n) ** 0.5
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Where an image's voxels lie: size and spacing (x, y, z; mm), origin (mm) and direction
+    (row-major 3 x 3), as SimpleITK reports them. Holds no pixels."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> ImageGeometry:
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                   tuple(image.GetDirection()))
 
 
 @dataclass
@@ -340,22 +424,41 @@ class PreprocessedVolume:
 
     ``array``: float32 (z, y, x). ``grid``: a SimpleITK image with the geometry (size, spacing,
     origin, direction) of ``array`` (geometry only: an 8-bit image of zeros, to save memory);
-    ``original``: the image as read, to map results back.
+    ``original``: the image as read, or only its :class:`ImageGeometry` (to map results back
+    without keeping the scan's pixels in memory). ``intensity``: None when ``array`` is the
+    normalised float32 input; else ``array`` holds scan values and this map gives the input.
     """
 
     array: np.ndarray
     grid: sitk.Image
-    original: sitk.Image
+    original: sitk.Image | ImageGeometry
+    intensity: IntensityMap | None = None
 
 
-def preprocess_image(image: sitk.Image, prep: Preprocessing) -> PreprocessedVolume:
-    """Reorient, resample (linear) to ``prep.spacing_xyz_mm``, clip to the window, normalise."""
-    resampled = reorient(sitk.Cast(image, sitk.sitkFloat32), prep.orientation)
+def preprocess_image(image: sitk.Image, prep: Preprocessing, defer_intensity: bool = False) -> PreprocessedVolume:
+    """Reorient, resample (linear) to ``prep.spacing_xyz_mm``, clip to the window, normalise.
+
+    Memory: the scan keeps its pixel type through reorientation and resampling (which writes float32
+    directly), and the network's float32 array is the only volume-sized copy made from it (a 512 x
+    512 x 300 int16 CT at native spacing: 300 MiB beside the scan's 150 MiB).
+
+    ``defer_intensity``: where nothing was resampled and the scan has integer pixels, return its
+    values as they are (``array`` in the scan's dtype, e.g. int16) with ``intensity`` set to the map
+    that :func:`pgl_zoo.inference.predict_label` applies window by window; the float32 volume is
+    never made. Otherwise (and by default) ``array`` is normalised float32 and ``intensity`` None.
+    """
+    resampled = reorient(image, prep.orientation)
     if prep.spacing_xyz_mm is not None:
-        resampled = resample_to_spacing(resampled, prep.spacing_xyz_mm, sitk.sitkLinear)
-    array = normalize_intensities(sitk.GetArrayFromImage(resampled), prep.window, prep.normalization, inplace=True)
+        resampled = resample_to_spacing(resampled, prep.spacing_xyz_mm, sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
     grid = sitk.Image(resampled.GetSize(), sitk.sitkUInt8)  # the geometry without a float copy of the pixels
     grid.CopyInformation(resampled)
+    view = sitk.GetArrayViewFromImage(resampled)
+    if defer_intensity and np.issubdtype(view.dtype, np.integer):
+        array = np.array(view)  # a copy in the scan's own type (the scan itself may then be freed)
+        mapping = intensity_map(array, prep.window, prep.normalization)
+        return PreprocessedVolume(array=array, grid=grid, original=image, intensity=mapping)
+    array = np.array(view, dtype=np.float32)  # one copy, whatever the type
+    array = normalize_intensities(array, prep.window, prep.normalization, inplace=True)
     return PreprocessedVolume(array=array, grid=grid, original=image)
 
 
@@ -372,15 +475,21 @@ def image_from_array(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def restore_label(label_zyx: np.ndarray, grid: sitk.Image, original: sitk.Image) -> sitk.Image:
+def restore_label(label_zyx: np.ndarray, grid: sitk.Image, original: sitk.Image | ImageGeometry) -> sitk.Image:
     """Map a label map on the preprocessed ``grid`` back to the ``original`` image's geometry.
 
     Nearest-neighbour resampling in physical space: the result has exactly the original's size,
     spacing, origin and direction, and is an unsigned 8-bit (or 16-bit if needed) label image.
+    ``original`` may be the image or only its :class:`ImageGeometry`. Where the grid already is the
+    original's geometry (native spacing and orientation) the labels are wrapped without resampling.
     """
     dtype = np.uint8 if int(label_zyx.max(initial=0)) < 256 else np.uint16
-    label = image_from_array(np.ascontiguousarray(label_zyx.astype(dtype)), grid)
-    return sitk.Resample(label, original, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+    label = image_from_array(np.ascontiguousarray(label_zyx, dtype=dtype), grid)
+    target = original if isinstance(original, ImageGeometry) else ImageGeometry.of(original)
+    if ImageGeometry.of(label) == target:
+        return label
+    return sitk.Resample(label, target.size, sitk.Transform(), sitk.sitkNearestNeighbor, target.origin,
+                         target.spacing, target.direction, 0, label.GetPixelID())
 
 
 def _written_problem(tmp: Path, image: sitk.Image) -> str | None:

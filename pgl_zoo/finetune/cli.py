@@ -114,20 +114,25 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
 @click.option("--model", required=True, metavar="RUN|FOLDER|NAME",
               help="A finetune run folder, an exported model folder, or a zoo segmentation model name.")
 @click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap, in [0, 1).")
-@click.option("--sw-batch-size", default=4, show_default=True, type=int, help="Windows per forward pass.")
+@click.option("--sw-batch-size", type=click.IntRange(min=1),
+              help="Windows per forward pass [default: 2 on CPU (measured fastest on a 2-core CPU), 4 on GPU].")
 @click.option("--window-size", metavar="Z,Y,X", help="Sliding-window size in voxels (default: the card's patch).")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the network once (inductor, frozen weights): about 1.5x faster per window on "
+                   "a 2-core CPU, after 25-60 s of compiling; pays off for large scans or many files.")
 @click.option("--preview", type=click.Path(dir_okay=False),
               help="Also write a PNG of three orthogonal slices with the labels overlaid (needs matplotlib).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, ...).")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-file line.")
-def segment_cmd(inputs, out, model, overlap, sw_batch_size, window_size, preview, device, no_progress) -> None:
+def segment_cmd(inputs, out, model, overlap, sw_batch_size, window_size, compile_, preview, device,
+                no_progress) -> None:
     """Segment INPUTS (NIfTI, NRRD, MHA files, DICOM series folders); labels keep each input's geometry."""
     from ..inference import segment_files
 
     roi = _floats(window_size, 3, "--window-size")
     segment_files(inputs, out, model, overlap=overlap, sw_batch_size=sw_batch_size,
                   roi_zyx=tuple(int(r) for r in roi) if roi else None, preview=preview, device=device,
-                  progress=not no_progress)
+                  progress=not no_progress, compile=compile_)
 
 
 @click.command("evaluate")

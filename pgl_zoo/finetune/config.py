@@ -80,7 +80,7 @@ class FinetuneConfig:
     layer_decay: float = 1.0
     foreground_probability: float = 0.33
     overlap: float = 0.5
-    sw_batch_size: int = 4
+    sw_batch_size: int | None = None  # validation windows per pass; None: inference.default_window_batch
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
