@@ -1,146 +1,187 @@
-"""Sliding-window inference: pgl-zoo against MONAI, same network, volume, window, overlap and batch.
+"""Sliding-window segmentation of a real CT: pgl-zoo against MONAI, and against the CPU's own limit.
 
-Prints, from one run: each implementation's time (median of --repeats, interleaved, warm), their
-ratio (ours / MONAI; below 1 means pgl-zoo is faster), the largest difference of their outputs, and
-the peak memory of each. On CPU the peak is the rise of the peak resident set size (ru_maxrss) of a
-fresh Python process that runs the call once, so the two never share a high-water mark; on GPU it
-is torch.cuda.max_memory_allocated. Default volume: the 30-slice TotalSegmentator CT preprocessed
-as the card says (2 mm: 45 x 152 x 183 voxels); window: the card's patch.
+Both sides get the same network and weights (the zoo's pgl-lungs-ct), the same preprocessed volume
+(a real LCTSC chest CT preprocessed as the card says), window (the card's patch), overlap and
+Gaussian blending (sigma 0.125 of the window). MONAI runs as its users run it: eager network,
+default memory format, ``sliding_window_inference(..., mode="gaussian")`` then ``argmax``. pgl-zoo
+runs ``predict_label`` (what ``pgl-zoo segment`` runs), eager and with ``--compile``.
 
-    python benchmarks/inference.py                        # real CT, pgl-ct-tiny architecture
-    python benchmarks/inference.py --model pgl-ct --size 64,160,160 --overlap 0.5 --device cuda
+Prints, from one run (times are medians of --repeats, interleaved, after a warm-up):
+- each variant's time and its ratio to MONAI at batch 4 (MONAI's tutorials' ``sw_batch_size``) and
+  at pgl-zoo's batch; above 1 means pgl-zoo is faster;
+- agreement: the largest difference of the softmax probabilities and the share of identical labels;
+- FLOP rates: the network's useful FLOPs (``torch.utils.flop_counter``, windows x FLOPs per window)
+  per second of each variant, against a 2048 x 2048 float32 matrix product measured in the same
+  run (the practical limit of these cores), and the compiled network alone on one window batch.
+
+    python benchmarks/inference.py                      # lung_006 (not in the model's training set)
+    python benchmarks/inference.py --overlap 0.25 --repeats 5 --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from pgl_zoo.inference import sliding_window_predict
-from pgl_zoo.nets import build_unet
-from pgl_zoo.registry import get_card
-
-CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "totalseg_patient_a" / "example_ct_sm.nii.gz"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "lctsc_lungs" / "imagesTr"
 
 
-def _volume(args, card) -> tuple[torch.Tensor, str]:
-    if args.size:
-        shape = tuple(int(s) for s in args.size.split(","))
-        generator = torch.Generator().manual_seed(0)
-        return torch.randn(1, 1, *shape, generator=generator), f"random {shape}"
-    from pgl_zoo.imaging import preprocess_image, read_image
+def matmul_gflops(device: str, n: int = 2048, repeats: int = 20) -> float:
+    """Best float32 n x n matrix-product rate, in GFLOP/s."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats + 2):
+        _sync(device)
+        started = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
 
-    prepared = preprocess_image(read_image(CT), card.preprocessing)
-    return torch.from_numpy(prepared.array)[None, None], f"{CT.name} preprocessed as {card.name} {prepared.array.shape}"
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
-def _runners(net, roi, args):
+def window_flops(network, window_batch: torch.Tensor) -> float:
+    """FLOPs of one forward pass per window (convolutions and matrix products, as torch counts them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        network(window_batch)
+    return counter.get_total_flops() / window_batch.shape[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default=str(SHARED / "lung_006.nii.gz"), help="a CT file")
+    parser.add_argument("--model", default="pgl-lungs-ct", help="zoo segmentation model (or model folder)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="as pgl-zoo segment's default")
+    parser.add_argument("--sw-batch-size", type=int, default=None, help="pgl-zoo's window batch (default: its own)")
+    parser.add_argument("--monai-batch", type=int, default=4, help="MONAI's sw_batch_size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-compile", action="store_true", help="leave out the compiled variant")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
     from monai.inferers import sliding_window_inference
 
-    def ours(x):
-        return sliding_window_predict(net, x, roi, overlap=args.overlap, sw_batch_size=args.sw_batch_size)
+    from pgl_zoo.api import load_segmentation_model
+    from pgl_zoo.imaging import preprocess_image, read_image
+    from pgl_zoo.inference import (
+        compile_for_inference,
+        default_window_batch,
+        predict_label,
+        sliding_window_predict,
+        window_starts,
+    )
 
-    def monai(x):
+    device = args.device
+    network, card = load_segmentation_model(args.model, map_location=device)
+    network.eval()
+    roi = tuple(card.patch_size_zyx)
+    prepared = preprocess_image(read_image(args.image), card.preprocessing)
+    array = prepared.array
+    volume = torch.from_numpy(array)[None, None].to(device)
+    batch = args.sw_batch_size or default_window_batch(device)
+    windows = int(np.prod([len(window_starts(max(n, r), r, args.overlap)) for n, r in zip(array.shape, roi,
+                                                                                           strict=True)]))
+    flops = window_flops(network, torch.zeros(batch, 1, *roi, device=device)) * windows
+
+    def monai(sw_batch: int):
+        def run():
+            with torch.inference_mode():
+                scores = sliding_window_inference(volume, roi, sw_batch, network, overlap=args.overlap,
+                                                  mode="gaussian", sigma_scale=0.125)
+                return scores[0].argmax(0).to(torch.uint8).cpu().numpy()
+        return run
+
+    variants = {
+        f"MONAI, batch {args.monai_batch}": monai(args.monai_batch),
+        f"MONAI, batch {batch}": monai(batch),
+        f"pgl-zoo eager, batch {batch}": lambda: predict_label(network, array, roi, args.overlap, batch),
+    }
+    compile_seconds = None
+    if not args.no_compile:
+        started = time.perf_counter()
+        compiled = compile_for_inference(network)
+        predict_label(compiled, array, roi, args.overlap, batch)  # compiles
+        compile_seconds = time.perf_counter() - started
+        variants[f"pgl-zoo compiled, batch {batch}"] = lambda: predict_label(compiled, array, roi, args.overlap,
+                                                                             batch)
+    if args.monai_batch == batch:
+        del variants[f"MONAI, batch {batch}"]
+    labels = {name: run() for name, run in variants.items()}  # warm-up, and the labels to compare
+    limit = matmul_gflops(device)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):  # interleaved, so that load changes hit all alike
+        for name, run in variants.items():
+            _sync(device)
+            started = time.perf_counter()
+            run()
+            _sync(device)
+            times[name].append(time.perf_counter() - started)
+    limit = max(limit, matmul_gflops(device))
+
+    # agreement of the probabilities (pgl-zoo's blend, softmax) with MONAI's
+    with torch.inference_mode():
+        reference = sliding_window_inference(volume, roi, args.monai_batch, network, overlap=args.overlap,
+                                             mode="gaussian", sigma_scale=0.125).softmax(1)
+        probabilities = {"eager": sliding_window_predict(network, volume, roi, args.overlap, batch).softmax(1)}
+        if not args.no_compile:
+            probabilities["compiled"] = sliding_window_predict(compiled, volume, roi, args.overlap, batch,
+                                                               fixed_batch=True).softmax(1)
+    # the network alone on one window batch (no blending), eager and compiled
+    alone = {}
+    x = torch.randn(batch, 1, *roi, device=device)
+    for name, net in (("eager", network), ("compiled", None if args.no_compile else compiled)):
+        if net is None:
+            continue
         with torch.inference_mode():
-            return sliding_window_inference(x, roi, args.sw_batch_size, net, overlap=args.overlap, mode="gaussian",
-                                            sigma_scale=0.125)
-
-    return {"pgl-zoo": ours, "MONAI": monai}
-
-
-def _peak_rss_rise_in_subprocess(name: str, argv: list[str]) -> float:
-    """Peak RSS rise (MiB) of one call of implementation ``name`` in a fresh Python process.
-
-    The child builds the same network and volume, notes its resident set size, runs the call once
-    and reports how far its peak (ru_maxrss) rose above that, so the implementations never share a
-    high-water mark. (A fresh process rather than fork: forking after OpenMP work can hang.)
-    """
-    run = subprocess.run([sys.executable, __file__, *argv, "--child", name], capture_output=True, text=True,
-                         check=True)
-    return float(run.stdout.strip().splitlines()[-1])
-
-
-def _child(name: str, runners, x) -> None:
-    with open("/proc/self/statm") as handle:
-        start_kib = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
-    runners[name](x)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(f"{(peak_kib - start_kib) / 1024:.1f}")
-
-
-def _on_gpu(function, x) -> tuple[float, float]:
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    started = time.perf_counter()
-    function(x)
-    torch.cuda.synchronize()
-    return time.perf_counter() - started, (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="pgl-ct-tiny", help="zoo card whose architecture (untrained) to run")
-    parser.add_argument("--size", help="random volume Z,Y,X instead of the real CT")
-    parser.add_argument("--window", help="window Z,Y,X (default: the card's patch size)")
-    parser.add_argument("--overlap", type=float, default=0.25)
-    parser.add_argument("--sw-batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    card = get_card(args.model)
-    roi = tuple(int(s) for s in args.window.split(",")) if args.window else tuple(card.patch_size_zyx)
-    torch.manual_seed(0)
-    net = build_unet(card.arch, num_classes=4).eval().to(args.device)
-    x, description = _volume(args, card)
-    x = x.to(args.device)
-    runners = _runners(net, roi, args)
-    if args.child:
-        _child(args.child, runners, x)
-        return
-    outputs = {name: run(x) for name, run in runners.items()}  # warm-up, and the outputs to compare
-    difference = float((outputs["pgl-zoo"] - torch.as_tensor(outputs["MONAI"])).abs().max())
-    del outputs
-    gpu = args.device.startswith("cuda")
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    peaks: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(args.repeats):  # interleaved, so that load changes hit both alike
-        for name, run in runners.items():
-            if gpu:
-                seconds, mib = _on_gpu(run, x)
-                peaks[name].append(mib)
-            else:
+            net(x)
+            runs = []
+            for _ in range(5):
+                _sync(device)
                 started = time.perf_counter()
-                run(x)
-                seconds = time.perf_counter() - started
-            times[name].append(seconds)
-    if not gpu:
-        peaks = {name: [_peak_rss_rise_in_subprocess(name, argv)] for name in runners}
-    peak = {name: max(values) for name, values in peaks.items()}
+                net(x)
+                _sync(device)
+                runs.append(time.perf_counter() - started)
+        alone[name] = window_flops(network, x) * batch / min(runs) / 1e9
+
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"device: {where}; torch {torch.__version__}; model {card.name} ({card.num_classes} classes)")
+    print(f"volume: {Path(args.image).name} preprocessed to {tuple(array.shape)} (z, y, x); window {roi}; overlap "
+          f"{args.overlap}; {windows} windows; {flops / 1e9:.1f} GFLOP of network per pass over the volume")
+    print(f"matrix-product limit (2048^3 float32, best of 20, before and after): {limit:.1f} GFLOP/s")
     median = {name: statistics.median(values) for name, values in times.items()}
-    device = torch.cuda.get_device_name() if gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"command: python {' '.join([sys.argv[0], *argv])}")
-    print(f"device: {device}; torch {torch.__version__}; network: {card.name} architecture, 4 classes")
-    print(f"volume: {description}; window {roi}; overlap {args.overlap}; window batch {args.sw_batch_size}")
-    memory = "peak GPU memory" if gpu else "peak RSS rise"
-    for name in runners:
+    monai_times = {name: t for name, t in median.items() if name.startswith("MONAI")}
+    for name, seconds in median.items():
         runs = ", ".join(f"{t:.3f}" for t in times[name])
-        print(f"{name:8s} median {median[name]:.3f} s  (runs: {runs})  {memory} {peak[name]:.0f} MiB")
-    print(f"ratio pgl-zoo / MONAI: {median['pgl-zoo'] / median['MONAI']:.3f}")
-    print(f"max |difference| of outputs: {difference:.2e}")
+        ratios = "; ".join(f"{m / seconds:.2f}x {other}" for other, m in monai_times.items() if other != name)
+        rate = flops / seconds / 1e9
+        print(f"  {name:28s} median {seconds:.3f} s (runs {runs}); {rate:.1f} GFLOP/s = {rate / limit:.0%} of "
+              f"the limit" + (f"; speed vs {ratios}" if not name.startswith("MONAI") else ""))
+    if compile_seconds is not None:
+        print(f"  compiling (once per process; inductor's disk cache makes later processes faster): "
+              f"{compile_seconds:.1f} s")
+    for name, rate in alone.items():
+        print(f"  network alone, {name}, one batch of {batch} windows: {rate:.1f} GFLOP/s = {rate / limit:.0%} of "
+              f"the limit")
+    reference_labels = reference[0].argmax(0).to(torch.uint8).cpu().numpy()
+    for name, p in probabilities.items():
+        print(f"  pgl-zoo {name}: max |probability - MONAI's| {float((p - reference).abs().max()):.2e}")
+    for name, label in labels.items():
+        if not name.startswith("MONAI"):
+            print(f"  {name}: labels identical to MONAI's on {float((label == reference_labels).mean()):.5%} of "
+                  f"voxels")
 
 
 if __name__ == "__main__":

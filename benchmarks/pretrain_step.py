@@ -1,6 +1,6 @@
 """Benchmark of PGL pretraining: step time of PGL vs the BYOL baseline, data-pipeline throughput, memory.
 
-From one run on the same network (a registered card, default pgl-ct-tiny) and the same batch of
+From one run on the same network (a registered card, default pgl-ct) and the same batch of
 view pairs, prints:
 
 * PGL step time (local weight 1, the default decoder level unless --local-scales), BYOL step time
@@ -11,10 +11,12 @@ view pairs, prints:
   real CT from ../shared/data/ct when present, else synthetic volumes), against the views per
   second the model consumes in a PGL step, and their ratio.
 * Peak memory: the process's peak resident set size (CPU) or peak CUDA memory allocated.
+* FLOP rate of each step (forward and backward FLOPs counted by ``torch.utils.flop_counter``)
+  against a 2048 x 2048 float32 matrix product measured in the same run (the practical limit).
 
 Usage::
 
-    python benchmarks/pretrain_step.py                       # tiny network, batch 4, card patch
+    python benchmarks/pretrain_step.py                       # pgl-ct, batch 4, the card's patch
     python benchmarks/pretrain_step.py --batch-size 2 --patch-size 16,64,64 --steps 5
 """
 
@@ -53,17 +55,27 @@ def synthetic_folder(root: Path, n: int = 3) -> Path:
     return root
 
 
-def timed_step(online, target, optimizer, batch, local_weight: float, device) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one training step."""
+def timed_step(online, target, optimizer, batch, local_weight: float, device, model=None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one training step (``model``: online's compiled
+    wrapper, as ``pgl-zoo pretrain --compile`` uses it)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     start, cpu_start = time.perf_counter(), time.process_time()
-    losses = train_step(online, online, target, optimizer, batch, local_weight, cosine_momentum(1, 100),
-                        clip_grad=1.0, amp=device.type == "cuda")  # the trainer's own step
+    losses = train_step(online if model is None else model, online, target, optimizer, batch, local_weight,
+                        cosine_momentum(1, 100), clip_grad=1.0, amp=device.type == "cuda")  # the trainer's own step
     losses.total.detach().item()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def step_flops(online, target, optimizer, batch, local_weight: float, device) -> float:
+    """Forward + backward FLOPs of one training step (the optimiser and EMA add no FLOPs counted here)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        timed_step(online, target, optimizer, batch, local_weight, device)
+    return float(counter.get_total_flops())
 
 
 def peak_memory_mib(device) -> float:
@@ -74,7 +86,7 @@ def peak_memory_mib(device) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="pgl-ct-tiny")
+    parser.add_argument("--model", default="pgl-ct")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--patch-size", default=None, help="z,y,x (default: the card's)")
     parser.add_argument("--local-scales", default=None, help="decoder levels, e.g. 2 or 1,2 (default: coarsest)")
@@ -83,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None, help="data workers (default: the trainer's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the online network, as pretrain --compile does")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
               else default_local_levels(len(stage_widths(card.arch))))
     workers = default_workers() if args.workers is None else args.workers
     print(f"device {device} ({torch.get_num_threads()} threads), model {card.name}, batch {args.batch_size} pairs, "
-          f"patch {'x'.join(map(str, patch))}, local levels {list(levels)}, torch {torch.__version__}")
+          f"patch {'x'.join(map(str, patch))}, local levels {list(levels)}, torch {torch.__version__}"
+          f"{', online network compiled' if args.compile else ', eager'}")
 
     with tempfile.TemporaryDirectory() as tmp:
         source = DATA if DATA.is_dir() else synthetic_folder(Path(tmp))
@@ -113,13 +128,22 @@ def main(argv: list[str] | None = None) -> None:
             online = OnlineNetwork(card.arch, levels).to(device)
             target = make_target(online)
             optimizer = torch.optim.AdamW(online.parameters(), lr=1e-4)
-            nets[name] = (online, target, optimizer, weight)
-            timed_step(online, target, optimizer, batch, weight, device)  # warm-up
+            model = torch.compile(online) if args.compile else None
+            nets[name] = (online, target, optimizer, weight, model)
+            started = time.perf_counter()
+            timed_step(online, target, optimizer, batch, weight, device, model)  # warm-up (and compilation)
+            compiling = " (compiling)" if args.compile else ""
+            print(f"{name}: first step {time.perf_counter() - started:.1f} s{compiling}")
+        flops = {name: step_flops(*nets[name][:3], batch, nets[name][3], device) for name in nets}
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from inference import matmul_gflops
+
+        limit = matmul_gflops(str(device))
         times: dict[str, list[float]] = {"BYOL": [], "PGL": []}
         cpu: dict[str, list[float]] = {"BYOL": [], "PGL": []}
         for _ in range(args.steps):
-            for name, (online, target, optimizer, weight) in nets.items():
-                wall, used = timed_step(online, target, optimizer, batch, weight, device)
+            for name, (online, target, optimizer, weight, model) in nets.items():
+                wall, used = timed_step(online, target, optimizer, batch, weight, device, model)
                 times[name].append(wall)
                 cpu[name].append(used)
         # The minimum is the estimate least disturbed by other load on the machine (as timeit does);
@@ -133,6 +157,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"PGL / BYOL step-time ratio: {t_pgl / t_byol:.3f} (min wall), "
               f"{statistics.median(times['PGL']) / statistics.median(times['BYOL']):.3f} (median wall), "
               f"{min(cpu['PGL']) / min(cpu['BYOL']):.3f} (min CPU time)")
+        limit = max(limit, matmul_gflops(str(device)))
+        for name in ("PGL", "BYOL"):
+            rate = flops[name] / min(times[name]) / 1e9
+            print(f"{name:4s} step: {flops[name] / 1e9:.1f} GFLOP (forward + backward), {rate:.1f} GFLOP/s = "
+                  f"{rate / limit:.0%} of the matrix-product limit {limit:.1f} GFLOP/s (2048^3 float32, same run)")
+        print(f"PGL / BYOL FLOPs: {flops['PGL'] / flops['BYOL']:.3f}")
         kind = "CUDA allocated" if device.type == "cuda" else "process RSS"
         print(f"peak memory: {peak_memory_mib(device):.0f} MiB ({kind})")
 
