@@ -113,7 +113,8 @@ class _CompiledForInference(nn.Module):
 
     (``torch.compile(..., options={"freezing": True})`` does not reach the stage that freezes, as
     measured with torch 2.14: no speed-up; so the config is patched around every call, which is
-    when compilation happens.)
+    when compilation happens.) If the first call fails to compile (no working C++ compiler, say),
+    one warning names the reason and the eager network is used from then on.
     """
 
     pgl_fixed_batch = True  # predict_label feeds it one input shape only
@@ -122,12 +123,28 @@ class _CompiledForInference(nn.Module):
         super().__init__()
         self.network = network
         self.compiled = torch.compile(network, dynamic=False)
+        self.compile_error: str | None = None
+        self._first = True
 
     def forward(self, x: Tensor) -> Tensor:
         from torch._inductor import config as inductor_config
 
-        with inductor_config.patch(freezing=True):
-            return self.compiled(x)
+        if self.compile_error is not None:
+            return self.network(x)
+        try:
+            with inductor_config.patch(freezing=True):
+                return self.compiled(x)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: fall back, say why once
+            if not self._first:
+                raise
+            self.compile_error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            import warnings
+
+            warnings.warn(f"torch.compile failed, running the network uncompiled: {self.compile_error}",
+                          RuntimeWarning, stacklevel=2)
+            return self.network(x)
+        finally:
+            self._first = False
 
 
 def compile_for_inference(network: nn.Module) -> nn.Module:

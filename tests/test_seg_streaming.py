@@ -83,3 +83,19 @@ def test_deferred_intensities_give_the_labels_of_the_normalised_volume(network):
         np.testing.assert_array_equal(label, expected)
         small = predict_label(network, hu[:10], (16, 32, 32), intensity=mapping)  # padded: mapped first
         np.testing.assert_array_equal(small, predict_label(network, normalised[:10], (16, 32, 32)))
+
+
+def test_a_failed_compilation_falls_back_to_the_eager_network():
+    """No working C++ compiler (inductor's real check, on a compiler name that does not exist): one
+    warning naming the problem, then the eager network's labels."""
+    from torch._inductor import config as inductor_config
+
+    torch.manual_seed(1)
+    network = build_unet(MICRO_ARCH, num_classes=3).eval()  # its own: nothing compiled for it yet
+    array = np.random.default_rng(5).normal(size=(20, 32, 32)).astype(np.float32)
+    compiled = compile_for_inference(network)
+    with inductor_config.patch({"cpp.cxx": ("no-such-compiler-for-pgl-zoo",)}):
+        with pytest.warns(RuntimeWarning, match="torch.compile failed.*compiler"):
+            labels = predict_label(compiled, array, (16, 32, 32), sw_batch_size=2)
+    assert compiled.compile_error is not None
+    np.testing.assert_array_equal(labels, predict_label(network, array, (16, 32, 32), sw_batch_size=2))
