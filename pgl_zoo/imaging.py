@@ -422,7 +422,8 @@ class ImageGeometry:
 class PreprocessedVolume:
     """Network-ready intensities and the grid they live on.
 
-    ``array``: float32 (z, y, x). ``grid``: a SimpleITK image with the geometry (size, spacing,
+    ``array``: (z, y, x), float32, or the scan's own values when ``intensity`` is set.
+    ``grid``: a SimpleITK image with the geometry (size, spacing,
     origin, direction) of ``array`` (geometry only: an 8-bit image of zeros, to save memory);
     ``original``: the image as read, or only its :class:`ImageGeometry` (to map results back
     without keeping the scan's pixels in memory). ``intensity``: None when ``array`` is the
