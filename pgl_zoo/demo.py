@@ -126,9 +126,10 @@ def lung_dice(prediction: np.ndarray, expert: np.ndarray, lung_values: tuple[int
     """
     if prediction.shape != expert.shape:
         raise PglZooError(f"prediction shape {prediction.shape} differs from the expert label's {expert.shape}")
-    predicted, truth = np.isin(prediction, lung_values), expert > 0
-    total = int(predicted.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(predicted, truth).sum()) / total
+    from .metrics import dice_per_class
+
+    predicted, truth = np.isin(prediction, lung_values).astype(np.uint8), (expert > 0).astype(np.uint8)
+    return dice_per_class(predicted, truth, 2, empty_value=1.0)[1]
 
 
 def _lung_values(card, model: str) -> tuple[int, ...]:

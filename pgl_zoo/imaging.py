@@ -331,13 +331,24 @@ class IntensityMap:
     scale: float
     shift: float
 
-    def apply_(self, tensor):
-        """Apply in place to a float torch tensor (any shape); returns it."""
+    def apply_(self, values):
+        """Apply in place to a float32 numpy array or float torch tensor (any shape); returns it.
+
+        Both kinds get the same float32 operations (clip, multiply, add), so a volume mapped whole
+        equals the same volume mapped window by window, bit for bit.
+        """
+        if isinstance(values, np.ndarray):
+            if self.window is not None:
+                np.clip(values, self.window[0], self.window[1], out=values)
+            if (self.scale, self.shift) != (1.0, 0.0):
+                values *= np.float32(self.scale)
+                values += np.float32(self.shift)
+            return values
         if self.window is not None:
-            tensor.clamp_(self.window[0], self.window[1])
+            values.clamp_(self.window[0], self.window[1])
         if (self.scale, self.shift) != (1.0, 0.0):
-            tensor.mul_(self.scale).add_(self.shift)
-        return tensor
+            values.mul_(self.scale).add_(self.shift)
+        return values
 
 
 def intensity_map(array: np.ndarray, window: tuple[float, float] | None, normalization: str) -> IntensityMap:
@@ -372,12 +383,7 @@ def normalize_intensities(
         out = array
     else:
         out = np.array(array, dtype=np.float32)
-    if mapping.window is not None:
-        np.clip(out, mapping.window[0], mapping.window[1], out=out)
-    if (mapping.scale, mapping.shift) != (1.0, 0.0):
-        out *= np.float32(mapping.scale)
-        out += np.float32(mapping.shift)
-    return out
+    return mapping.apply_(out)
 
 
 def _mean_std(array: np.ndarray, window: tuple[float, float] | None = None,

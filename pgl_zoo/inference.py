@@ -311,7 +311,7 @@ def predict_label(
         batch = sw_batch_size or default_window_batch(device)
         run = compile_for_inference(network) if compile and not hasattr(network, "pgl_fixed_batch") else network
         fixed = bool(getattr(run, "pgl_fixed_batch", False))
-        weight = gaussian_importance_map(roi, 0.125).to(device)
+        weight = gaussian_importance_map(roi).to(device)  # MONAI's sigma_scale 0.125, as above
         label: np.ndarray | None = None
         scores: Tensor | None = None  # planes [low, low + roi[0]) of the weighted sums
         low = 0

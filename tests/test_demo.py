@@ -31,7 +31,6 @@ from pgl_zoo.demo import (
     DemoConfig,
     run_demo,
 )
-from pgl_zoo.registry import list_models
 from pgl_zoo.runs import RunLock
 
 
@@ -129,14 +128,6 @@ def test_an_unavailable_model_is_one_line_before_anything_is_written(tmp_path, c
     assert code == 1 and err.startswith("error: part (a): the lung model 'no-such-model' is not available")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "--model" in err
     assert not out.exists()
-
-
-def test_the_default_model_is_refused_clearly_until_it_is_registered(tmp_path, capsys):
-    if DEFAULT_MODEL in list_models():
-        pytest.skip(f"{DEFAULT_MODEL} is registered; the wheel test runs the demo with it")
-    code, _, err = call(capsys, "demo", "--out", tmp_path / "out", "--fast")
-    assert code == 1 and f"the lung model '{DEFAULT_MODEL}' is not available" in err
-    assert len(err.strip().splitlines()) == 1
 
 
 def test_a_model_without_a_lung_class_is_refused(tmp_path, capsys):

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from _cli import call
-from _seg_helpers import micro_lung_model
 
 from pgl_zoo.demo import DEFAULT_MODEL, DemoRecipe
 from pgl_zoo.registry import default_encoder, get_card, list_models
@@ -106,8 +105,7 @@ def shell_commands(code: str) -> list[str]:
     return commands
 
 
-def run_cli_commands(capsys, commands: list[str], extra: dict[str, list[str]] | None = None,
-                     skip: dict[str, str] = SKIPPED_COMMANDS) -> list[str]:
+def run_cli_commands(capsys, commands: list[str], skip: dict[str, str] = SKIPPED_COMMANDS) -> list[str]:
     """Run each ``pgl-zoo ...`` command in this process (but those in ``skip``); returns what ran."""
     ran = []
     for command in commands:
@@ -115,8 +113,7 @@ def run_cli_commands(capsys, commands: list[str], extra: dict[str, list[str]] | 
             continue
         assert command.startswith("pgl-zoo "), f"not a pgl-zoo command, and not listed as skipped: {command}"
         args = shlex.split(command.replace("[", "").replace("]", ""))[1:]  # optional parts: run with them
-        for flags_by_prefix in (TINY, extra or {}):
-            args += next((flags for prefix, flags in flags_by_prefix.items() if command.startswith(prefix)), [])
+        args += next((flags for prefix, flags in TINY.items() if command.startswith(prefix)), [])
         code, out, err = call(capsys, *args)
         assert code == 0, f"`{command}` (run as pgl-zoo {' '.join(args)}) failed: {err or out}"
         ran.append(command)
@@ -136,13 +133,6 @@ def offline(monkeypatch, tmp_path_factory):
     monkeypatch.delenv("PGL_ZOO_WEIGHTS", raising=False)
 
 
-def lung_model_flags(folder: Path) -> list[str]:
-    """While the zoo's lung model is not registered, the demo's part (a) uses a micro lung model."""
-    if DEFAULT_MODEL in list_models():
-        return []
-    return ["--model", str(micro_lung_model(folder / "micro-lungs"))]
-
-
 def test_every_block_is_classified():
     keys = [b.key for b in fenced_blocks(README)]
     unknown = [k for k in keys if not any(k.startswith(first) for first in BLOCKS)]
@@ -151,12 +141,12 @@ def test_every_block_is_classified():
     assert not missing, f"BLOCKS entries no longer in README.md: {missing}"
 
 
-def test_main_job(clone, monkeypatch, capsys, tmp_path_factory):
+def test_main_job(clone, monkeypatch, capsys):
     commands = shell_commands(block(next(iter(BLOCKS))).code)
     assert [c.split()[:2] for c in commands] == [["pip", "install"], ["pip", "install"], ["pgl-zoo", "demo"]]
+    assert DEFAULT_MODEL in list_models()  # part (a) runs the zoo's own lung model, bundled
     monkeypatch.chdir(clone)
-    ran = run_cli_commands(capsys, [commands[-1]],
-                           {"pgl-zoo demo": lung_model_flags(tmp_path_factory.mktemp("models"))}, skip={})
+    ran = run_cli_commands(capsys, [commands[-1]], skip={})
     summary = json.loads((clone / "demo" / "summary.json").read_text())
     assert summary["finetuned"]["recipe"]["steps"] == 1  # the tiny setting reached the command
     assert ran == ["pgl-zoo demo --out demo/"]
