@@ -28,6 +28,91 @@ CONV3D = "torch.nn.modules.conv.Conv3d"
 INSTANCE_NORM3D = "torch.nn.modules.instancenorm.InstanceNorm3d"
 LEAKY_RELU = "torch.nn.LeakyReLU"
 
+
+def _number(low: float | None = None, high: float | None = None, *, open_low: bool = False,
+            open_high: bool = False, none: bool = False):
+    """A checker of one JSON number in a range (bools are not numbers here)."""
+    def check(value: Any) -> bool:
+        if value is None:
+            return none
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            return False
+        if low is not None and (value <= low if open_low else value < low):
+            return False
+        return not (high is not None and (value >= high if open_high else value > high))
+    return check
+
+
+def _flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+_NORM_KWARGS = {"eps": _number(0, 1, open_low=True), "momentum": _number(0, 1, none=True), "affine": _flag,
+                "track_running_stats": _flag}
+_DROPOUT_KWARGS = {"p": _number(0, 1, open_high=True), "inplace": _flag}
+# The only classes a card's arch may name: those of nnU-Net's ResEnc presets (Conv3d, InstanceNorm3d,
+# LeakyReLU, no dropout) and the few its other plans use. Each maps to (the class's module under torch.nn,
+# the keyword arguments it may take with a check of their JSON value). A card is data: nothing is ever
+# imported by a name it holds; pgl_zoo.nets looks the class up in torch.nn by the name in this table.
+# tests/test_nets.py checks every keyword against the installed torch's signatures.
+ALLOWED_OPS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
+    "conv_op": {"Conv3d": ("conv", {})},
+    "norm_op": {"InstanceNorm3d": ("instancenorm", _NORM_KWARGS), "BatchNorm3d": ("batchnorm", _NORM_KWARGS)},
+    "dropout_op": {"Dropout3d": ("dropout", _DROPOUT_KWARGS), "Dropout": ("dropout", _DROPOUT_KWARGS)},
+    "nonlin": {"LeakyReLU": ("activation", {"negative_slope": _number(0, 1), "inplace": _flag}),
+               "ReLU": ("activation", {"inplace": _flag})},
+}
+_OP_KWARGS_KEY = {"conv_op": None, "norm_op": "norm_op_kwargs", "dropout_op": "dropout_op_kwargs",
+                  "nonlin": "nonlin_kwargs"}
+# Bounds that keep a hostile or mistyped card from allocating before anything else checks it. nnU-Net's
+# largest ResEnc preset (L) has 6 stages of at most 320 channels, 1-6 blocks, 3x3x3 kernels, strides <= 2.
+MAX_STAGES = 8
+MAX_WIDTH = 1024
+MAX_BLOCKS = 16
+MAX_KERNEL = 7
+MAX_STRIDE = 4
+MAX_PARAMETERS = 400_000_000
+
+
+def op_class(key: str, value: Any) -> str | None:
+    """The torch.nn class name that ``arch_kwargs[key]`` names, checked against :data:`ALLOWED_OPS`.
+
+    Both spellings nnU-Net plans use are accepted (``torch.nn.LeakyReLU`` and
+    ``torch.nn.modules.activation.LeakyReLU``); anything else raises ValueError, before any import.
+    """
+    if value is None and key != "conv_op":
+        return None
+    for name, (module, _) in ALLOWED_OPS[key].items():
+        if value in (f"torch.nn.{name}", f"torch.nn.modules.{module}.{name}"):
+            return name
+    allowed = sorted(f"torch.nn.{n}" for n in ALLOWED_OPS[key])
+    raise ValueError(f"arch_kwargs.{key} must be one of {allowed}{'' if key == 'conv_op' else ' or null'}, "
+                     f"got {value!r} (a card names classes from a fixed list; nothing else is imported)")
+
+
+def _check_op_kwargs(key: str, name: str | None, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """``arch_kwargs[<key>_kwargs]`` checked against the allowed keywords of the class it configures."""
+    kw_key = _OP_KWARGS_KEY[key]
+    if kw_key is None:
+        return None
+    value = kwargs.get(kw_key)
+    if name is None:
+        if value not in (None, {}):
+            raise ValueError(f"arch_kwargs.{kw_key} must be null when {key} is null, got {value!r}")
+        return value
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"arch_kwargs.{kw_key} must be an object, got {value!r}")
+    allowed = ALLOWED_OPS[key][name][1]
+    for arg, item in value.items():
+        if arg not in allowed:
+            raise ValueError(f"arch_kwargs.{kw_key}: {name} takes no argument {arg!r} here "
+                             f"(allowed: {sorted(allowed)})")
+        if not allowed[arg](item):
+            raise ValueError(f"arch_kwargs.{kw_key}.{arg}: invalid value {item!r} for {name}")
+    return dict(value)
+
 # The keyword arguments of ResidualEncoderUNet that a plan may set (input_channels, num_classes and
 # deep_supervision are given when the network is built). tests/test_nets.py checks this list
 # against the installed library's signature.
@@ -144,13 +229,24 @@ def validate_arch(arch: Any) -> dict[str, Any]:
     n = kwargs["n_stages"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"arch_kwargs.n_stages must be an integer >= 2, got {n!r}")
-    if kwargs["conv_op"] != CONV3D:
-        raise ValueError(f"arch_kwargs.conv_op must be {CONV3D!r} (3D networks), got {kwargs['conv_op']!r}")
-    imports = arch.get("_kw_requires_import")
-    if not isinstance(imports, list) or not set(imports) <= set(REQUIRES_IMPORT) or "conv_op" not in imports:
-        raise ValueError(f"arch._kw_requires_import must be a subset of {REQUIRES_IMPORT} with conv_op, "
-                         f"got {imports!r}")
+    if n > MAX_STAGES:
+        raise ValueError(f"arch_kwargs.n_stages {n} is above the bound {MAX_STAGES}")
     kwargs = dict(kwargs)
+    classes = {key: op_class(key, kwargs.get(key)) for key in REQUIRES_IMPORT}
+    for key, name in classes.items():
+        checked = _check_op_kwargs(key, name, kwargs)
+        if _OP_KWARGS_KEY[key] in kwargs:
+            kwargs[_OP_KWARGS_KEY[key]] = checked
+    imports = arch.get("_kw_requires_import")
+    needed = {key for key, name in classes.items() if name is not None}
+    if not isinstance(imports, list) or not set(imports) <= set(REQUIRES_IMPORT) or not needed <= set(imports):
+        raise ValueError(f"arch._kw_requires_import must list {sorted(needed)} (a subset of {REQUIRES_IMPORT}), "
+                         f"got {imports!r}")
+    if "conv_bias" in kwargs and not isinstance(kwargs["conv_bias"], bool):
+        raise ValueError(f"arch_kwargs.conv_bias must be true or false, got {kwargs['conv_bias']!r}")
+    stem = kwargs.get("stem_channels")
+    if stem is not None and (isinstance(stem, bool) or not isinstance(stem, int) or not 1 <= stem <= MAX_WIDTH):
+        raise ValueError(f"arch_kwargs.stem_channels must be null or an integer in [1, {MAX_WIDTH}], got {stem!r}")
     kwargs["features_per_stage"] = _int_list("features_per_stage", kwargs["features_per_stage"], n)
     kwargs["n_blocks_per_stage"] = _int_list("n_blocks_per_stage", kwargs["n_blocks_per_stage"], n)
     kwargs["n_conv_per_stage_decoder"] = _int_list("n_conv_per_stage_decoder", kwargs["n_conv_per_stage_decoder"],
@@ -159,7 +255,35 @@ def validate_arch(arch: Any) -> dict[str, Any]:
     kwargs["kernel_sizes"] = _triples("kernel_sizes", kwargs["kernel_sizes"], n)
     if any(k % 2 == 0 for ks in kwargs["kernel_sizes"] for k in ks):
         raise ValueError(f"arch_kwargs.kernel_sizes must be odd, got {kwargs['kernel_sizes']}")
+    for name, bound in (("features_per_stage", MAX_WIDTH), ("n_blocks_per_stage", MAX_BLOCKS),
+                        ("n_conv_per_stage_decoder", MAX_BLOCKS), ("kernel_sizes", MAX_KERNEL),
+                        ("strides", MAX_STRIDE)):
+        values = kwargs[name]
+        flat = [v for item in values for v in item] if name in ("kernel_sizes", "strides") else values
+        if max(flat) > bound:
+            raise ValueError(f"arch_kwargs.{name} {values} exceeds the bound {bound}")
+    params = estimated_parameters(kwargs)
+    if params > MAX_PARAMETERS:
+        raise ValueError(f"arch describes about {params / 1e6:.0f} M parameters, above the bound "
+                         f"{MAX_PARAMETERS / 1e6:.0f} M")
     return {"network_class_name": NETWORK_CLASS, "arch_kwargs": kwargs, "_kw_requires_import": list(imports)}
+
+
+def estimated_parameters(arch_kwargs: dict[str, Any]) -> int:
+    """About how many weights ``ResidualEncoderUNet`` with these (checked) kwargs has: convolution weights
+    of the encoder's residual blocks and the decoder, one input channel; a bound, not an exact count."""
+    widths, blocks = arch_kwargs["features_per_stage"], arch_kwargs["n_blocks_per_stage"]
+    kernels, strides = arch_kwargs["kernel_sizes"], arch_kwargs["strides"]
+    total, previous = 0, 1
+    for i, width in enumerate(widths):
+        k3 = kernels[i][0] * kernels[i][1] * kernels[i][2]
+        total += k3 * previous * width + (2 * blocks[i] - 1) * k3 * width * width + previous * width
+        previous = width
+    for i, convs in enumerate(arch_kwargs["n_conv_per_stage_decoder"]):
+        s3 = strides[i + 1][0] * strides[i + 1][1] * strides[i + 1][2]
+        k3 = kernels[i][0] * kernels[i][1] * kernels[i][2]
+        total += s3 * widths[i + 1] * widths[i] + k3 * 2 * widths[i] * widths[i] + (convs - 1) * k3 * widths[i] ** 2
+    return total
 
 
 def stage_widths(arch: dict[str, Any]) -> list[int]:

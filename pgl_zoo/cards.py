@@ -16,6 +16,7 @@ Conventions used by every card:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ BUNDLED = "bundled"
 STATUSES = (NOT_PUBLISHED, PUBLISHED, BUNDLED)
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
+# A file name a card may give its weights: no folder, no glob character, not hidden.
+PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 # Version 2: ``arch`` is nnU-Net's architecture block for ResidualEncoderUNet (pgl-zoo >= 0.2).
 # Version 1 cards (``arch`` = widths/blocks/strides of the hand-written networks of 0.1) describe
@@ -127,8 +130,9 @@ class ModelCard:
             raise ValueError(f"contents must name parts among encoder, decoder, head, got {self.contents!r}")
         if isinstance(self.in_channels, bool) or not isinstance(self.in_channels, int) or self.in_channels < 1:
             raise ValueError(f"in_channels must be a positive integer, got {self.in_channels!r}")
-        if "/" in self.filename or "\\" in self.filename or self.filename in ("", ".", ".."):
-            raise ValueError(f"filename must be a plain file name inside the model's folder, got {self.filename!r}")
+        if not isinstance(self.filename, str) or not PLAIN_FILE_NAME.fullmatch(self.filename):
+            raise ValueError("filename must be a plain file name inside the model's folder (letters, digits, '_', "
+                             f"'-', '.'; no path, no pattern), got {self.filename!r}")
         if self.size_bytes is not None and (
             isinstance(self.size_bytes, bool) or not isinstance(self.size_bytes, int) or self.size_bytes < 1
         ):
@@ -187,7 +191,7 @@ class ModelCard:
         path = Path(path)
         try:
             return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: deep nesting
             raise PglZooError(f"{path}: not a valid pgl-zoo card ({type(exc).__name__}: {exc})") from exc
 
     def replace(self, **changes: Any) -> ModelCard:

@@ -63,7 +63,9 @@ def export_cmd(source: str, out: str, format_: str, name: str | None, decoder: b
 @click.option("--plans-name", help="New plans identifier (default: the old one + '_' + the model name).")
 @click.option("--check", "check", type=click.Path(exists=True, dir_okay=False, path_type=str), metavar="CHECKPOINT",
               help="Also build the network with nnU-Net's own code and load this checkpoint (from "
-                   "`pgl-zoo export --format nnunet`) with nnU-Net's loader; needs pgl-zoo[nnunet].")
+                   "`pgl-zoo export --format nnunet`) with nnU-Net's loader; needs pgl-zoo[nnunet]. The file is "
+                   "read with torch.load(weights_only=True) first (no code in it runs) and only its tensors reach "
+                   "nnU-Net's loader, which itself would unpickle anything.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing plans file of that name.")
 def nnunet_plans_cmd(model: str, plans: str, out: str, plans_name: str | None, check: str | None,
                      overwrite: bool) -> None:
@@ -78,14 +80,20 @@ def nnunet_plans_cmd(model: str, plans: str, out: str, plans_name: str | None, c
       pgl-zoo export pgl-ct-tiny --format nnunet --out pgl-ct-tiny_nnunet.pth
       nnUNetv2_train 501 3d_fullres 0 -p nnUNetPlans_pgl-ct-tiny -pretrained_weights pgl-ct-tiny_nnunet.pth
     """
-    from .nnunet import check_with_nnunet, write_nnunet_plans
+    import tempfile
 
+    from .nnunet import check_with_nnunet, read_nnunet_checkpoint, require_nnunet, write_nnunet_plans
+
+    dataset_json = Path(plans).parent / "dataset.json"
+    if check:  # refuse a bad --check before anything is written
+        require_nnunet()
+        if not dataset_json.is_file():
+            raise PglZooError(f"{dataset_json}: needed by --check (nnU-Net keeps it beside the plans)")
+        with tempfile.TemporaryDirectory() as tmp:
+            read_nnunet_checkpoint(check, Path(tmp) / "checked.pth")
     path = write_nnunet_plans(model, plans, out, plans_name=plans_name, overwrite=overwrite)
     click.echo(f"wrote {path} (plans identifier {path.stem})")
     if check:
-        dataset_json = Path(plans).parent / "dataset.json"
-        if not dataset_json.is_file():
-            raise PglZooError(f"{dataset_json}: needed by --check (nnU-Net keeps it beside the plans)")
         loaded = check_with_nnunet(path, dataset_json, check)
         click.echo(f"nnU-Net built the 3d_fullres network from {path.name} and loaded {check}: "
                    f"{loaded} parameters outside the segmentation layers")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from .errors import PglZooError
 
 PathLike = str | os.PathLike
 CONFIGURATION = "3d_fullres"
+# A plans identifier becomes a file name in --out and folder names in nnU-Net's trees: no path, nothing hidden.
+PLANS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
 NNUNET_MISSING = "nnunetv2 is not installed; install the extra: pip install \"pgl-zoo[nnunet]\""
 
 
@@ -161,7 +164,7 @@ def write_nnunet_plans(model: PathLike, plans_path: PathLike, out_dir: PathLike,
     plans_path = Path(plans_path)
     try:
         plans = json.loads(plans_path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise PglZooError(f"{plans_path}: not a readable nnU-Net plans file ({exc})") from None
     if not isinstance(plans, dict) or "configurations" not in plans or "plans_name" not in plans:
         raise PglZooError(f"{plans_path}: not an nnU-Net plans file (no plans_name / configurations)")
@@ -169,6 +172,10 @@ def write_nnunet_plans(model: PathLike, plans_path: PathLike, out_dir: PathLike,
         card = _zoo_card(model, Path(tmp))
     new = copy.deepcopy(plans)
     new["plans_name"] = plans_name or f"{plans['plans_name']}_{card.name}"
+    if not isinstance(new["plans_name"], str) or not PLANS_NAME.fullmatch(new["plans_name"]):
+        source = "--plans-name" if plans_name else f"{plans_path}: plans_name"
+        raise PglZooError(f"{source}: {new['plans_name']!r} is not a plain plans identifier (letters, digits, "
+                          "'_', '-', '.', '+'; it names a file and folders inside --out)")
     config = plans_configuration(card, plans)
     config["data_identifier"] = f"{new['plans_name']}_{CONFIGURATION}"
     new["configurations"][CONFIGURATION] = config
@@ -181,6 +188,18 @@ def write_nnunet_plans(model: PathLike, plans_path: PathLike, out_dir: PathLike,
         raise PglZooError(f"{out}: exists; pass --overwrite to replace it")
     atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(new, indent=4) + "\n"))
     return out
+
+
+def require_nnunet() -> None:
+    """PglZooError with the install line when the optional extra nnunetv2 is missing."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("nnunetv2") is not None
+    except ValueError:  # a module set to None in sys.modules (as the tests do) counts as missing
+        found = False
+    if not found:
+        raise PglZooError(NNUNET_MISSING)
 
 
 def check_with_nnunet(plans_file: PathLike, dataset_json: PathLike, checkpoint: PathLike) -> int:
@@ -203,8 +222,34 @@ def check_with_nnunet(plans_file: PathLike, dataset_json: PathLike, checkpoint: 
         config.network_arch_class_name, config.network_arch_init_kwargs, config.network_arch_init_kwargs_req_import,
         determine_num_input_channels(plans, config, dataset), plans.get_label_manager(dataset).num_segmentation_heads,
         deep_supervision=True)
-    try:
-        load_pretrained_weights(net, str(checkpoint))
-    except (AssertionError, KeyError, RuntimeError) as exc:
-        raise PglZooError(f"{checkpoint}: nnU-Net could not load it into the plans' network ({exc})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        # nnU-Net's loader unpickles with weights_only=False: it only ever sees a copy made here from tensors.
+        checked = read_nnunet_checkpoint(checkpoint, Path(tmp) / "checked.pth")
+        try:
+            load_pretrained_weights(net, str(checked))
+        except (AssertionError, KeyError, RuntimeError) as exc:
+            raise PglZooError(f"{checkpoint}: nnU-Net could not load it into the plans' network ({exc})") from None
     return sum(p.numel() for n, p in net.named_parameters() if ".seg_layers." not in n)
+
+
+def read_nnunet_checkpoint(checkpoint: PathLike, copy_to: PathLike) -> Path:
+    """Read ``checkpoint`` with ``torch.load(weights_only=True)`` (no code runs), check it is the dict
+    ``export_nnunet_checkpoint`` writes (``network_weights``: name -> tensor) and save those tensors alone to
+    ``copy_to``, the file to hand to nnU-Net's own (pickle-trusting) loader. PglZooError names the file."""
+    import pickle
+
+    import torch
+
+    try:
+        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PglZooError(f"{checkpoint}: refused: not a plain tensor checkpoint (torch.load with weights_only=True: "
+                          f"{reason})") from None
+    weights = payload.get("network_weights") if isinstance(payload, dict) else None
+    if not isinstance(weights, dict) or not weights or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise PglZooError(f"{checkpoint}: not a checkpoint of `pgl-zoo export --format nnunet` (no network_weights "
+                          "dict of tensors)")
+    torch.save({"network_weights": weights}, copy_to)
+    return Path(copy_to)

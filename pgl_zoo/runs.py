@@ -107,7 +107,7 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise RunError(f"{path}: missing") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise RunError(f"{path}: not readable JSON, truncated or corrupt ({exc})") from None
 
 

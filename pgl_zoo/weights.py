@@ -16,6 +16,7 @@ attempt downloads it again instead of failing on the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -293,15 +294,22 @@ def push_to_hub(
     result: dict = {"repo_id": repo_id, "files": plan, "dry_run": dry_run}
     if dry_run:
         return result
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
+    # Exactly the files of the plan, by name, with the bytes whose digest the plan lists (never a pattern:
+    # a file named "*" would otherwise match every file in the folder).
+    operations = []
+    for item in plan:
+        data = (Path(folder) / item["file"]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != item["sha256"]:
+            raise PglZooError(f"{Path(folder) / item['file']}: changed while the upload was prepared; nothing uploaded")
+        operations.append(CommitOperationAdd(path_in_repo=item["file"], path_or_fileobj=data))
     api = HfApi(token=token, endpoint=os.environ.get("HF_ENDPOINT") or None)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    commit = api.upload_folder(
-        folder_path=str(folder),
+    commit = api.create_commit(
         repo_id=repo_id,
+        operations=operations,
         revision=revision,
-        allow_patterns=[item["file"] for item in plan],
         commit_message=commit_message or f"Upload {json.loads((Path(folder) / CARD_NAME).read_text())['name']}",
     )
     result.update({"commit_url": str(commit.commit_url), "revision": commit.oid})

@@ -52,7 +52,10 @@ def main_script(work: Path, model: str) -> None:
     checkpoint = work / "pretrained_nnunet.pth"
     for argv in (["nnunet-plans", "--model", model, "--plans", str(dataset / "nnUNetPlans.json"), "--out", str(dataset),
                   "--plans-name", "nnUNetPlans_pgl"],
-                 ["export", model, "--format", "nnunet", "--out", str(checkpoint)]):
+                 ["export", model, "--format", "nnunet", "--out", str(checkpoint)],
+                 # --check on nnU-Net's own plans: the checkpoint is read with weights_only first, then nnU-Net loads it
+                 ["nnunet-plans", "--model", model, "--plans", str(dataset / "nnUNetPlans.json"), "--out",
+                  str(work / "checked_plans"), "--plans-name", "nnUNetPlans_pgl", "--check", str(checkpoint)]):
         try:
             main(argv)
         except SystemExit as exc:

@@ -8,12 +8,15 @@ format and :mod:`pgl_zoo.nets.keys` for the parameter names.
 
 from __future__ import annotations
 
-import pydoc
 from typing import Any
+
+import torch
 
 from ..architecture import (
     DECODER_ONLY_KWARGS,
+    REQUIRES_IMPORT,
     cumulative_strides,
+    op_class,
     resenc_arch,
     stage_strides,
     stage_widths,
@@ -46,15 +49,15 @@ __all__ = [
 
 
 def network_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
-    """``arch_kwargs`` with the class names imported, as nnU-Net's ``get_network_from_plans`` does."""
+    """``arch_kwargs`` with the class names turned into classes, as nnU-Net's ``get_network_from_plans`` does,
+    but from the fixed allow-list of :data:`pgl_zoo.architecture.ALLOWED_OPS` only: a card never makes
+    pgl-zoo import or call anything by a name it holds (nnU-Net's ``pydoc.locate`` would)."""
     arch = validate_arch(arch)
     kwargs = dict(arch["arch_kwargs"])
-    for key in arch["_kw_requires_import"]:
-        if kwargs.get(key) is not None:
-            located = pydoc.locate(kwargs[key])
-            if located is None:
-                raise ValueError(f"arch_kwargs.{key}: cannot import {kwargs[key]!r}")
-            kwargs[key] = located
+    for key in REQUIRES_IMPORT:
+        name = op_class(key, kwargs.get(key))
+        if name is not None:
+            kwargs[key] = getattr(torch.nn, name)
     return kwargs
 
 
