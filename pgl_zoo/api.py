@@ -19,7 +19,7 @@ PathLike = str | os.PathLike
 
 def _resolve(model: str | ModelCard, weights, **hub):
     resolved = resolve_weights(model, weights, **hub)
-    state, digest = read_state_dict(resolved.path, resolved.card.sha256)
+    state, digest = read_state_dict(resolved.path, resolved.card)
     report = LoadReport(
         source=resolved.source, path=str(resolved.path), sha256=digest, sha256_verified=bool(resolved.card.sha256)
     )

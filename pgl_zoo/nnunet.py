@@ -70,7 +70,7 @@ def _zoo_state(model: PathLike, tmp: Path) -> tuple[ModelCard, dict, str]:
         export_run(path, path.name, tmp / "export", include_decoder=trained_decoder)
         model = tmp / "export"
     resolved = resolve_weights(str(model))
-    state, digest = read_state_dict(resolved.path, resolved.card.sha256)
+    state, digest = read_state_dict(resolved.path, resolved.card)
     return resolved.card, state, f"{resolved.path} (sha256 {digest})"
 
 

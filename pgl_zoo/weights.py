@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,10 @@ from .sources import BUNDLED_DIR, CARD_NAME, ENV_WEIGHTS_DIR, PORTABLE, cached_f
 
 WEIGHTS_NAME = "model.safetensors"
 README_NAME = "README.md"
+# The card fields that decide what a network computes from a scan; descriptive fields (summary, notes,
+# status, training, evaluation) may differ in a copy, the registered card is used either way.
+USAGE_FIELDS = ("arch", "modality", "preprocessing", "patch_size_zyx", "architecture", "in_channels", "contents",
+                "task", "num_classes", "label_names", "filename")
 SOURCE_LABELS = {PORTABLE: f"${ENV_WEIGHTS_DIR}", BUNDLED: "bundled"}  # LoadReport.source of a local copy
 
 
@@ -75,14 +80,22 @@ def weights_file(folder: Path, card: ModelCard) -> Path:
 
 
 def _registered_folder(folder: Path, card: ModelCard, source: str) -> ResolvedWeights:
-    """A folder standing in for a registered model: its card must record the registry's digest."""
+    """A folder standing in for a registered model: its card must record the registry's digest and agree with
+    the registered card in every field that says how the weights are used (:data:`USAGE_FIELDS`: a registered
+    name keeps its registered spacing, window, labels...); the registered card is the one used."""
     found = _from_folder(folder, card, source)
     if card.sha256 and found.card.sha256 != card.sha256:
         raise ChecksumError(
             f"{folder / CARD_NAME}: records sha256 {found.card.sha256}, but {card.name} is registered with "
             f"{card.sha256}; the folder holds other weights than the registered ones"
         )
-    return found
+    ours, theirs = card.to_dict(), found.card.to_dict()
+    differ = [k for k in USAGE_FIELDS if ours[k] != theirs[k]]
+    if differ:
+        raise PglZooError(
+            f"{folder / CARD_NAME}: differs from the registered card of {card.name} in {', '.join(differ)}; a "
+            "registered name keeps its registered card (load the folder by its path to use it as a model of its own)")
+    return ResolvedWeights(found.path, card.replace(size_bytes=card.size_bytes or found.card.size_bytes), source)
 
 
 def card_for(name_or_path: str | os.PathLike) -> tuple[ModelCard | None, Path | None]:
@@ -125,7 +138,7 @@ def resolve_weights(
                 raise PglZooError(f"{path}: a bare weights file needs a model name or a {CARD_NAME} beside it")
             # The user chose this file over the registered one: the registry's digest does not describe it.
             # The load report gives its digest and says it was not verified against a record.
-            return ResolvedWeights(path, card.replace(sha256=None), "explicit file")
+            return ResolvedWeights(path, card.replace(sha256=None, size_bytes=None), "explicit file")
         raise WeightsNotAvailableError(f"{path}: no such file or folder")
     assert card is not None
     local = local_folder(card)
@@ -202,16 +215,38 @@ def _verify_or_evict(path: Path, card: ModelCard, revision: str | None) -> None:
     )
 
 
-def read_state_dict(path: str | Path, expected_sha256: str | None) -> tuple[dict[str, torch.Tensor], str]:
-    """Verify ``path`` against ``expected_sha256`` (when known) and load it; returns (state, digest)."""
+def read_state_dict(path: str | Path, card: ModelCard) -> tuple[dict[str, torch.Tensor], str]:
+    """Check ``path`` against ``card`` and load it; returns (state, digest).
+
+    In this order, each refusal one line naming the file: the size the card records (before a byte is
+    hashed), the sha256 it records (a card without one loads with a warning that says so), then the tensors:
+    floating point only (an integer tensor would be cast silently) and finite (NaN or inf weights segment to
+    nothing).
+    """
     path = Path(path)
     if not path.name.endswith(".safetensors"):
         raise LoadError(f"{path}: only .safetensors weights are loaded (pickle files can run code)")
-    digest = verify_sha256(path, expected_sha256) if expected_sha256 else sha256_file(path)
+    size = path.stat().st_size
+    if card.size_bytes is not None and size != card.size_bytes:
+        raise ChecksumError(f"{path}: {size} bytes, but its card records {card.size_bytes}; not the file the card "
+                            "describes, so it was not read")
+    if card.sha256:
+        digest = verify_sha256(path, card.sha256)
+    else:
+        digest = sha256_file(path)
+        warnings.warn(f"{path}: the card records no sha256, so these weights are loaded unverified "
+                      f"(sha256 {digest})", stacklevel=2)
     try:
-        return load_file(str(path), device="cpu"), digest
+        state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise LoadError(f"{path}: not a readable safetensors file ({exc})") from None
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            raise LoadError(f"{path}: tensor {key} is {str(tensor.dtype).removeprefix('torch.')}; network weights "
+                            "must be floating point")
+        if not bool(torch.isfinite(tensor).all()):
+            raise LoadError(f"{path}: tensor {key} holds NaN or infinite values; these weights cannot segment")
+    return state, digest
 
 
 def save_pretrained(

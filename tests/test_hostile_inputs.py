@@ -265,3 +265,73 @@ def test_push_uploads_exactly_the_dry_runs_files(genuine, tmp_path):
     finally:
         server.stop()
     assert listed == sorted(tree) == ["README.md", "card.json", "model.safetensors"]
+
+
+# ---- weights and cards that would be silently wrong
+
+
+def test_an_edited_card_beside_genuine_weights_cannot_replace_the_registered_card(scan, tmp_path, capsys):
+    weights = tmp_path / "weights"
+    code, _, err = call(capsys, "download", "--model", "pgl-lungs-ct", "--local-dir", weights)
+    assert code == 0, err
+    card_file = weights / "pgl-lungs-ct" / "card.json"
+    card = json.loads(card_file.read_text())
+    card["preprocessing"]["spacing_xyz_mm"] = [20.0, 20.0, 20.0]
+    card["label_names"] = {"0": "background", "1": "tumour"}
+    card_file.write_text(json.dumps(card))
+    os.environ["PGL_ZOO_WEIGHTS"] = str(weights)
+    try:
+        line = refused(capsys, "segment", scan, "-o", tmp_path / "out.nii.gz", "--model", "pgl-lungs-ct",
+                       fragments=(card_file, "preprocessing", "label_names"))
+    finally:
+        del os.environ["PGL_ZOO_WEIGHTS"]
+    assert "registered" in line and not (tmp_path / "out.nii.gz").exists()
+
+
+def _resave(folder: Path, change) -> Path:
+    """Rewrite ``folder``'s weights through ``change(state)`` and record the new file's sha256 and size."""
+    from safetensors.torch import load_file, save_file
+
+    from pgl_zoo.hashing import sha256_file
+
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+    save_file(change(state), str(weights))
+    card = json.loads((folder / "card.json").read_text())
+    card.update(sha256=sha256_file(weights), size_bytes=weights.stat().st_size)
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "int8"])
+def test_weights_that_cannot_segment_are_refused(kind, genuine, scan, tmp_path, capsys):
+    def change(state):
+        key = sorted(state)[0]
+        if kind == "int8":
+            state[key] = state[key].to(torch.int8)
+        else:
+            state[key] = torch.full_like(state[key], float(kind))
+        return state
+
+    seg = _resave(shutil.copytree(genuine["segmenter"], tmp_path / "seg"), change)
+    refused(capsys, "segment", scan, "-o", tmp_path / "out.nii.gz", "--model", seg,
+            fragments=("model.safetensors", "int8" if kind == "int8" else "NaN or infinite"))
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_card_without_sha256_loads_with_a_warning(genuine, tmp_path):
+    enc = shutil.copytree(genuine["encoder"], tmp_path / "enc")
+    card = json.loads((enc / "card.json").read_text())
+    card["sha256"] = None
+    (enc / "card.json").write_text(json.dumps(card))
+    with pytest.warns(UserWarning, match="unverified"):
+        loaded = pgl_zoo.load_pgl_encoder(str(enc))
+    assert not loaded.load_report.sha256_verified
+
+
+def test_a_huge_weights_file_is_refused_by_its_size_before_it_is_hashed(genuine, tmp_path):
+    enc = shutil.copytree(genuine["encoder"], tmp_path / "enc")
+    with open(enc / "model.safetensors", "r+b") as f:
+        f.truncate(30 * 2**30)  # sparse: 30 GiB on paper, nothing on disk
+    with pytest.raises(PglZooError, match="bytes, but its card records"):
+        pgl_zoo.load_pgl_encoder(str(enc))
