@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from .errors import DataError
 from .imaging import has_volume_suffix, read_image, strip_volume_suffix
 from .metrics import dice_per_class, hd95_per_class, nanmean
+from .partial_labels import LabelledClasses
 
 __all__ = ["Evaluation", "evaluate_folders", "pair_files"]
 
@@ -34,9 +35,15 @@ class Evaluation:
     cases: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    not_contoured: dict[str, list[str]] = field(default_factory=dict)  # partial labels: case -> class names
 
     def class_means(self, metric: str = "dice") -> dict[str, float]:
         return {name: nanmean([c[metric][name] for c in self.cases.values() if metric in c])
+                for name in self.class_names.values()}
+
+    def class_counts(self, metric: str = "dice") -> dict[str, int]:
+        """How many cases each class mean covers (finite values: contoured, and present in either map)."""
+        return {name: sum(1 for c in self.cases.values() if metric in c and not math.isnan(c[metric][name]))
                 for name in self.class_names.values()}
 
     def mean(self, metric: str = "dice") -> float:
@@ -54,6 +61,8 @@ class Evaluation:
             "cases": {n: {m: {k: clean(v) for k, v in s.items()} for m, s in c.items()} for n, c in self.cases.items()},
             "mean": {m: {**{k: clean(v) for k, v in self.class_means(m).items()}, "mean": clean(self.mean(m))}
                      for m in self.metrics},
+            "cases_per_class": {m: self.class_counts(m) for m in self.metrics},
+            "not_contoured": self.not_contoured,
             "missing_predictions": self.missing,
             "extra_predictions": self.extra,
         }
@@ -75,6 +84,8 @@ class Evaluation:
         rows += [[case, "extra prediction (no ground truth)"] + blank for case in self.extra]
         rows.append(["mean", f"{len(self.cases)} cases"] + [fmt(self.class_means(m)[n]) for m in self.metrics
                                                            for n in names] + [fmt(self.mean())])
+        rows.append(["cases", "in each mean"] + [str(self.class_counts(m)[n]) for m in self.metrics for n in names]
+                    + [""])
         return rows
 
     def table(self) -> str:
@@ -125,11 +136,16 @@ def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> tuple[dict[str, tupl
 def evaluate_folders(
     pred_dir: str | Path, gt_dir: str | Path, num_classes: int | None = None,
     label_names: dict[str, str] | None = None, hd95: bool = False,
+    labelled_classes: LabelledClasses | None = None,
 ) -> Evaluation:
     """Score every prediction against its ground truth (same grid required: the size must match and
     spacing, origin and direction agree within 1e-3). ``num_classes`` defaults to the largest label
-    seen + 1. Classes 1..K-1 are scored."""
+    seen + 1. Classes 1..K-1 are scored. With ``labelled_classes`` (partial labels) a class is scored
+    only on the cases that contour it (elsewhere NaN, listed under ``not_contoured``); every scored case
+    must be listed there."""
     pairs, missing, extra = pair_files(pred_dir, gt_dir)
+    if labelled_classes is not None:
+        labelled_classes.check_cases(pairs)
     loaded: dict[str, tuple[np.ndarray, np.ndarray, tuple[float, ...]]] = {}
     for name, (pred_path, gt_path) in pairs.items():
         pred, gt = read_image(pred_path), read_image(gt_path)
@@ -147,9 +163,14 @@ def evaluate_folders(
     evaluation = Evaluation({c: names.get(str(c), f"class_{c}") for c in range(1, num_classes)},
                             missing=missing, extra=extra)
     for name, (pred, gt, spacing) in loaded.items():
-        scores = {"dice": {evaluation.class_names[c]: v for c, v in dice_per_class(pred, gt, num_classes).items()}}
+        contoured = labelled_classes.of(name) if labelled_classes is not None else range(num_classes)
+        if labelled_classes is not None:
+            labelled_classes.check_label(name, gt)
+            evaluation.not_contoured[name] = [n for c, n in evaluation.class_names.items() if c not in contoured]
+        scores = {"dice": {evaluation.class_names[c]: v if c in contoured else math.nan
+                           for c, v in dice_per_class(pred, gt, num_classes).items()}}
         if hd95:
-            scores["hd95"] = {evaluation.class_names[c]: v
+            scores["hd95"] = {evaluation.class_names[c]: v if c in contoured else math.nan
                               for c, v in hd95_per_class(pred, gt, num_classes, spacing).items()}
         evaluation.cases[name] = scores
     return evaluation

@@ -73,6 +73,11 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--window", metavar="LOW,HIGH|none", help="Override the card's intensity clip window, or 'none' (MRI).")
 @click.option("--normalization", type=click.Choice(["zscore", "minmax", "none"]),
               help="Override the card's intensity normalisation.")
+@click.option("--labelled-classes", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Partial labels: a JSON of case -> contoured class names or ids (or OpenKBP's structures.json "
+                   "shape, case -> {\"structures\": [...]}). A class not listed for a case is unknown there, not "
+                   "background: training uses the marginal loss (its probability is merged into background) and "
+                   "validation scores it only where contoured. Every case must be listed.")
 @click.option("--modality", help="Modality recorded in the exported card (default: the encoder card's).")
 @click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap in validation.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation and patch sampling.")
@@ -85,7 +90,7 @@ def _names(text: str | None) -> list[str] | None:
 def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases, train_cases, val_fraction, split_seed,
                  epochs, steps_per_epoch, batch_size, patch_size, lr, weight_decay, warmup_steps,
                  freeze_encoder_epochs, layer_decay, foreground_probability, spacing, window, normalization,
-                 modality, overlap, seed, device, name, resume, overwrite, no_progress) -> None:
+                 labelled_classes, modality, overlap, seed, device, name, resume, overwrite, no_progress) -> None:
     """Fine-tune a pgl_unet3d on labelled data (Dice + cross-entropy); export the best model to OUT/model."""
     from .config import FinetuneConfig
     from .trainer import finetune
@@ -98,7 +103,8 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
         patch_size_zyx=tuple(int(p) for p in patch) if patch else None, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, freeze_encoder_epochs=freeze_encoder_epochs, layer_decay=layer_decay,
         foreground_probability=foreground_probability, spacing_xyz_mm=_floats(spacing, 3, "--spacing", ("native",)),
-        window=_floats(window, 2, "--window", ("none",)), normalization=normalization, modality=modality,
+        window=_floats(window, 2, "--window", ("none",)), normalization=normalization,
+        labelled_classes=labelled_classes, modality=modality,
         overlap=overlap, seed=seed, device=device, name=name, resume=resume, overwrite=overwrite,
         progress=not no_progress,
     )
@@ -144,9 +150,14 @@ def segment_cmd(inputs, out, model, overlap, sw_batch_size, window_size, compile
 @click.option("--hd95", is_flag=True, help="Also compute the 95th-percentile Hausdorff distance (mm).")
 @click.option("--out", type=click.Path(), help="Write OUT.csv and OUT.json (default: PRED/evaluation.*).")
 @click.option("--allow-missing", is_flag=True, help="Exit 0 even when some ground truths have no prediction.")
-def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing) -> None:
+@click.option("--labelled-classes", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Partial labels (the file of finetune --labelled-classes): a class is scored only on the cases "
+                   "that contour it; the table's 'cases' row says how many cases each class mean covers. Needs "
+                   "--num-classes or label names.")
+def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing, labelled_classes) -> None:
     """Dice per class and mean of predictions against ground truths, paired by file name."""
     from ..evaluate import evaluate_folders, write_evaluation
+    from ..partial_labels import read_labelled_classes
     from .data import read_label_names
 
     names = None
@@ -154,7 +165,15 @@ def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing) -
         names = _label_names_from(Path(labels_json))
     elif (Path(gt).parent / "dataset.json").is_file():
         names = read_label_names(Path(gt).parent)
-    evaluation = evaluate_folders(pred, gt, num_classes=num_classes, label_names=names, hd95=hd95)
+    labelled = None
+    if labelled_classes:
+        if num_classes is None and not names:
+            raise PglZooError("--labelled-classes needs --num-classes or label names (--labels)")
+        count = num_classes or 1 + max(int(k) for k in names)
+        labelled = read_labelled_classes(labelled_classes, names, count)
+        num_classes = count
+    evaluation = evaluate_folders(pred, gt, num_classes=num_classes, label_names=names, hd95=hd95,
+                                  labelled_classes=labelled)
     click.echo(evaluation.table())
     written = write_evaluation(evaluation, out or Path(pred) / "evaluation")
     click.echo(f"written: {', '.join(str(p) for p in written)}")

@@ -42,6 +42,10 @@ class FinetuneConfig:
     ``modality`` (e.g. "MRI") replaces the card's in the exported card.
     The preprocessing actually used is stored in the exported card so that ``segment`` repeats it.
 
+    Partial labels: ``labelled_classes`` (a JSON file, or its parsed content) says which classes each case
+    has contoured (:mod:`pgl_zoo.partial_labels`); training then uses the marginal loss and validation
+    scores a class only on the cases that contour it. Every case must be listed.
+
     Schedule: ``epochs`` of ``steps_per_epoch`` optimiser steps on batches of ``batch_size``
     random patches (``foreground_probability`` of them centred on a labelled voxel); AdamW with a
     linear warm-up over ``warmup_steps`` (default: one epoch, at most 10 % of all steps) then cosine
@@ -66,6 +70,7 @@ class FinetuneConfig:
     architecture: str | Path | None = None
     init: str = "encoder+decoder"
     label_names: dict[str, str] | None = None
+    labelled_classes: str | Path | dict[str, Any] | None = None
     spacing_xyz_mm: tuple[float, float, float] | str | None = None
     window: tuple[float, float] | str | None = None
     normalization: str | None = None

@@ -30,6 +30,7 @@ import torch
 from ..errors import DataError, OverwriteError, RunError
 from ..inference import predict_label
 from ..metrics import dice_per_class, nanmean
+from ..partial_labels import LabelledClasses, labelled_classes_from, read_labelled_classes
 from ..registry import default_encoder
 from ..runs import (
     LOCK_NAME,
@@ -116,13 +117,31 @@ RESUMABLE = ("out", "epochs", "resume", "progress", "device", "name", "modality"
 
 
 def _validate(net: torch.nn.Module, cases: list[Case], config: FinetuneConfig, patch: tuple[int, ...],
-              class_names: dict[int, str]) -> dict[str, float]:
+              class_names: dict[int, str], labelled: LabelledClasses | None) -> dict[str, float]:
+    """Mean Dice per class over the validation cases (with partial labels: over the cases contouring it)."""
     per_class: dict[int, list[float]] = {c: [] for c in range(1, config.num_classes)}
     for case in cases:
         label = predict_label(net, case.image, patch, config.overlap, config.sw_batch_size)
+        contoured = labelled.of(case.name) if labelled is not None else range(config.num_classes)
         for c, value in dice_per_class(label, case.label, config.num_classes).items():
-            per_class[c].append(value)
+            if c in contoured:
+                per_class[c].append(value)
     return {class_names[c]: nanmean(values) for c, values in per_class.items()}
+
+
+def _labelled_classes(config: FinetuneConfig, cases: list[Case]) -> LabelledClasses | None:
+    """The run's partial labels (None: every case fully contoured), checked against every case's label map."""
+    if config.labelled_classes is None:
+        return None
+    names = {str(c): n for c, n in _class_names(config).items()}
+    if isinstance(config.labelled_classes, dict):
+        labelled = labelled_classes_from(config.labelled_classes, names, config.num_classes)
+    else:
+        labelled = read_labelled_classes(config.labelled_classes, names, config.num_classes)
+    labelled.check_cases(case.name for case in cases)
+    for case in cases:
+        labelled.check_label(case.name, case.label)
+    return labelled
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
@@ -204,9 +223,10 @@ def _restore(config: FinetuneConfig, last_path: Path, net: torch.nn.Module, opti
 
 def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
                  cases: list[Case], patch: tuple[int, ...], rng: np.random.Generator, epoch: int, warmup: int,
-                 config: FinetuneConfig, run_dir: Path) -> list[float]:
+                 config: FinetuneConfig, run_dir: Path, labelled: LabelledClasses | None) -> list[float]:
     """One epoch of ``steps_per_epoch`` optimiser steps on random patches; returns the step losses.
-    A non-finite loss stops the run (RunError) before the step is taken."""
+    A non-finite loss stops the run (RunError) before the step is taken. ``labelled``: partial labels
+    (the marginal loss), or None."""
     net.freeze_encoder(epoch < config.freeze_encoder_epochs)
     net.train()
     losses: list[float] = []
@@ -223,7 +243,9 @@ def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn
         patches = [sample_patch(cases[j], patch, rng, config.foreground_probability) for j in picks]
         images = torch.from_numpy(np.stack([p[0] for p in patches])[:, None]).to(config.device)
         labels = torch.from_numpy(np.stack([p[1] for p in patches])).to(config.device)
-        loss = loss_fn(net(images), labels)
+        contoured = None if labelled is None else torch.from_numpy(
+            np.stack([labelled.mask(cases[j].name) for j in picks])).to(config.device)
+        loss = loss_fn(net(images), labels, contoured)
         value = loss.item()
         if not math.isfinite(value):
             raise RunError(f"{run_dir}: the loss became {value} at epoch {epoch + 1}, step {i + 1}; stopped "
@@ -254,6 +276,7 @@ def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
     train_cases = load_cases(train_pairs, prep, config.num_classes)
     val_cases = load_cases(val_pairs, prep, config.num_classes)
     class_names = _class_names(config)
+    labelled = _labelled_classes(config, train_cases + val_cases)
 
     optimizer = torch.optim.AdamW(_param_groups(net, config), lr=config.lr, weight_decay=config.weight_decay)
     for group in optimizer.param_groups:
@@ -270,8 +293,9 @@ def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
 
     for epoch in range(run.start_epoch, config.epochs):
         started = time.perf_counter()
-        losses = _train_epoch(net, optimizer, loss_fn, train_cases, patch, rng, epoch, warmup, config, run_dir)
-        dice = _validate(net, val_cases, config, patch, class_names)
+        losses = _train_epoch(net, optimizer, loss_fn, train_cases, patch, rng, epoch, warmup, config, run_dir,
+                              labelled)
+        dice = _validate(net, val_cases, config, patch, class_names, labelled)
         mean = nanmean(list(dice.values()))
         record = {"epoch": epoch + 1, "step": (epoch + 1) * config.steps_per_epoch,
                   "train_loss": float(np.mean(losses)), "lr": optimizer.param_groups[-1]["lr"],
@@ -313,7 +337,8 @@ def _export_best(config: FinetuneConfig, run_dir: Path, net: torch.nn.Module, ba
         label_names={str(c): n for c, n in class_names.items()},
         notes=f"Fine-tuned by pgl-zoo finetune from {config.encoder or 'random initialisation'}; see training.",
         training={
-            "method": "supervised fine-tuning (Dice + cross-entropy)",
+            "method": "supervised fine-tuning (Dice + cross-entropy"
+                      + (", marginal over uncontoured classes)" if config.labelled_classes is not None else ")"),
             "initialisation": str(config.encoder) if config.encoder is not None else "random (from scratch)",
             "data": str(config.data) if config.data is not None else f"{len(pairs)} explicit cases",
             "train_cases": [p.name for p in train_pairs], "val_cases": [p.name for p in val_pairs],
