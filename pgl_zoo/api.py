@@ -6,10 +6,10 @@ import os
 
 import torch
 
-from .cards import ModelCard
+from .cards import LINEAR_PROBE, ModelCard
 from .errors import PglZooError
 from .load_report import LoadReport, load_parts
-from .nets import ResidualEncoder3d, UNet3d, build_encoder, build_unet
+from .nets import ResidualEncoder3d, UNet3d, build_encoder, build_probe, build_unet
 from .registry import default_encoder
 from .resolve import resolve_model, run_model_folder
 from .weights import read_state_dict, resolve_weights
@@ -136,7 +136,10 @@ def load_segmentation_model(
             f"{report.path}: {card.name} is not a segmentation model (task {card.task!r}); "
             "fine-tune it first with `pgl-zoo finetune`"
         )
-    net = build_unet(card.arch, card.num_classes, card.in_channels)
-    load_parts(net, state, ("encoder", "decoder", "head"), strict=True, report=report)
+    if card.architecture == LINEAR_PROBE:
+        net = build_probe(card.arch, card.num_classes, card.in_channels)
+    else:
+        net = build_unet(card.arch, card.num_classes, card.in_channels)
+    load_parts(net, state, card.contents, strict=True, report=report)
     net.card, net.load_report = card, report
     return net.to(map_location).eval(), card

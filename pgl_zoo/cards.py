@@ -27,6 +27,11 @@ BUNDLED = "bundled"
 STATUSES = (NOT_PUBLISHED, PUBLISHED, BUNDLED)
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
+# ModelCard.architecture: the network built on ``arch``: nnU-Net's ResidualEncoderUNet, or the frozen-encoder
+# linear probe (pgl_zoo.nets.probe) that `pgl-zoo finetune --freeze-encoder` trains.
+UNET = "nnunet-resenc-unet3d"
+LINEAR_PROBE = "nnunet-resenc-linear-probe"
+ARCHITECTURES = (UNET, LINEAR_PROBE)
 # A file name a card may give its weights: no folder, no glob character, not hidden.
 PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
@@ -99,7 +104,7 @@ class ModelCard:
     modality: str
     preprocessing: Preprocessing
     patch_size_zyx: tuple[int, int, int]
-    architecture: str = "nnunet-resenc-unet3d"
+    architecture: str = UNET
     in_channels: int = 1
     contents: tuple[str, ...] = ("encoder",)
     task: str = "encoder"
@@ -126,6 +131,10 @@ class ModelCard:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         object.__setattr__(self, "arch", validate_arch(self.arch))
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture == LINEAR_PROBE and "decoder" in self.contents:
+            raise ValueError("a linear-probe model has no decoder (contents: encoder, head)")
         if not self.contents or not set(self.contents) <= {"encoder", "decoder", "head"}:
             raise ValueError(f"contents must name parts among encoder, decoder, head, got {self.contents!r}")
         if isinstance(self.in_channels, bool) or not isinstance(self.in_channels, int) or self.in_channels < 1:

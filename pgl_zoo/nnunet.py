@@ -34,7 +34,7 @@ from typing import Any
 
 from .architecture import cumulative_strides
 from .atomic import atomic_write
-from .cards import ModelCard
+from .cards import LINEAR_PROBE, ModelCard
 from .errors import PglZooError
 
 PathLike = str | os.PathLike
@@ -101,6 +101,9 @@ def export_nnunet_checkpoint(model: PathLike, out: PathLike, *, overwrite: bool 
         raise PglZooError(f"{out}: exists; pass --overwrite to replace it")
     with tempfile.TemporaryDirectory() as tmp:
         card, state, source = _zoo_state(model, Path(tmp))
+    if card.architecture == LINEAR_PROBE:
+        raise PglZooError(f"{model}: a linear-probe model (finetune --freeze-encoder) has no U-Net decoder for "
+                          "nnU-Net; export its encoder's source model instead")
     net = build_unet(card.arch, card.num_classes or 2, card.in_channels)
     parts = tuple(p for p in ("encoder", "decoder", "head") if p in card.contents)
     report = load_parts(net, state, parts, strict=True)

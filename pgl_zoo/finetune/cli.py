@@ -64,6 +64,11 @@ def _names(text: str | None) -> list[str] | None:
                                       "always new.")
 @click.option("--freeze-encoder-epochs", default=0, show_default=True, type=int,
               help="Keep the encoder frozen for this many first epochs.")
+@click.option("--freeze-encoder", is_flag=True,
+              help="Probe the encoder: keep it frozen for the whole run and train a linear map of its multi-scale "
+                   "features (each stage's map through a 1x1x1 convolution, upsampled to the input grid and summed; "
+                   "the head of the transfer study's probe) instead of a U-Net decoder. With --encoder none: the "
+                   "random-encoder probe. The exported model segments like any other.")
 @click.option("--layer-decay", default=1.0, show_default=True, type=float,
               help="Layer-wise learning-rate decay: encoder stage i of n at lr*decay**(n-i), stem at "
                    "lr*decay**(n+1) (1 = none).")
@@ -89,8 +94,9 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-epoch line.")
 def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases, train_cases, val_fraction, split_seed,
                  epochs, steps_per_epoch, batch_size, patch_size, lr, weight_decay, warmup_steps,
-                 freeze_encoder_epochs, layer_decay, foreground_probability, spacing, window, normalization,
-                 labelled_classes, modality, overlap, seed, device, name, resume, overwrite, no_progress) -> None:
+                 freeze_encoder_epochs, freeze_encoder, layer_decay, foreground_probability, spacing, window,
+                 normalization, labelled_classes, modality, overlap, seed, device, name, resume, overwrite,
+                 no_progress) -> None:
     """Fine-tune a pgl_unet3d on labelled data (Dice + cross-entropy); export the best model to OUT/model."""
     from .config import FinetuneConfig
     from .trainer import finetune
@@ -101,7 +107,8 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
         train_cases=_names(train_cases), val_cases=_names(val_cases), val_fraction=val_fraction,
         split_seed=split_seed, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
         patch_size_zyx=tuple(int(p) for p in patch) if patch else None, lr=lr, weight_decay=weight_decay,
-        warmup_steps=warmup_steps, freeze_encoder_epochs=freeze_encoder_epochs, layer_decay=layer_decay,
+        warmup_steps=warmup_steps, freeze_encoder_epochs=freeze_encoder_epochs, freeze_encoder=freeze_encoder,
+        layer_decay=layer_decay,
         foreground_probability=foreground_probability, spacing_xyz_mm=_floats(spacing, 3, "--spacing", ("native",)),
         window=_floats(window, 2, "--window", ("none",)), normalization=normalization,
         labelled_classes=labelled_classes, modality=modality,

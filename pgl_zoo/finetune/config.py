@@ -49,7 +49,9 @@ class FinetuneConfig:
     Schedule: ``epochs`` of ``steps_per_epoch`` optimiser steps on batches of ``batch_size``
     random patches (``foreground_probability`` of them centred on a labelled voxel); AdamW with a
     linear warm-up over ``warmup_steps`` (default: one epoch, at most 10 % of all steps) then cosine
-    decay to 0. ``freeze_encoder_epochs`` keeps the encoder fixed for the first epochs;
+    decay to 0. ``freeze_encoder`` trains the frozen-encoder linear probe instead of a U-Net
+    (:mod:`pgl_zoo.nets.probe`; the encoder never changes; with ``encoder=None`` the random-encoder
+    probe); ``freeze_encoder_epochs`` keeps a U-Net's encoder fixed for the first epochs;
     ``layer_decay`` < 1 scales the lr of encoder stage ``i`` (0-based) of ``n`` by
     ``layer_decay ** (n - i)`` and of the stem by ``layer_decay ** (n + 1)``; decoder and head keep ``lr``.
 
@@ -82,6 +84,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     warmup_steps: int | None = None
     freeze_encoder_epochs: int = 0
+    freeze_encoder: bool = False
     layer_decay: float = 1.0
     foreground_probability: float = 0.33
     overlap: float = 0.5

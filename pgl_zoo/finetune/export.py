@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..cards import NOT_PUBLISHED, ModelCard
+from ..cards import LINEAR_PROBE, NOT_PUBLISHED, ModelCard
 
 __all__ = ["export_segmentation_model", "resolve_model_folder", "load_model"]
 
@@ -17,7 +17,8 @@ RUN_MODEL_DIR = "model"
 def export_segmentation_model(
     state_dict: dict[str, torch.Tensor], card: ModelCard, num_classes: int, out_dir: str | os.PathLike
 ) -> Path:
-    """Write a segmentation network (encoder + decoder + head) like a zoo entry: safetensors + card.
+    """Write a segmentation network (encoder + decoder + head; encoder + head for a linear probe, whose card's
+    ``architecture`` says so) like a zoo entry: safetensors + card.
 
     The card is marked as a segmentation model with ``num_classes`` classes; its preprocessing,
     patch size and label names should be those the network was trained with. Returns the folder,
@@ -25,8 +26,9 @@ def export_segmentation_model(
     """
     from ..weights import save_pretrained
 
+    contents = ("encoder", "head") if card.architecture == LINEAR_PROBE else ("encoder", "decoder", "head")
     card = card.replace(
-        status=NOT_PUBLISHED, task="segmentation", contents=("encoder", "decoder", "head"),
+        status=NOT_PUBLISHED, task="segmentation", contents=contents,
         num_classes=int(num_classes), sha256=None, hub_repo_id=None, revision=None,
         evaluation=None,  # new weights: a result measured on others does not describe them
     )

@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cards import LINEAR_PROBE
 from ..errors import DataError, OverwriteError, RunError
 from ..inference import predict_label
 from ..metrics import dice_per_class, nanmean
+from ..nets import LinearProbe3d, build_probe
 from ..partial_labels import LabelledClasses, labelled_classes_from, read_labelled_classes
 from ..registry import default_encoder
 from ..runs import (
@@ -96,8 +98,19 @@ def split_cases(pairs: list[CasePair], config: FinetuneConfig) -> tuple[list[Cas
 
 
 def _build_network(config: FinetuneConfig) -> torch.nn.Module:
-    from ..api import pgl_unet3d
+    from ..api import _card_only, load_pgl_encoder, pgl_unet3d
 
+    if config.freeze_encoder:  # the linear probe on a frozen (pretrained or random) encoder
+        if config.encoder is None:
+            card = _card_only(str(config.architecture or default_encoder()))
+            net = build_probe(card.arch, config.num_classes)
+        else:
+            encoder = load_pgl_encoder(str(config.encoder))
+            card = encoder.card
+            net = LinearProbe3d(encoder, config.num_classes)
+        net.card = card.replace(architecture=LINEAR_PROBE)
+        net.freeze_encoder(True)
+        return net
     if config.encoder is None:
         return pgl_unet3d(config.num_classes, encoder=str(config.architecture or default_encoder()),
                           pretrained=False)
@@ -227,7 +240,7 @@ def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn
     """One epoch of ``steps_per_epoch`` optimiser steps on random patches; returns the step losses.
     A non-finite loss stops the run (RunError) before the step is taken. ``labelled``: partial labels
     (the marginal loss), or None."""
-    net.freeze_encoder(epoch < config.freeze_encoder_epochs)
+    net.freeze_encoder(config.freeze_encoder or epoch < config.freeze_encoder_epochs)
     net.train()
     losses: list[float] = []
     steps = range(config.steps_per_epoch)
@@ -330,7 +343,9 @@ def _export_best(config: FinetuneConfig, run_dir: Path, net: torch.nn.Module, ba
         else net.state_dict()
     card = base_card.replace(
         name=config.name or f"{run_dir.name}",
-        summary=f"Segmentation network fine-tuned from {config.encoder or 'scratch'} ({config.num_classes} classes).",
+        summary=(f"Linear probe on the frozen encoder {config.encoder or '(random)'}" if config.freeze_encoder else
+                 f"Segmentation network fine-tuned from {config.encoder or 'scratch'}")
+                + f" ({config.num_classes} classes).",
         preprocessing=prep,
         modality=config.modality or base_card.modality,
         patch_size_zyx=patch,

@@ -26,15 +26,18 @@ from ..architecture import (
 from .adapt import adapt_input_channels
 from .encoder import STEM_KEY, ResidualEncoder3d
 from .keys import PARTS, part_of, unique_state_dict
+from .probe import LinearProbe3d, build_probe
 from .unet import UNet3d, decode_levels
 
 __all__ = [
     "PARTS",
     "STEM_KEY",
+    "LinearProbe3d",
     "ResidualEncoder3d",
     "UNet3d",
     "adapt_input_channels",
     "build_encoder",
+    "build_probe",
     "build_unet",
     "cumulative_strides",
     "decode_levels",
