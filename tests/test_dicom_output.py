@@ -67,7 +67,8 @@ def write_ct_series(image: sitk.Image, folder: Path, seed: int = 0, shifts_mm: l
         plane = image[:, :, k]
         for tag, value in tags.items():
             plane.SetMetaData(tag, value)
-        position = np.add(image.TransformIndexToPhysicalPoint((0, 0, k)), np.multiply(d[2::3], (shifts_mm or [0] * n)[k]))
+        shift = np.multiply(d[2::3], shifts_mm[k] if shifts_mm else 0.0)  # along the direction's third column
+        position = np.add(image.TransformIndexToPhysicalPoint((0, 0, k)), shift)
         plane.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in position))
         plane.SetMetaData("0020|0013", str(k + 1))
         plane.SetMetaData("0008|0018", pydicom.uid.generate_uid())
@@ -273,6 +274,7 @@ def test_seg_round_trip_on_an_openkbp_series(openkbp, tmp_path):
 
 
 @needs_data
+@pytest.mark.filterwarnings("ignore:'FileDataset.is_:DeprecationWarning")  # rt-utils' create_new, the comparison
 def test_rtstruct_round_trip_on_an_openkbp_series(openkbp, tmp_path):
     folder, label, orientation = openkbp
     out = write_rtstruct(label, folder, tmp_path / "rt.dcm", OPENKBP_NAMES, "test-model", SHA)
