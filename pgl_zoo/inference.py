@@ -425,20 +425,49 @@ def _input_files(ref: VolumeRef) -> list[Path]:
     return files
 
 
-def plan_outputs(refs: Sequence[VolumeRef], inputs: Sequence[str | Path], out: str | Path) -> list[Path]:
+# --format of segment -> the name ending of each output in a folder (None: the input's own format).
+OUTPUT_FORMATS = {"nifti": None, "dicom-seg": "_seg.dcm", "rtstruct": "_rtstruct.dcm"}
+
+
+def check_dicom_inputs(refs: Sequence[VolumeRef], output_format: str) -> None:
+    """Refuse (ImageReadError, one line naming the input) any input that is not a DICOM series when
+    ``output_format`` is a DICOM object that references the scan's slices."""
+    from .errors import ImageReadError
+
+    for ref in refs:
+        if not (ref.path.is_dir() and ref.series_uid):
+            raise ImageReadError(f"{ref}: --format {output_format} needs a DICOM series folder as input (the "
+                                 "DICOM object references the scan's own slices); segment this file with the "
+                                 "default --format nifti (nothing was written)")
+
+
+def plan_outputs(refs: Sequence[VolumeRef], inputs: Sequence[str | Path], out: str | Path,
+                 output_format: str = "nifti") -> list[Path]:
     """The label file of each volume, checked before any work: never an input file, never inside a
     folder given as input, and never one file for two volumes (``a/case.nrrd`` and ``b/case.nrrd``,
-    ``x.nii`` and ``x.nii.gz``). Raises ImageWriteError naming the files otherwise."""
+    ``x.nii`` and ``x.nii.gz``). Raises ImageWriteError naming the files otherwise.
+
+    ``output_format`` "dicom-seg" / "rtstruct": one volume may go to a file ``*.dcm``, else ``out``
+    is a folder that receives ``NAME_seg.dcm`` / ``NAME_rtstruct.dcm`` per series."""
     from .errors import ImageWriteError
 
     out = Path(out)
-    single_file = len(refs) == 1 and has_volume_suffix(out.name)
-    if not single_file and has_volume_suffix(out.name):
+    ending = OUTPUT_FORMATS[output_format]
+    if ending is None:
+        is_file = has_volume_suffix(out.name)
+    else:
+        is_file = out.name.lower().endswith(".dcm")
+        if has_volume_suffix(out.name):
+            raise ImageWriteError(f"{out}: --format {output_format} writes a DICOM file; name it *.dcm, or give a "
+                                  "folder (nothing was written)")
+    single_file = len(refs) == 1 and is_file
+    if not single_file and is_file:
         raise ImageWriteError(f"{out}: {len(refs)} volumes to segment need an output folder, not a file")
     if single_file:
         targets = [out]
     else:
-        targets = [out / f"{name}{_output_suffix(ref)}" for ref, name in zip(refs, _output_names(refs), strict=True)]
+        targets = [out / f"{name}{ending or _output_suffix(ref)}"
+                   for ref, name in zip(refs, _output_names(refs), strict=True)]
     first: dict[str, VolumeRef] = {}
     for ref, target in zip(refs, targets, strict=True):
         key = os.path.normcase(os.path.abspath(target)).lower()
@@ -471,6 +500,7 @@ def segment_files(
     device: str = "cpu",
     progress: bool = True,
     compile: bool = False,
+    output_format: str = "nifti",
 ) -> list[Path]:
     """Segment scans on disk (NIfTI, NRRD, MHA files, DICOM series folders, or folders of them).
 
@@ -486,22 +516,37 @@ def segment_files(
     per volume when there are several). ``sw_batch_size``: windows per forward pass (None:
     :func:`default_window_batch`). ``compile``: compile the network once
     (:func:`compile_for_inference`) and use it for every scan. Returns the written label files.
-    """
-    from .errors import ImageReadError
 
+    ``output_format``: "nifti" (the label images above), "dicom-seg" (a DICOM Segmentation) or
+    "rtstruct" (an RT Structure Set) that references the input series' slices
+    (:mod:`pgl_zoo.dicom_output`; needs the extra ``pgl-zoo[dicom]``): every input must then be a
+    DICOM series, ``out`` is a ``.dcm`` file for one series or a folder receiving ``NAME_seg.dcm`` /
+    ``NAME_rtstruct.dcm``. Both are checked before the model is loaded.
+    """
+    from .errors import ImageReadError, PglZooError
+
+    if output_format not in OUTPUT_FORMATS:
+        raise PglZooError(f"unknown output format {output_format!r}; one of {', '.join(OUTPUT_FORMATS)}")
     refs: list[VolumeRef] = []
     for item in inputs:
         found = discover_volumes(item)
         if not found:
             raise ImageReadError(f"{item}: no volume files or DICOM series found")
         refs.extend(found)
-    targets = plan_outputs(refs, inputs, out)
+    if output_format != "nifti":
+        from .dicom_output import require_dicom_extra
+
+        check_dicom_inputs(refs, output_format)
+        require_dicom_extra(output_format)
+    targets = plan_outputs(refs, inputs, out, output_format)
     if isinstance(model, tuple):
         network, card = model
     else:
         from .api import load_segmentation_model
 
         network, card = load_segmentation_model(model, map_location=device)
+    report = getattr(network, "load_report", None)  # the weights' sha256 names the model in DICOM output
+    digest = getattr(report, "sha256", None) or card.sha256
     if compile:  # once for all the scans
         network = compile_for_inference(network)
     names = _output_names(refs)
@@ -514,7 +559,10 @@ def segment_files(
             del image
         label = _segment_prepared(prepared, network, card, overlap, sw_batch_size, roi_zyx, progress, False)
         del prepared
-        written.append(write_image(label, target))
+        if output_format == "nifti":
+            written.append(write_image(label, target))
+        else:
+            written.append(_write_dicom(output_format, label, ref, target, card, digest))
         if preview is not None:
             from .preview import write_preview
 
@@ -527,3 +575,13 @@ def segment_files(
         if progress:
             print(f"{ref} -> {target}", flush=True)
     return written
+
+
+def _write_dicom(output_format: str, label: sitk.Image, ref: VolumeRef, target: Path, card: ModelCard,
+                 digest: str | None) -> Path:
+    """A DICOM SEG or RTSTRUCT of ``label`` on the series ``ref``; the model is identified by its
+    card's name and ``digest``, the sha256 of the weights loaded ("unverified" when None)."""
+    from .dicom_output import write_dicom_seg, write_rtstruct
+
+    writer = write_dicom_seg if output_format == "dicom-seg" else write_rtstruct
+    return writer(label, ref.path, target, card.label_names, card.name, digest, series_uid=ref.series_uid)

@@ -46,6 +46,9 @@ BLOCKS = {
     "python benchmarks/study_data.py --out study_data":
         (SKIP, "the transfer study reads ../shared/data (absent from a fresh clone) and runs on a GPU machine; "
                "tests/test_transfer_study.py runs its --quick path on real scans where ../shared exists"),
+    'pip install "pgl-zoo[dicom]"':
+        (SKIP, "needs a DICOM series, which a fresh clone lacks (the sample CTs are NIfTI); "
+               "tests/test_dicom_output.py runs segment --format dicom-seg / rtstruct on real series from ../shared"),
     "@article{xie2020pgl,": (NOT_CODE, "the citation"),
 }
 

@@ -123,7 +123,16 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
 @click.command("segment")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(),
-              help="Output label file (one input: .nii.gz/.nrrd/.mha) or folder (NAME.nii.gz per volume).")
+              help="Output label file (one input: .nii.gz/.nrrd/.mha; with a DICOM --format: .dcm) or folder "
+                   "(NAME.nii.gz per volume; NAME_seg.dcm or NAME_rtstruct.dcm per DICOM series).")
+@click.option("--format", "output_format", type=click.Choice(["nifti", "dicom-seg", "rtstruct"]), default="nifti",
+              show_default=True,
+              help="nifti: a label image in the input's format (NIfTI for a DICOM series). dicom-seg: a DICOM "
+                   "Segmentation (one segment per class of the model's card: its name, a SNOMED CT code, the "
+                   "model's name and sha256; for viewers such as 3D Slicer and OHIF). rtstruct: an RT Structure "
+                   "Set (one ROI per class, named as in the card; the format radiotherapy planning systems import). "
+                   "Both reference the input series' slices, so every input must be a DICOM series folder; they "
+                   "need the extra: pip install \"pgl-zoo[dicom]\".")
 @click.option("--model", required=True, metavar="RUN|FOLDER|NAME",
               help="A finetune run folder, an exported model folder, or a zoo segmentation model name.")
 @click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap, in [0, 1).")
@@ -137,15 +146,19 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
               help="Also write a PNG of three orthogonal slices with the labels overlaid (needs matplotlib).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, ...).")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-file line.")
-def segment_cmd(inputs, out, model, overlap, sw_batch_size, window_size, compile_, preview, device,
+def segment_cmd(inputs, out, output_format, model, overlap, sw_batch_size, window_size, compile_, preview, device,
                 no_progress) -> None:
-    """Segment INPUTS (NIfTI, NRRD, MHA files, DICOM series folders); labels keep each input's geometry."""
+    """Segment INPUTS (NIfTI, NRRD, MHA files, DICOM series folders); labels keep each input's geometry.
+
+    With --format dicom-seg or rtstruct the labels are written as DICOM objects on the input series'
+    own slices instead of a label image.
+    """
     from ..inference import segment_files
 
     roi = _floats(window_size, 3, "--window-size")
     segment_files(inputs, out, model, overlap=overlap, sw_batch_size=sw_batch_size,
                   roi_zyx=tuple(int(r) for r in roi) if roi else None, preview=preview, device=device,
-                  progress=not no_progress, compile=compile_)
+                  progress=not no_progress, compile=compile_, output_format=output_format)
 
 
 @click.command("evaluate")
