@@ -11,6 +11,36 @@ Stages (each resumable; a finished job is reused, an interrupted one continues f
     ``../shared/data/ct`` (label maps and non-HU scans are skipped by the pretraining data checks);
     OpenKBP's test patients are never in it (asserted).
 
+``prepare``
+    Every case the evaluation reads (the labelled pool: ``POOL_SIZE`` training patients drawn once
+    with ``SPLIT_SEED``; the 39 test patients), on the study grid: LPS, resampled (image linear, label
+    nearest) to the study spacing, cropped to the body (HU > -900, plus a margin), int16 HU and uint8
+    labels; for pool cases also the voxels the probe trains on (up to ``ORGAN_SAMPLES`` per contoured
+    organ and the rest background, ``SAMPLES`` in all, drawn once: every arm trains on the same voxels).
+
+``features --arm A``
+    The frozen encoder of arm A (``random``: the study architecture, seed 0; ``pgl-ct``: today's zoo
+    encoder, fed with its own card's intensity map; ``byol``/``pgl``/``shuffled``: the pretraining
+    runs) applied once to every prepared case: for test cases each stage's map (float16; the probe's
+    linear head is applied at each stage's own resolution, :mod:`pgl_zoo.nets.probe`), for pool cases
+    the stages' maps brought to the input grid at the sampled voxels (float32).
+
+``probe --arm A``
+    The frozen-encoder probe (:class:`pgl_zoo.nets.LinearProbe3d`'s head: one linear map of all stages'
+    features on the input grid) fitted on K labelled pool patients, K in ``KS``, ``SUBSETS`` subsets per
+    K (a function of K and the subset index only, so every arm sees the same subsets), with the marginal
+    loss of :class:`pgl_zoo.finetune.losses.DiceCELoss` (uncontoured organs are unknown), then scored on
+    the test patients: Dice per organ only where that organ is contoured. Each fit is one JSON record;
+    finished fits are reused.
+
+``report``
+    Per K, arm and organ: mean Dice over subsets; paired differences PGL - random, PGL - BYOL,
+    PGL - shuffled, PGL - pgl-ct per subset with a 95 % bootstrap interval over subsets; Dice against K
+    with interval bands. ``benchmarks/results/transfer_v3.{json,md}`` and ``transfer_v3_probe.png``.
+
+``--quick`` runs every stage on a tiny budget (pretraining: 2 steps of batch 2 per arm on two images;
+probe: 3 pool and 2 test patients, K 1 and 2, 2 subsets), as tests/test_transfer_hn.py does.
+
 Preprocessing of the study (pretraining and fine-tuning alike): LPS, 4 x 4 x 3 mm (x, y, z), HU
 window [-250, 350] mapped to [0, 1]. This is an assumption made before the validation measurement
 that the issue asks for (the data's own grid is 3.5-5.5 mm in-plane, 2-3.5 mm between slices; the
@@ -18,6 +48,10 @@ window is the one that learned in the issue's from-scratch measurement); the fin
 measured on the validation patients and recorded in the results.
 
     python benchmarks/transfer_hn.py pretrain --runs /work/runs/v3 --steps 500 --threads 1
+    python benchmarks/transfer_hn.py prepare --runs /work/runs/v3
+    python benchmarks/transfer_hn.py features --runs /work/runs/v3 --arm random   # and pgl-ct, byol, pgl, shuffled
+    python benchmarks/transfer_hn.py probe --runs /work/runs/v3 --arm random
+    python benchmarks/transfer_hn.py report --runs /work/runs/v3 --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -27,20 +61,52 @@ import json
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 SHARED = Path(os.environ.get("PGL_ZOO_DATA", HERE.parents[1] / "shared" / "data"))
 OPENKBP = SHARED / "ct" / "openkbp_hn"
 STUDY_CARD = HERE / "transfer_v3" / "study_card.json"
 ORGANS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
 # Real-HU CT beside OpenKBP (ct/not_hu is not in HU; ct/tiny_dicom has non-uniform slice spacing).
 OTHER_CT = ("lctsc_lungs/imagesTr", "more", "totalseg_patient_a", "chest_dicom_series", "liver_3slice_dicom/dicom")
-ARMS = {
+PRETRAIN_ARMS = {
     "pgl": ["--local-weight", "1.0"],
     "byol": ["--local-weight", "0"],
     "shuffled": ["--local-weight", "1.0", "--local-control", "shuffled"],
 }
+PROBE_ARMS = ("random", "pgl-ct", "byol", "pgl", "shuffled")
+SPLIT_SEED = 2020
+POOL_SIZE = 40
+KS = (1, 2, 5, 10, 20)
+SUBSETS = 10
+SAMPLES = 8000
+ORGAN_SAMPLES = 700
+BODY_HU = -900.0
+BODY_MARGIN = 4
+FIT_STEPS = 300
+FIT_LR = 0.02
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The sizes of one study run (the full one, or ``--quick``)."""
+
+    pool: int = POOL_SIZE
+    test: int | None = None  # None: all 39
+    ks: tuple[int, ...] = KS
+    subsets: int = SUBSETS
+    samples: int = SAMPLES
+    organ_samples: int = ORGAN_SAMPLES
+    fit_steps: int = FIT_STEPS
+
+
+QUICK = Budget(pool=3, test=2, ks=(1, 2), subsets=2, samples=600, organ_samples=60, fit_steps=30)
 
 
 def openkbp_split() -> dict[str, list[str]]:
@@ -52,12 +118,13 @@ def openkbp_split() -> dict[str, list[str]]:
     return out
 
 
-def pool_folder(runs: Path) -> Path:
-    """A folder of links to the OpenKBP training and validation images (the test patients left out)."""
+def pool_folder(runs: Path, quick: bool = False) -> Path:
+    """A folder of links to the OpenKBP training and validation images (the test patients left out; with
+    ``quick`` two training images only)."""
     split = openkbp_split()
     folder = runs / "openkbp_pool"
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = {f"{c}.nii.gz" for c in split["train"] + split["validation"]}
+    wanted = {f"{c}.nii.gz" for c in (split["train"][:2] if quick else split["train"] + split["validation"])}
     for name in sorted(wanted):
         link = folder / name
         if not link.exists():
@@ -69,15 +136,15 @@ def pool_folder(runs: Path) -> Path:
     return folder
 
 
-def pretrain_args(runs: Path) -> list[str]:
-    args = ["--data", str(pool_folder(runs))]
-    for rel in OTHER_CT:
+def pretrain_args(runs: Path, quick: bool = False) -> list[str]:
+    args = ["--data", str(pool_folder(runs, quick))]
+    for rel in () if quick else OTHER_CT:
         args += ["--data", str(SHARED / "ct" / rel)]
     return args
 
 
 def run_pretraining(runs: Path, steps: int, shuffled_steps: int, batch: int, threads: int, arms: list[str],
-                    checkpoint_every: int) -> None:
+                    checkpoint_every: int, quick: bool = False) -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     for arm in arms:
         out = runs / "pretrain" / arm
@@ -90,28 +157,430 @@ def run_pretraining(runs: Path, steps: int, shuffled_steps: int, batch: int, thr
         if (out / "checkpoint.pt").exists():
             cmd += ["--resume", "--workers", "1"]
         else:
-            cmd += [*pretrain_args(runs), "--model", str(STUDY_CARD), "--steps", str(arm_steps),
+            cmd += [*pretrain_args(runs, quick), "--model", str(STUDY_CARD), "--steps", str(arm_steps),
                     "--batch-size", str(batch), "--seed", "0", "--workers", "1",
-                    "--checkpoint-every", str(checkpoint_every), "--cache-dir", str(runs / "cache"), *ARMS[arm]]
+                    "--checkpoint-every", str(checkpoint_every), "--cache-dir", str(runs / "cache"),
+                    *PRETRAIN_ARMS[arm]]
         print(" ".join(cmd), flush=True)
         subprocess.run(cmd, env=env, check=True)
+
+
+def study_card():
+    from pgl_zoo.cards import ModelCard
+
+    return ModelCard.from_json_file(STUDY_CARD)
+
+
+def structures() -> dict[str, list[str]]:
+    data = json.loads((OPENKBP / "structures.json").read_text())
+    return {case: info["structures"] for case, info in data.items()}
+
+
+def labelled_pool(budget: Budget) -> list[str]:
+    """The training patients whose labels the probe may use, drawn once with SPLIT_SEED (in drawn order)."""
+    train = openkbp_split()["train"]
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(train))
+    return [train[i] for i in order[:budget.pool]]
+
+
+def test_cases(budget: Budget) -> list[str]:
+    test = openkbp_split()["test"]
+    return test if budget.test is None else test[: budget.test]
+
+
+def subsets(budget: Budget, k: int) -> list[list[str]]:
+    """The labelled subsets of size k: a function of (pool, k, SPLIT_SEED) only, shared by every arm."""
+    from transfer import labelled_subsets  # benchmarks/transfer.py (study v2): one home of the subset draw
+
+    return labelled_subsets(labelled_pool(budget), k, budget.subsets, SPLIT_SEED)
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def prepare_case(case: str, spacing_xyz: tuple[float, float, float]) -> dict[str, np.ndarray]:
+    """A case on the study grid, cropped to the body: int16 HU image and uint8 label, (z, y, x)."""
+    from pgl_zoo.cards import Preprocessing
+    from pgl_zoo.imaging import preprocess_image, preprocess_label, read_image
+
+    prep = Preprocessing(spacing_xyz_mm=spacing_xyz, orientation="LPS", window=None, normalization="none")
+    volume = preprocess_image(read_image(OPENKBP / "imagesTr" / f"{case}.nii.gz"), prep)
+    label = preprocess_label(read_image(OPENKBP / "labelsTr" / f"{case}.nii.gz"), volume.grid)
+    image = np.round(volume.array).astype(np.int16)
+    body = np.argwhere(image > BODY_HU)
+    low = np.maximum(body.min(0) - BODY_MARGIN, 0)
+    high = np.minimum(body.max(0) + BODY_MARGIN + 1, image.shape)
+    crop = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    lost = int((label > 0).sum() - (label[crop] > 0).sum())
+    return {"image": image[crop], "label": label[crop].astype(np.uint8), "crop_low": low, "labels_outside": lost}
+
+
+def sample_voxels(label: np.ndarray, contoured: list[int], budget: Budget, seed: int) -> np.ndarray:
+    """Flat indices: up to ``organ_samples`` per contoured organ (with replacement when it is smaller), the rest
+    random voxels not in any contoured organ; exactly ``samples`` in all."""
+    rng = np.random.default_rng(seed)
+    flat = label.ravel()
+    picks = []
+    for organ in contoured:
+        where = np.flatnonzero(flat == organ)
+        if where.size:
+            picks.append(rng.choice(where, size=budget.organ_samples, replace=where.size < budget.organ_samples))
+    chosen = np.concatenate(picks) if picks else np.zeros(0, np.int64)
+    rest = np.flatnonzero(flat == 0)
+    background = rng.choice(rest, size=budget.samples - chosen.size, replace=rest.size < budget.samples)
+    return np.sort(np.concatenate([chosen, background]))
+
+
+def run_prepare(runs: Path, budget: Budget) -> None:
+    card = study_card()
+    spacing = card.preprocessing.spacing_xyz_mm
+    names = {name: i + 1 for i, name in enumerate(ORGANS)}
+    found = structures()
+    folder = runs / "cases"
+    folder.mkdir(parents=True, exist_ok=True)
+    pool = labelled_pool(budget)
+    for i, case in enumerate(pool + test_cases(budget)):
+        path = folder / f"{case}.npz"
+        if path.exists():
+            continue
+        data = prepare_case(case, spacing)
+        if case in pool:
+            contoured = [names[s] for s in found[case]]
+            data["samples"] = sample_voxels(data["label"], contoured, budget, seed=SPLIT_SEED + i)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **data)
+        tmp.replace(path)
+        print(f"prepared {case}: {data['image'].shape}, labels outside the crop {data['labels_outside']}", flush=True)
+
+
+# ---------------------------------------------------------------- features
+
+
+def arm_encoder(arm: str, runs: Path):
+    """(encoder in eval mode, its card): the frozen encoder an arm is probed with."""
+    import torch
+
+    import pgl_zoo
+    from pgl_zoo.nets import build_encoder
+
+    if arm == "random":
+        card = study_card()
+        torch.manual_seed(0)
+        encoder = build_encoder(card.arch)
+        encoder.card = card
+    elif arm == "pgl-ct":
+        encoder = pgl_zoo.load_pgl_encoder("pgl-ct")
+    else:
+        from pgl_zoo.pretrain.export import export_run
+
+        run = runs / "pretrain" / arm
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+        if summary.get("step") != summary.get("steps") or not summary:
+            raise SystemExit(f"{run}: the {arm} pretraining has not finished; run the pretrain stage first")
+        folder = export_run(run, f"study-{arm}", runs / "encoders" / arm)
+        encoder = pgl_zoo.load_pgl_encoder(str(folder))
+    return encoder.eval(), encoder.card
+
+
+def encode(encoder, card, image_hu: np.ndarray):
+    """The encoder's stage maps (1, C_l, ...) of an int16 HU volume, mapped with the card's intensity map."""
+    import torch
+
+    from pgl_zoo.imaging import normalize_intensities
+
+    prep = card.preprocessing
+    x = normalize_intensities(image_hu.astype(np.float32), prep.window, prep.normalization)
+    with torch.no_grad():
+        return encoder(torch.from_numpy(np.ascontiguousarray(x))[None, None])
+
+
+def upsampled_features(features, shape) -> np.ndarray:
+    """All stages' maps brought to the input grid (trilinear, as LinearProbe3d does), (C, z, y, x) float32."""
+    import torch
+    import torch.nn.functional as F
+
+    padded = [s * c for s, c in zip(features[-1].shape[2:], _total_stride(features, shape), strict=True)]
+    maps = [f if list(f.shape[2:]) == padded else F.interpolate(f, size=padded, mode="trilinear",
+                                                                   align_corners=False) for f in features]
+    return torch.cat(maps, 1)[0, :, : shape[0], : shape[1], : shape[2]].numpy()
+
+
+def _total_stride(features, shape) -> list[int]:
+    return [round(f0 / fl) for f0, fl in zip(features[0].shape[2:], features[-1].shape[2:], strict=True)]
+
+
+def run_features(runs: Path, arm: str, budget: Budget, cache_dtype=np.float16) -> Path:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    out = runs / "features" / arm
+    out.mkdir(parents=True, exist_ok=True)
+    encoder, card = None, None
+    pool = set(labelled_pool(budget))
+    for case in labelled_pool(budget) + test_cases(budget):
+        path = out / f"{case}.npz"
+        if path.exists():
+            continue
+        if encoder is None:
+            encoder, card = arm_encoder(arm, runs)
+        data = np.load(runs / "cases" / f"{case}.npz")
+        features = encode(encoder, card, data["image"])
+        if case in pool:
+            flat = upsampled_features(features, data["image"].shape).reshape(sum(f.shape[1] for f in features), -1)
+            arrays = {"x": flat[:, data["samples"]].T.astype(np.float32)}
+        else:
+            arrays = {f"f{i}": f[0].numpy().astype(cache_dtype) for i, f in enumerate(features)}
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    return out
+
+
+# ---------------------------------------------------------------- probe
+
+
+def fit_probe(xs: list[np.ndarray], ys: list[np.ndarray], masks: list[np.ndarray], widths: list[int],
+              steps: int, seed: int = 0):
+    """A LinearProbe3d head fitted on sampled voxels (xs: (V, C) features on the input grid, ys: (V,) labels,
+    masks: contoured classes per case) with the marginal Dice + CE loss; returns the head (nn.ModuleList)."""
+    import torch
+
+    from pgl_zoo.finetune.losses import DiceCELoss
+    from pgl_zoo.nets.probe import LinearProbe3d
+
+    torch.manual_seed(seed)
+    n_classes = len(ORGANS) + 1
+    x = torch.from_numpy(np.stack(xs))  # (K, V, C)
+    y = torch.from_numpy(np.stack(ys).astype(np.int64))
+    labelled = torch.from_numpy(np.stack(masks))
+    mean, std = x.mean((0, 1)), x.std((0, 1)).clamp_min(1e-6)
+    weight = torch.zeros(x.shape[2], n_classes, requires_grad=True)
+    bias = torch.zeros(n_classes, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=FIT_LR)
+    loss_fn = DiceCELoss()
+    for _ in range(steps):
+        logits = (((x - mean) / std) @ weight + bias).permute(0, 2, 1)
+        loss = loss_fn(logits, y, labelled)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    # fold the feature standardisation into the head: W' = W / std, b' = b - (mean / std) W
+    with torch.no_grad():
+        w = weight / std[:, None]
+        b = bias - (mean / std) @ weight
+    head = LinearProbe3d.__new__(LinearProbe3d)  # only the head's layout is needed
+    torch.nn.Module.__init__(head)
+    head.head = torch.nn.ModuleList(torch.nn.Conv3d(c, n_classes, 1, bias=(i == 0)) for i, c in enumerate(widths))
+    start = 0
+    with torch.no_grad():
+        for i, (conv, c) in enumerate(zip(head.head, widths, strict=True)):
+            conv.weight.copy_(w[start:start + c].T[:, :, None, None, None])
+            if i == 0:
+                conv.bias.copy_(b)
+            start += c
+    return head
+
+
+def predict_cached(head, cached: dict[str, np.ndarray], shape) -> np.ndarray:
+    """Labels (z, y, x) of a test case from its cached stage maps: the probe's own level_scores and
+    upsampled_scores (pgl_zoo.nets.probe), as LinearProbe3d.forward computes them live."""
+    import torch
+
+    from pgl_zoo.nets.probe import upsampled_scores
+
+    features = [torch.from_numpy(cached[f"f{i}"].astype(np.float32))[None] for i in range(len(head.head))]
+    stride = _total_stride(features, shape)
+    padded = [s * c for s, c in zip(features[-1].shape[2:], stride, strict=True)]
+    with torch.no_grad():
+        scores = [conv(f) for conv, f in zip(head.head, features, strict=True)]
+        logits = upsampled_scores(scores, padded)[0, :, : shape[0], : shape[1], : shape[2]]
+    return logits.argmax(0).numpy().astype(np.uint8)
+
+
+def score(pred: np.ndarray, label: np.ndarray, contoured: list[str]) -> dict[str, float]:
+    """Dice per organ, only for the organs contoured in the case (others are unknown, not scored)."""
+    from pgl_zoo.metrics import dice_per_class
+
+    dice = dice_per_class(pred, label, len(ORGANS) + 1)
+    return {organ: float(dice[i + 1]) for i, organ in enumerate(ORGANS) if organ in contoured}
+
+
+def run_probe(runs: Path, arm: str, budget: Budget) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    features = runs / "features" / arm
+    records_dir = runs / "probe" / arm
+    records_dir.mkdir(parents=True, exist_ok=True)
+    found = structures()
+    names = {name: i + 1 for i, name in enumerate(ORGANS)}
+    widths = None
+    records = []
+    tests = test_cases(budget)
+    for k in budget.ks:
+        for s, subset in enumerate(subsets(budget, k)):
+            path = records_dir / f"k{k}_s{s}.json"
+            if path.exists():
+                records.append(json.loads(path.read_text()))
+                continue
+            started = time.perf_counter()
+            xs, ys, masks = [], [], []
+            for case in subset:
+                data = np.load(runs / "cases" / f"{case}.npz")
+                xs.append(np.load(features / f"{case}.npz")["x"])
+                ys.append(data["label"].ravel()[data["samples"]])
+                mask = np.zeros(len(ORGANS) + 1, bool)
+                mask[[0] + [names[o] for o in found[case]]] = True
+                masks.append(mask)
+            if widths is None:
+                cached = np.load(features / f"{tests[0]}.npz")
+                widths = [cached[f"f{i}"].shape[0] for i in range(len(cached.files))]
+            head = fit_probe(xs, ys, masks, widths, budget.fit_steps, seed=s)
+            per_case = {}
+            for case in tests:
+                data = np.load(runs / "cases" / f"{case}.npz")
+                pred = predict_cached(head, np.load(features / f"{case}.npz"), data["label"].shape)
+                per_case[case] = score(pred, data["label"], found[case])
+            record = {"arm": arm, "k": k, "subset": s, "train_cases": subset, "dice": per_case,
+                      "organ_mean": organ_means(per_case), "seconds": round(time.perf_counter() - started, 2)}
+            record["mean_dice"] = float(np.nanmean(list(record["organ_mean"].values())))
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
+            tmp.replace(path)
+            print(f"{arm} K={k} subset {s}: mean Dice {record['mean_dice']:.3f} ({record['seconds']} s)", flush=True)
+            records.append(record)
+    return records
+
+
+def organ_means(per_case: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean Dice per organ over the cases that contour it (NaN-free cases only)."""
+    out = {}
+    for organ in ORGANS:
+        values = [d[organ] for d in per_case.values() if organ in d and not np.isnan(d[organ])]
+        out[organ] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+COMPARISONS = (("pgl", "random"), ("pgl", "byol"), ("pgl", "shuffled"), ("pgl", "pgl-ct"), ("byol", "random"),
+               ("pgl-ct", "random"))
+
+
+def summarise(records: list[dict]) -> dict:
+    """Means per (arm, K) and paired differences per comparison, with 95 % bootstrap intervals over subsets."""
+    from transfer import bootstrap_interval  # benchmarks/transfer.py: one home of the interval
+
+    by = {(r["arm"], r["k"], r["subset"]): r for r in records}
+    arms = sorted({r["arm"] for r in records}, key=lambda a: PROBE_ARMS.index(a))
+    ks = sorted({r["k"] for r in records})
+    table = {"means": [], "differences": []}
+    for k in ks:
+        for arm in arms:
+            cell = [r for (a, kk, _), r in by.items() if a == arm and kk == k]
+            if cell:
+                mean, low, high = bootstrap_interval([r["mean_dice"] for r in cell])
+                table["means"].append({"arm": arm, "k": k, "n": len(cell), "mean_dice": mean, "low": low,
+                                       "high": high,
+                                       "organs": {o: float(np.nanmean([r["organ_mean"][o] for r in cell]))
+                                                  for o in ORGANS}})
+        for a, b in COMPARISONS:
+            paired = sorted({s for (arm, kk, s) in by if arm == a and kk == k}
+                            & {s for (arm, kk, s) in by if arm == b and kk == k})
+            if not paired:
+                continue
+            row = {"comparison": f"{a} - {b}", "k": k, "n": len(paired)}
+            row["mean"], row["low"], row["high"] = bootstrap_interval(
+                [by[(a, k, s)]["mean_dice"] - by[(b, k, s)]["mean_dice"] for s in paired])
+            row["organs"] = {}
+            for organ in ORGANS:
+                diffs = [by[(a, k, s)]["organ_mean"][organ] - by[(b, k, s)]["organ_mean"][organ] for s in paired]
+                diffs = [d for d in diffs if not np.isnan(d)]
+                row["organs"][organ] = list(bootstrap_interval(diffs))
+            table["differences"].append(row)
+    return table
+
+
+def run_report(runs: Path, out: Path, name: str = "transfer_v3") -> Path:
+    records = [json.loads(p.read_text()) for p in sorted((runs / "probe").glob("*/k*_s*.json"))]
+    table = summarise(records)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"records": records, **table}, indent=1) + "\n")
+    lines = [f"# {name}: frozen-encoder probe on OpenKBP organs at risk", "",
+             "Mean Dice over the test patients (each organ only where contoured), averaged over subsets.", "",
+             "| K | arm | subsets | mean Dice | " + " | ".join(ORGANS) + " |",
+             "|---|---|---|---|" + "---|" * len(ORGANS)]
+    for row in table["means"]:
+        lines.append(f"| {row['k']} | {row['arm']} | {row['n']} | {row['mean_dice']:.3f} | "
+                     + " | ".join(f"{row['organs'][o]:.3f}" for o in ORGANS) + " |")
+    lines += ["", "Paired differences of mean Dice per subset, mean and 95 % bootstrap interval over subsets.", "",
+              "| K | comparison | subsets | difference [95 % interval] |", "|---|---|---|---|"]
+    for row in table["differences"]:
+        lines.append(f"| {row['k']} | {row['comparison']} | {row['n']} | {row['mean']:+.3f} "
+                     f"[{row['low']:+.3f}, {row['high']:+.3f}] |")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    _plot(table, out / f"{name}_probe.png")
+    return out / f"{name}.md"
+
+
+def _plot(table: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm in PROBE_ARMS:
+        rows = [r for r in table["means"] if r["arm"] == arm]
+        if rows:
+            ks = [r["k"] for r in rows]
+            ax.plot(ks, [r["mean_dice"] for r in rows], marker="o", label=arm)
+            ax.fill_between(ks, [r["low"] for r in rows], [r["high"] for r in rows], alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training patients K")
+    ax.set_ylabel("mean Dice (probe, test patients)\nband: 95 % bootstrap over subsets")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True)
     p = sub.add_parser("pretrain", help="run (or resume) the pretraining arms, one after another")
-    p.add_argument("--runs", type=Path, required=True, help="study work folder (run folders, cache, features)")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--shuffled-steps", type=int, default=250)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--arms", default="pgl,byol,shuffled")
     p.add_argument("--checkpoint-every", type=int, default=25)
+    for stage in ("prepare", "features", "probe", "report"):
+        q = sub.add_parser(stage)
+        if stage in ("features", "probe"):
+            q.add_argument("--arm", required=True, choices=PROBE_ARMS)
+        if stage == "report":
+            q.add_argument("--out", type=Path, default=HERE / "results")
+    for q in sub.choices.values():
+        q.add_argument("--runs", type=Path, required=True, help="study work folder (run folders, cache, features)")
+        q.add_argument("--quick", action="store_true", help="every branch on a tiny budget (about a minute)")
     args = parser.parse_args(argv)
+    budget = QUICK if args.quick else Budget()
     if args.stage == "pretrain":
+        if args.quick:
+            args.steps, args.shuffled_steps, args.batch_size = 2, 2, 2
         run_pretraining(args.runs, args.steps, args.shuffled_steps, args.batch_size, args.threads,
-                        args.arms.split(","), args.checkpoint_every)
+                        args.arms.split(","), args.checkpoint_every, args.quick)
+    elif args.stage == "prepare":
+        run_prepare(args.runs, budget)
+    elif args.stage == "features":
+        run_features(args.runs, args.arm, budget)
+    elif args.stage == "probe":
+        run_probe(args.runs, args.arm, budget)
+    elif args.stage == "report":
+        print(run_report(args.runs, args.out, "transfer_v3-quick" if args.quick else "transfer_v3"))
 
 
 if __name__ == "__main__":

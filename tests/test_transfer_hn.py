@@ -1,0 +1,106 @@
+"""The transfer study v3 (benchmarks/transfer_hn.py): the probe on cached features equals the live probe,
+subsets are paired across arms, and --quick runs every stage on real OpenKBP scans."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+study = importlib.import_module("transfer_hn")  # benchmarks/transfer_hn.py
+
+from pgl_zoo.imaging import normalize_intensities  # noqa: E402
+from pgl_zoo.nets import build_encoder  # noqa: E402
+from pgl_zoo.nets.probe import LinearProbe3d  # noqa: E402
+
+needs_openkbp = pytest.mark.skipif(not study.OPENKBP.is_dir(), reason=f"{study.OPENKBP} is absent")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_probe_on_cached_features_equals_the_probe_computed_live():
+    """Train on the cached (upsampled, sampled) features, predict from cached stage maps; the same head inside
+    LinearProbe3d on the live volume gives the same logits at the sampled voxels and the same labels."""
+    card = study.study_card()
+    torch.manual_seed(0)
+    encoder = build_encoder(card.arch).eval()
+    encoder.card = card
+    rng = np.random.default_rng(0)
+    image = rng.integers(-1000, 1200, (21, 35, 30)).astype(np.int16)  # not a multiple of the stride
+    label = rng.integers(0, len(study.ORGANS) + 1, image.shape).astype(np.uint8)
+    features = study.encode(encoder, card, image)
+    samples = np.sort(rng.choice(image.size, 500, replace=False))
+    x = study.upsampled_features(features, image.shape).reshape(sum(f.shape[1] for f in features), -1)[:, samples].T
+    mask = np.ones(len(study.ORGANS) + 1, bool)
+    head = study.fit_probe([x], [label.ravel()[samples]], [mask], encoder.widths, steps=20)
+    live = LinearProbe3d(encoder, len(study.ORGANS) + 1).eval()
+    live.head.load_state_dict(head.head.state_dict())
+    with torch.no_grad():
+        prep = card.preprocessing
+        x_live = torch.from_numpy(normalize_intensities(image.astype(np.float32), prep.window, prep.normalization))
+        logits = live(x_live[None, None])[0]
+    flat = logits.reshape(logits.shape[0], -1)[:, samples].T
+    weight = torch.cat([c.weight[:, :, 0, 0, 0] for c in head.head], 1)
+    cached_logits = torch.from_numpy(x) @ weight.T + head.head[0].bias
+    assert torch.allclose(flat, cached_logits, atol=1e-4)
+    cached = {f"f{i}": f[0].numpy() for i, f in enumerate(features)}  # float32 cache: exact
+    assert np.array_equal(study.predict_cached(head, cached, image.shape), logits.argmax(0).numpy())
+    half = {k: v.astype(np.float16) for k, v in cached.items()}  # the study's float16 cache: nearly
+    assert (study.predict_cached(head, half, image.shape) == logits.argmax(0).numpy()).mean() > 0.99
+
+
+@needs_openkbp
+def test_subsets_are_a_function_of_k_and_index_only():
+    budget = study.Budget()
+    pool = study.labelled_pool(budget)
+    assert len(pool) == study.POOL_SIZE and not set(pool) & set(study.openkbp_split()["test"])
+    for k in study.KS:
+        drawn = study.subsets(budget, k)
+        assert drawn == study.subsets(budget, k) and len(drawn) == study.SUBSETS
+        assert len({tuple(s) for s in drawn}) == study.SUBSETS and all(set(s) <= set(pool) for s in drawn)
+
+
+@needs_openkbp
+@pytest.mark.slow
+def test_quick_study_runs_every_stage_and_pairs_arms(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = ["--runs", str(tmp_path / "runs"), "--quick"]
+    # the pretraining stage as a user runs it (it starts `pgl-zoo pretrain` processes); the others in this process
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transfer_hn.py"), "pretrain", "--threads", "1",
+                           *runs], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    study.main(["prepare", *runs])
+    for arm in study.PROBE_ARMS:
+        study.main(["features", "--arm", arm, *runs])
+        study.main(["probe", "--arm", arm, *runs])
+    study.main(["report", "--out", str(tmp_path / "results"), *runs])
+    report = json.loads((tmp_path / "results" / "transfer_v3-quick.json").read_text())
+    records = report["records"]
+    assert {r["arm"] for r in records} == set(study.PROBE_ARMS)
+    by_subset: dict = {}
+    for r in records:
+        by_subset.setdefault((r["k"], r["subset"]), set()).add(tuple(r["train_cases"]))
+        contoured = json.loads((study.OPENKBP / "structures.json").read_text())
+        for case, dice in r["dice"].items():  # only contoured organs are scored
+            assert set(dice) == set(contoured[case]["structures"])
+    assert all(len(cases) == 1 for cases in by_subset.values())  # every arm trained on the same subsets
+    assert {row["comparison"] for row in report["differences"]} >= {"pgl - random", "pgl - byol", "pgl - shuffled"}
+    assert (tmp_path / "results" / "transfer_v3-quick.md").read_text().count("|") > 10
+    # test patients never enter pretraining
+    sources = json.loads((tmp_path / "runs" / "pretrain" / "pgl" / "summary.json").read_text())["data"]["sources"]
+    assert not {Path(s).name.removesuffix(".nii.gz") for s in sources} & set(study.openkbp_split()["test"])
