@@ -340,9 +340,13 @@ def run_features(runs: Path, arm: str, budget: Budget, cache_dtype=np.float16) -
 
 
 def fit_probe(xs: list[np.ndarray], ys: list[np.ndarray], masks: list[np.ndarray], widths: list[int],
-              steps: int, seed: int = 0):
+              steps: int, seed: int = 0, volume_counts: np.ndarray | None = None):
     """A LinearProbe3d head fitted on sampled voxels (xs: (V, C) features on the input grid, ys: (V,) labels,
-    masks: contoured classes per case) with the marginal Dice + CE loss; returns the head (nn.ModuleList)."""
+    masks: contoured classes per case) with the marginal Dice + CE loss; returns the head (nn.ModuleList).
+
+    The voxels are sampled class-balanced (organs over-represented); with ``volume_counts`` (voxels per class
+    in the training volumes) the bias is shifted by log(volume frequency / sample frequency) per class, the
+    standard prior correction, so that the probe's argmax reflects the classes' real frequencies."""
     import torch
 
     from pgl_zoo.finetune.losses import DiceCELoss
@@ -368,6 +372,10 @@ def fit_probe(xs: list[np.ndarray], ys: list[np.ndarray], masks: list[np.ndarray
     with torch.no_grad():
         w = weight / std[:, None]
         b = bias - (mean / std) @ weight
+        if volume_counts is not None:
+            sampled = np.bincount(np.concatenate(ys).astype(np.int64), minlength=n_classes).astype(np.float64)
+            shift = np.log((volume_counts + 1) / volume_counts.sum()) - np.log((sampled + 1) / sampled.sum())
+            b = b + torch.from_numpy(shift).float()
     head = LinearProbe3d.__new__(LinearProbe3d)  # only the head's layout is needed
     torch.nn.Module.__init__(head)
     head.head = torch.nn.ModuleList(torch.nn.Conv3d(c, n_classes, 1, bias=(i == 0)) for i, c in enumerate(widths))
@@ -425,17 +433,19 @@ def run_probe(runs: Path, arm: str, budget: Budget) -> list[dict]:
                 continue
             started = time.perf_counter()
             xs, ys, masks = [], [], []
+            counts = np.zeros(len(ORGANS) + 1)
             for case in subset:
                 data = np.load(runs / "cases" / f"{case}.npz")
                 xs.append(np.load(features / f"{case}.npz")["x"])
                 ys.append(data["label"].ravel()[data["samples"]])
+                counts += np.bincount(data["label"].ravel(), minlength=len(ORGANS) + 1)
                 mask = np.zeros(len(ORGANS) + 1, bool)
                 mask[[0] + [names[o] for o in found[case]]] = True
                 masks.append(mask)
             if widths is None:
                 cached = np.load(features / f"{tests[0]}.npz")
                 widths = [cached[f"f{i}"].shape[0] for i in range(len(cached.files))]
-            head = fit_probe(xs, ys, masks, widths, budget.fit_steps, seed=s)
+            head = fit_probe(xs, ys, masks, widths, budget.fit_steps, seed=s, volume_counts=counts)
             per_case = {}
             for case in tests:
                 data = np.load(runs / "cases" / f"{case}.npz")
