@@ -20,3 +20,14 @@ def call(capsys, *args) -> tuple[int, str, str]:
             os.environ["PGL_ZOO_DEBUG"] = env_debug
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def refused(capsys, *args, fragments=()) -> str:
+    """The CLI refuses: non-zero exit, exactly one line on stderr, no traceback, naming the fragments."""
+    code, _, err = call(capsys, *args)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code != 0, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert str(fragment) in lines[0], lines[0]
+    return lines[0]

@@ -17,6 +17,16 @@ from pgl_zoo.registry import _CARDS
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny convolutions gain nothing from threads, and OpenMP threads waiting on each other on a busy 2-core
+    runner make them many times slower: one torch thread for the module, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA_DIR.is_dir():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _cli import call
+from _cli import call, refused
 from _seg_helpers import save_micro_encoder, save_micro_segmenter
 
 import pgl_zoo
@@ -27,22 +27,7 @@ from pgl_zoo.errors import PglZooError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def refused(capsys, *args, fragments=()) -> str:
-    code, _, err = call(capsys, *args)
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code != 0, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert str(fragment) in lines[0], lines[0]
-    return lines[0]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # (key, class name, its kwargs key, kwargs): each would run `touch MARKER` if the name were imported and called.

@@ -13,13 +13,7 @@ from safetensors.torch import load_file
 
 from pgl_zoo.nets import build_probe
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_probe_is_one_linear_map_of_all_stages_brought_to_the_input_grid():

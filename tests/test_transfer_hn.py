@@ -25,12 +25,7 @@ from pgl_zoo.nets.probe import LinearProbe3d  # noqa: E402
 needs_openkbp = pytest.mark.skipif(not study.OPENKBP.is_dir(), reason=f"{study.OPENKBP} is absent")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_a_probe_on_cached_features_equals_the_probe_computed_live():
