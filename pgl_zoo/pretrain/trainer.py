@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from ..architecture import stage_widths
+from ..atomic import write_failure
 from ..cards import ModelCard
 from ..errors import PglZooError
 from ..resolve import resolve_model
@@ -310,8 +311,11 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, volumes: list[PreparedVolume]
                 history.append(record)
                 if info.is_main:
                     if step % cfg.log_every == 0 or step == end:
-                        metrics_file.write(json.dumps(record) + "\n")
-                        metrics_file.flush()
+                        try:
+                            metrics_file.write(json.dumps(record) + "\n")
+                            metrics_file.flush()
+                        except OSError as exc:  # a full disk: one line naming the file
+                            raise write_failure(metrics_path, exc) from None
                     progress.set_postfix(loss=f"{total:.4f}", views_s=f"{rate:.1f}")
                     progress.update(1)
                     if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < end:
