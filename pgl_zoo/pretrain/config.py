@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import PglZooError
+from ..options import OptionError, in_range, spacing, voxel_sizes, window
 
 # Options that may differ between a run and its resumption; all others must match the checkpoint.
 LOCAL_CONTROLS = ("none", "shuffled")
@@ -90,8 +91,24 @@ class PretrainConfig:
             problems.append(f"--amp must be auto, bf16 or off, got {self.amp!r}")
         if self.optimizer not in ("adamw", "lars"):
             problems.append(f"--optimizer must be adamw or lars, got {self.optimizer!r}")
-        if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 2):
-            problems.append(f"--patch-size needs 3 sizes >= 2 (z, y, x), got {self.patch_size}")
+        checks = [  # the command line's checks (pgl_zoo.options), for the Python API and a stored config too
+            ("patch_size", lambda v: voxel_sizes(v, "--patch-size", minimum=2)),
+            ("spacing", lambda v: spacing(v, "--spacing")),
+            ("window", lambda v: window(v, "--window")),
+        ]
+        for name, check in checks:
+            try:
+                if getattr(self, name) is not None:
+                    setattr(self, name, check(getattr(self, name)))
+            except OptionError as exc:
+                problems.append(str(exc))
+        ranges = ((self.warmup_steps, "--warmup", 0, None), (self.clip_grad, "--clip-grad", 0, None),
+                  (self.checkpoint_every, "--checkpoint-every", 0, None), (self.base_momentum, "--momentum", 0, 1))
+        for value, option, low, high in ranges:
+            try:
+                in_range(value, option, low, high)
+            except OptionError as exc:
+                problems.append(str(exc))
         if problems:
             raise PglZooError("; ".join(problems))
 
@@ -118,3 +135,4 @@ class PretrainConfig:
         if diff:
             detail = ", ".join(f"{k}: run {stored[k]!r} vs now {mine[k]!r}" for k in diff)
             raise PglZooError(f"{self.out}: cannot resume with different options ({detail})")
+
