@@ -121,14 +121,20 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
 @click.option("--preview", type=click.Path(dir_okay=False),
               help="Also write a PNG of three orthogonal slices with the labels overlaid (needs matplotlib).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, ...).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing label (and --preview) files; without it an existing file, such as a "
+                   "hand-corrected label of the same name, is never replaced and nothing is written.")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-file line.")
-def segment_cmd(inputs, out, model, overlap, sw_batch_size, window_size, compile_, preview, device,
+def segment_cmd(inputs, out, model, overlap, sw_batch_size, window_size, compile_, preview, device, overwrite,
                 no_progress) -> None:
-    """Segment INPUTS (NIfTI, NRRD, MHA files, DICOM series folders); labels keep each input's geometry."""
+    """Segment INPUTS (NIfTI, NRRD, MHA files, DICOM series folders); labels keep each input's geometry.
+
+    A CT model warns (one line per scan) about a scan not in HU, and any model about a scan that looks
+    like a label map; both are segmented all the same."""
     from ..inference import segment_files
 
     segment_files(inputs, out, model, overlap=overlap, sw_batch_size=sw_batch_size, roi_zyx=window_size,
-                  preview=preview, device=device, progress=not no_progress, compile=compile_)
+                  preview=preview, device=device, progress=not no_progress, compile=compile_, overwrite=overwrite)
 
 
 @click.command("evaluate")
