@@ -145,20 +145,27 @@ def segment_cmd(inputs, out, model, overlap, sw_batch_size, window_size, compile
               help="dataset.json or card.json giving label names (default: dataset.json beside --gt, if any).")
 @click.option("--hd95", is_flag=True, help="Also compute the 95th-percentile Hausdorff distance (mm).")
 @click.option("--out", type=click.Path(), help="Write OUT.csv and OUT.json (default: PRED/evaluation.*).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing OUT.csv / OUT.json files that are not earlier reports of evaluate (those are "
+                   "refreshed without it); without it any other file there is never replaced.")
 @click.option("--allow-missing", is_flag=True, help="Exit 0 even when some ground truths have no prediction.")
-def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing) -> None:
-    """Dice per class and mean of predictions against ground truths, paired by file name."""
-    from ..evaluate import evaluate_folders, write_evaluation
-    from .data import read_label_names
+def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, overwrite, allow_missing) -> None:
+    """Dice per class and mean of predictions against ground truths, paired by file name.
+
+    The reports are written atomically and read back before they replace anything."""
+    from ..evaluate import check_report_targets, evaluate_folders, write_evaluation
+    from .data import label_names_from_file, read_label_names
 
     names = None
     if labels_json:
-        names = _label_names_from(Path(labels_json))
+        names = label_names_from_file(Path(labels_json))
     elif (Path(gt).parent / "dataset.json").is_file():
         names = read_label_names(Path(gt).parent)
+    report = out or Path(pred) / "evaluation"
+    check_report_targets(report, overwrite)  # before any work
     evaluation = evaluate_folders(pred, gt, num_classes=num_classes, label_names=names, hd95=hd95)
     click.echo(evaluation.table())
-    written = write_evaluation(evaluation, out or Path(pred) / "evaluation")
+    written = write_evaluation(evaluation, report, overwrite=overwrite)
     click.echo(f"written: {', '.join(str(p) for p in written)}")
     extra = (f"{len(evaluation.extra)} extra prediction(s) without ground truth: {', '.join(evaluation.extra)}"
              if evaluation.extra else "")
@@ -169,14 +176,3 @@ def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing) -
         click.echo(f"warning: {extra}", err=True)
 
 
-def _label_names_from(path: Path) -> dict[str, str] | None:
-    import json
-
-    from .data import read_label_names
-
-    if path.name == "dataset.json":
-        return read_label_names(path.parent)
-    try:
-        return json.loads(path.read_text()).get("label_names")
-    except (OSError, ValueError) as exc:
-        raise PglZooError(f"{path}: cannot read label names ({exc})") from None
