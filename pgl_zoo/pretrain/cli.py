@@ -103,6 +103,10 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "loc
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its checkpoint (its stored options; you may change --steps, "
                    "--stop-after, --workers, --checkpoint-every, --device, --compile, --cache-dir, --data).")
+@click.option("--overwrite", is_flag=True,
+              help="Allow an --out folder that holds other files (they are kept, but config.json, metrics.jsonl, "
+                   "summary.json and loss.png are replaced). Without it --out must be new, empty, or a pretraining "
+                   "run that stopped before its first checkpoint; a run with a checkpoint needs --resume.")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default="auto", show_default=True,
               help="Mixed precision: bf16 autocast on CUDA (auto/bf16); CPU always runs float32.")
 @click.option("--compile", "compile_", is_flag=True, help="Wrap the online network in torch.compile.")
@@ -132,6 +136,9 @@ def pretrain_cmd(ctx: click.Context, **options) -> None:
         if not stored_path.is_file():
             raise PglZooError(f"{options['out']}: no run to resume (config.json missing)")
         stored = read_json(stored_path)
+        if not isinstance(stored, dict):
+            raise PglZooError(f"{stored_path}: not a run configuration (a JSON object), but {type(stored).__name__}")
+        stored = PretrainConfig.from_dict(stored, source=stored_path).to_dict()  # a hand-edited file, named
         stored["stop_after"] = None  # --stop-after applies to the invocation that gives it, never to later ones
         for name in given:
             stored[_PARAM_TO_FIELD.get(name, name)] = values[_PARAM_TO_FIELD.get(name, name)]
