@@ -8,6 +8,7 @@ temporary file from ``mkstemp`` is private, 0o600).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -49,8 +50,9 @@ def default_file_mode() -> int:
 
 # How writers that swallow the OSError report a failed write: torch.save ("[enforce fail at
 # inline_container.cc:...] unexpected pos ..." or "PytorchStreamWriter failed writing file ..."),
-# safetensors ("IoError(Os { code: 28, ... })").
-_WRITE_FAILURE_MARKERS = ("enforce fail", "PytorchStreamWriter", "file write failed", "IoError")
+# safetensors ("Error while serializing: I/O error: No space left on device (os error 28)").
+_WRITE_FAILURE_MARKERS = ("enforce fail", "PytorchStreamWriter", "file write failed", "IoError", "I/O error",
+                          "os error")
 
 
 class RecordingFile:
@@ -90,8 +92,12 @@ def write_failure(path: str | Path, exc: BaseException, cause: OSError | None = 
         cause = exc
     elif not any(marker in str(exc) for marker in _WRITE_FAILURE_MARKERS):
         return None
+    os_error = re.search(r"os error (\d+)", str(exc))
     if cause is not None:
         reason, code = cause.strerror or str(cause), cause.errno
+    elif os_error:
+        code = int(os_error.group(1))
+        reason = os.strerror(code)
     else:
         try:
             stats = os.statvfs(Path(path).parent)
