@@ -8,6 +8,7 @@ temporary file from ``mkstemp`` is private, 0o600).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,21 +48,91 @@ def default_file_mode() -> int:
     return 0o666 & ~(umask if umask is not None else _IMPORT_UMASK)
 
 
+# How writers that swallow the OSError report a failed write: torch.save ("[enforce fail at
+# inline_container.cc:...] unexpected pos ..." or "PytorchStreamWriter failed writing file ..."),
+# safetensors ("Error while serializing: I/O error: No space left on device (os error 28)").
+_WRITE_FAILURE_MARKERS = ("enforce fail", "PytorchStreamWriter", "file write failed", "IoError", "I/O error",
+                          "os error")
+
+
+class RecordingFile:
+    """A binary file object that remembers the OSError of a failed ``write`` (torch.save turns it into
+    a RuntimeError that no longer says "no space left on device"); see :func:`write_failure`."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
+
+
+def write_failure(path: str | Path, exc: BaseException, cause: OSError | None = None):
+    """The :class:`pgl_zoo.errors.WriteError` naming ``path`` and the reason for ``exc`` when it is a failed
+    write (an OSError, or a writer's RuntimeError about one; ``cause``: the OSError behind it, when a
+    :class:`RecordingFile` caught it), else None. Without a known cause the free space of the folder
+    decides between "no space left on device" and a general failed write."""
+    import errno as errno_module
+
+    from .errors import PglZooError, WriteError
+
+    if isinstance(exc, PglZooError):
+        return None
+    if isinstance(exc, OSError):
+        cause = exc
+    elif not any(marker in str(exc) for marker in _WRITE_FAILURE_MARKERS):
+        return None
+    os_error = re.search(r"os error (\d+)", str(exc))
+    if cause is not None:
+        reason, code = cause.strerror or str(cause), cause.errno
+    elif os_error:
+        code = int(os_error.group(1))
+        reason = os.strerror(code)
+    else:
+        try:
+            stats = os.statvfs(Path(path).parent)
+            full = stats.f_bavail * stats.f_frsize < (1 << 20)
+        except OSError:
+            full = False
+        reason = "No space left on device" if full else "the write failed (disk full or a file size limit?)"
+        code = errno_module.ENOSPC if full else None
+    return WriteError(f"{path}: cannot be written ({reason}); nothing was replaced", code, reason)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = ".tmp") -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     ``suffix`` ends the temporary name (writers that choose a format by extension need the
-    target's own, e.g. ".nii.gz"). On any exception the temporary file is removed.
+    target's own, e.g. ".nii.gz"). On any exception the temporary file is removed. A failed write (an
+    OSError such as no space left on device or a file size limit, or a writer's RuntimeError about one,
+    as torch.save raises) becomes :class:`pgl_zoo.errors.WriteError`, one line naming ``path`` and the
+    reason (an OSError too).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_failure(path, exc) from None
     try:
         write(tmp)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        failure = write_failure(path, exc)
+        if failure is not None:
+            raise failure from None
         raise
     return path

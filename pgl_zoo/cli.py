@@ -49,6 +49,15 @@ class LazyGroup(click.Group):
             raise
         return getattr(module, attribute)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """click's lookup, with "did you mean ...?" for a misspelt command."""
+        name = click.utils.make_str(args[0])
+        if name not in COMMANDS and not name.startswith("-"):
+            from .suggest import did_you_mean
+
+            ctx.fail(f"No such command {name!r}" + (did_you_mean(name, COMMANDS) or "."))
+        return super().resolve_command(ctx, args)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="pgl-zoo")
@@ -79,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, like every other error, naming the option and where to look
+        command = exc.ctx.command_path if exc.ctx is not None else "pgl-zoo"
+        click.echo(f"error: {' '.join(exc.format_message().split())} (see '{command} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -40,3 +40,16 @@ class RunError(PglZooError):
 
 class OverwriteError(PglZooError):
     """A command would replace files it did not write itself; pass --overwrite to allow it."""
+
+
+class WriteError(PglZooError, OSError):
+    """A file could not be written (no space left on device, file size limit, read-only disk); the message
+    names the file and the reason, and nothing under that name was replaced. An OSError too, so that
+    callers which fall back on a failed write (the preprocessing cache) still do."""
+
+    def __init__(self, message: str, errno: int | None = None, strerror: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.errno, self.strerror = message, errno, strerror
+
+    def __str__(self) -> str:
+        return self.message

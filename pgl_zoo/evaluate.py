@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_write
 from .errors import DataError
 from .imaging import has_volume_suffix, read_image, strip_volume_suffix
 from .metrics import dice_per_class, hd95_per_class, nanmean
@@ -133,46 +134,70 @@ def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> tuple[dict[str, tupl
     return pairs, sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
 
 
+def geometry_differences(pred: sitk.Image, gt: sitk.Image, tolerance: float = 1e-3) -> list[str]:
+    """What differs between two grids ("size ... vs ...", "origin ... vs ...", ...; spacing, origin and
+    direction within ``tolerance``); empty when they are the same."""
+    def shown(values) -> str:
+        return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+    differences = []
+    if pred.GetSize() != gt.GetSize():
+        differences.append(f"size {pred.GetSize()} vs {gt.GetSize()}")
+    for name in ("Spacing", "Origin", "Direction"):
+        a, b = getattr(pred, f"Get{name}")(), getattr(gt, f"Get{name}")()
+        if len(a) != len(b) or not np.allclose(a, b, rtol=0, atol=tolerance):
+            differences.append(f"{name.lower()} {shown(a)} vs {shown(b)}")
+    return differences
+
+
 def evaluate_folders(
     pred_dir: str | Path, gt_dir: str | Path, num_classes: int | None = None,
     label_names: dict[str, str] | None = None, hd95: bool = False,
     labelled_classes: LabelledClasses | None = None,
 ) -> Evaluation:
     """Score every prediction against its ground truth (same grid required: the size must match and
-    spacing, origin and direction agree within 1e-3). ``num_classes`` defaults to the largest label
-    seen + 1. Classes 1..K-1 are scored. With ``labelled_classes`` (partial labels) a class is scored
-    only on the cases that contour it (elsewhere NaN, listed under ``not_contoured``); every scored case
-    must be listed there."""
+    spacing, origin and direction agree within 1e-3; a refusal names what differs). ``num_classes``
+    defaults to the largest label seen + 1. Classes 1..K-1 are scored. Cases are read and scored one
+    at a time: memory holds one prediction and one ground truth, whatever the number of cases. With
+    ``labelled_classes`` (partial labels) a class is scored only on the cases that contour it (elsewhere
+    NaN, listed under ``not_contoured``); every scored case must be listed there."""
     pairs, missing, extra = pair_files(pred_dir, gt_dir)
     if labelled_classes is not None:
         labelled_classes.check_cases(pairs)
-    loaded: dict[str, tuple[np.ndarray, np.ndarray, tuple[float, ...]]] = {}
+    scored: dict[str, dict[str, dict[int, float]]] = {}
+    highest = 1
     for name, (pred_path, gt_path) in pairs.items():
-        pred, gt = read_image(pred_path), read_image(gt_path)
-        if pred.GetSize() != gt.GetSize() or not np.allclose(pred.GetSpacing(), gt.GetSpacing(), atol=1e-3) \
-                or not np.allclose(pred.GetOrigin(), gt.GetOrigin(), atol=1e-3) \
-                or not np.allclose(pred.GetDirection(), gt.GetDirection(), atol=1e-3):
-            raise DataError(f"{pred_path} and {gt_path}: different geometry (size {pred.GetSize()} vs "
-                            f"{gt.GetSize()}, spacing {pred.GetSpacing()} vs {gt.GetSpacing()})")
-        loaded[name] = (_labels(pred, pred_path, num_classes), _labels(gt, gt_path, num_classes), gt.GetSpacing())
+        pred_image, gt_image = read_image(pred_path), read_image(gt_path)
+        differences = geometry_differences(pred_image, gt_image)
+        if differences:
+            raise DataError(f"{pred_path} and {gt_path}: different geometry ({'; '.join(differences)})")
+        spacing = gt_image.GetSpacing()
+        pred = _labels(pred_image, pred_path, num_classes)
+        del pred_image
+        gt = _labels(gt_image, gt_path, num_classes)
+        del gt_image
+        if labelled_classes is not None:
+            labelled_classes.check_label(name, gt)
+        top = int(max(pred.max(initial=0), gt.max(initial=0)))
+        highest = max(highest, top)
+        # A class above this case's largest label is absent from both maps: NaN, as with the final count.
+        classes = num_classes if num_classes is not None else max(top + 1, 2)
+        scored[name] = {"dice": dice_per_class(pred, gt, classes)}
+        if hd95:
+            scored[name]["hd95"] = hd95_per_class(pred, gt, classes, spacing)
+        del pred, gt
     if num_classes is None:
-        num_classes = 1 + max((int(max(p.max(initial=0), g.max(initial=0))) for p, g, _ in loaded.values()),
-                              default=1)
-        num_classes = max(num_classes, 2)
+        num_classes = max(highest + 1, 2)
     names = label_names or {}
     evaluation = Evaluation({c: names.get(str(c), f"class_{c}") for c in range(1, num_classes)},
                             missing=missing, extra=extra)
-    for name, (pred, gt, spacing) in loaded.items():
+    for name, scores in scored.items():
         contoured = labelled_classes.of(name) if labelled_classes is not None else range(num_classes)
         if labelled_classes is not None:
-            labelled_classes.check_label(name, gt)
             evaluation.not_contoured[name] = [n for c, n in evaluation.class_names.items() if c not in contoured]
-        scores = {"dice": {evaluation.class_names[c]: v if c in contoured else math.nan
-                           for c, v in dice_per_class(pred, gt, num_classes).items()}}
-        if hd95:
-            scores["hd95"] = {evaluation.class_names[c]: v if c in contoured else math.nan
-                              for c, v in hd95_per_class(pred, gt, num_classes, spacing).items()}
-        evaluation.cases[name] = scores
+        evaluation.cases[name] = {metric: {evaluation.class_names[c]: values.get(c, math.nan) if c in contoured
+                                           else math.nan for c in range(1, num_classes)}
+                                  for metric, values in scores.items()}
     return evaluation
 
 
@@ -199,12 +224,61 @@ def _labels(image: sitk.Image, path: Path, num_classes: int | None) -> np.ndarra
     return array if np.issubdtype(array.dtype, np.integer) else array.astype(np.int64)
 
 
-def write_evaluation(evaluation: Evaluation, out: str | Path) -> list[Path]:
-    """Write ``OUT.csv`` and ``OUT.json`` (``out`` with or without either suffix)."""
+REPORT_JSON_KEYS = ("cases", "mean", "missing_predictions", "extra_predictions")
+
+
+def report_paths(out: str | Path) -> tuple[Path, Path]:
+    """``OUT.csv`` and ``OUT.json`` (``out`` with or without either suffix)."""
     out = Path(out)
     stem = out.with_suffix("") if out.suffix.lower() in (".csv", ".json") else out
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
-    csv_path.write_text(evaluation.to_csv())
-    json_path.write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    return stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is a report evaluate wrote (which may be refreshed without --overwrite)."""
+    try:
+        if path.suffix.lower() == ".json":
+            document = json.loads(path.read_text())
+            return isinstance(document, dict) and set(REPORT_JSON_KEYS) <= set(document)
+        with open(path, newline="") as handle:
+            return handle.readline().startswith("case,status")
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+
+
+def check_report_targets(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse (OverwriteError) to replace an existing file that is not an earlier report of evaluate,
+    unless ``overwrite``: ``--out`` may name anybody's file."""
+    from .errors import OverwriteError
+
+    for path in report_paths(out):
+        if path.is_dir():
+            raise OverwriteError(f"{path}: is a folder; choose another --out")
+        if not overwrite and (path.exists() or path.is_symlink()) and not _is_report(path):
+            raise OverwriteError(f"{path}: exists and is not an earlier evaluation report; pass --overwrite to "
+                                 "replace it (nothing was written)")
+
+
+def _write_verified(tmp: str, text: str) -> None:
+    """Write ``text``, flush it to disk and read it back: a short write (full disk) raises OSError."""
+    import errno
+    import os
+
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if Path(tmp).read_text() != text:
+        raise OSError(errno.EIO, "the written file does not read back as written (disk full?)")
+
+
+def write_evaluation(evaluation: Evaluation, out: str | Path, overwrite: bool = False) -> list[Path]:
+    """Write ``OUT.csv`` and ``OUT.json`` (``out`` with or without either suffix), each atomically and read
+    back before it replaces the old file (a full disk leaves the old report whole and raises WriteError
+    naming the file). An existing file that is not an earlier report needs ``overwrite``
+    (:func:`check_report_targets`)."""
+    check_report_targets(out, overwrite)
+    csv_path, json_path = report_paths(out)
+    for path, text in ((csv_path, evaluation.to_csv()), (json_path, json.dumps(evaluation.to_dict(), indent=2) + "\n")):
+        atomic_write(path, lambda tmp, text=text: _write_verified(tmp, text))
     return [csv_path, json_path]

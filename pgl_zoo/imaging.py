@@ -8,10 +8,14 @@ orders meet.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
+import stat
 import struct
+import sys
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +24,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_write
 from .cards import Preprocessing
-from .errors import ImageReadError, ImageWriteError
+from .errors import ImageReadError, ImageWriteError, PglZooError
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 DETACHED_HEADER_SUFFIXES = (".nhdr", ".mhd")  # the pixel data live in another file
@@ -28,12 +32,55 @@ DEFAULT_MAX_VOXELS = 2**31  # 8 GiB as float32; PGL_ZOO_MAX_VOXELS raises or low
 MAX_DEFLATE_RATIO = 1032  # deflate (gzip, zlib) never expands data by more than about 1032:1
 
 
+NON_HU_MIN = -500.0  # a CT whose smallest value is above this has no air in HU: not in HU (uint8, HU + 1024, ...)
+LABEL_MAX_VALUES = 256  # label-like: integer values >= 0, at most this many distinct ones, ...
+LABEL_MIN_FLATNESS = 0.5  # ... and piecewise constant (equal_neighbour_fraction at least this)
+LABEL_CHECK_VOXELS = 1 << 24  # larger volumes are checked on an evenly strided subsample
+NIFTI_FORM_TOLERANCE = 0.1  # qform, sform and ITK's geometry may differ by a tenth of the smallest voxel spacing
+UNCOMPRESSED_DICOM = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")  # transfer syntaxes
+
+
 def max_voxels() -> int:
-    """The largest volume read_image accepts (``$PGL_ZOO_MAX_VOXELS``, default 2**31)."""
-    try:
-        return int(os.environ.get("PGL_ZOO_MAX_VOXELS", DEFAULT_MAX_VOXELS))
-    except ValueError:
+    """The largest volume read_image accepts: ``$PGL_ZOO_MAX_VOXELS`` (a whole number such as 1000000, or
+    written 1e6), default 2**31. Any other value (``abc``, ``1.5``, ``0``) raises PglZooError naming it,
+    rather than falling back to the default unannounced."""
+    text = os.environ.get("PGL_ZOO_MAX_VOXELS", "").strip()
+    if not text:
         return DEFAULT_MAX_VOXELS
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number != int(number):
+            raise PglZooError(f"PGL_ZOO_MAX_VOXELS={text!r}: not a whole number of voxels (write e.g. 1000000 or "
+                              "1e6)") from None
+        value = int(number)
+    if value < 1:
+        raise PglZooError(f"PGL_ZOO_MAX_VOXELS={text!r}: must be at least 1 voxel")
+    return value
+
+
+def warn_stderr(message: str) -> None:
+    """The default ``warn`` of the readers: one ``warning: ...`` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def special_file_problem(path: str | Path) -> str | None:
+    """"not a regular file (a FIFO)" and the like for anything that exists but is neither a regular file
+    nor a folder (opening a FIFO blocks until someone writes into it), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a special file")
+    return f"not a regular file ({kind})"
 
 
 def has_volume_suffix(path: str | Path) -> bool:
@@ -79,6 +126,9 @@ def list_dicom_series(folder: str | Path) -> list[str]:
 
 
 def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
+    special = next(((p, problem) for p in sorted(folder.iterdir()) if (problem := special_file_problem(p))), None)
+    if special is not None:  # GDCM opens every file of the folder: a FIFO would block it for ever
+        raise ImageReadError(f"{special[0]}: {special[1]}; remove it from the DICOM folder {folder}")
     series = list_dicom_series(folder)
     if not series:
         raise ImageReadError(f"{folder}: folder holds no DICOM series and no volume file")
@@ -91,13 +141,36 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
     elif series_uid not in series:
         raise ImageReadError(f"{folder}: no DICOM series {series_uid}")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    _check_unlisted_dicom(folder, files)
     problem = dicom_spacing_problem(files)
     if problem:
         raise ImageReadError(f"{folder}: {problem}; stacked on a uniform grid its geometry would be wrong")
-    _check_header(folder, files[0], slices=len(files))
+    _check_header(folder, files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     return reader.Execute()
+
+
+def _check_unlisted_dicom(folder: Path, files: Sequence[str]) -> None:
+    """Refuse a DICOM file of the folder that GDCM left out of every series because it cannot be read
+    (a slice truncated by a copy): the series would otherwise be stacked without it, silently."""
+    listed = {os.path.realpath(f) for f in files}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file() or os.path.realpath(entry) in listed:
+            continue
+        try:
+            with open(entry, "rb") as handle:
+                if handle.read(132)[128:132] != b"DICM":
+                    continue
+        except OSError:
+            continue
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(entry))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise ImageReadError(f"{entry}: a DICOM file of {folder} cannot be read (truncated or corrupt); the "
+                                 "series would be stacked without it") from None
 
 
 def dicom_spacing_problem(files: list[str], tolerance: float = 1.5) -> str | None:
@@ -129,29 +202,189 @@ def _bytes_per_voxel(pixel_id: int, components: int) -> int:
     return size * max(1, components) * (2 if "complex" in text else 1)
 
 
-def _check_header(path: Path, header_file: str | Path, slices: int = 1) -> None:
-    """Refuse, before any pixel is read, a volume larger than max_voxels() or one whose header claims
-    more pixel data than its file could hold (even at deflate's maximum compression ratio)."""
+def _header_lines(path: Path, limit: int = 1 << 16) -> list[tuple[str, int]]:
+    """The text lines at the start of a file and the byte offset after each (NRRD, MetaImage headers)."""
+    with open(path, "rb") as handle:
+        head = handle.read(limit)
+    lines, position = [], 0
+    for raw in head.split(b"\n"):
+        position += len(raw) + 1
+        if position > len(head) + 1:
+            break
+        lines.append((raw.decode("latin-1").rstrip("\r"), min(position, len(head))))
+    return lines
+
+
+METAIMAGE_REQUIRED = ("NDims", "DimSize", "ElementType", "ElementDataFile")
+
+
+def _metaimage_fields(path: Path) -> tuple[dict[str, str], int]:
+    """The ``Key = Value`` fields of a MetaImage header (.mha/.mhd) up to ElementDataFile, and the offset
+    after that line (where the pixel data of ``ElementDataFile = LOCAL`` begin)."""
+    fields: dict[str, str] = {}
+    end = 0
+    for line, after in _header_lines(path):
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            end = after
+            break
+    return fields, end
+
+
+def _check_metaimage_header(path: Path) -> None:
+    """A truncated .mhd/.mha header is named as such (ITK says "No such file or directory")."""
+    fields, _ = _metaimage_fields(path)
+    missing = [k for k in METAIMAGE_REQUIRED if k not in fields]
+    if missing:
+        raise ImageReadError(f"{path}: MetaImage header is truncated or incomplete (no {', '.join(missing)})")
+
+
+def _pixel_data(path: Path) -> tuple[Path, int, str] | None:
+    """Where the pixels of a NRRD or MetaImage volume lie and how they are encoded: (data file, offset
+    of the first pixel byte, "raw" | "deflate" | "text" | "hex"); None when unknown (NIfTI, DICOM, file
+    lists, bzip2)."""
+    name = path.name.lower()
+    if name.endswith((".mha", ".mhd")):
+        fields, end = _metaimage_fields(path)
+        data = fields.get("ElementDataFile", "")
+        if not data or data.upper().startswith("LIST") or "%" in data or " " in data:
+            return None
+        compressed = fields.get("CompressedData", "False").lower() in ("true", "1")
+        encoding = "deflate" if compressed else "raw"
+        if data.upper() == "LOCAL":
+            return path, end, encoding
+        skip = fields.get("HeaderSize", "0")
+        offset = int(skip) if skip.lstrip("-").isdigit() and int(skip) > 0 else 0
+        return path.parent / data, offset, encoding
+    if name.endswith((".nrrd", ".nhdr")):
+        fields: dict[str, str] = {}
+        end = None
+        for line, after in _header_lines(path):
+            if not line.strip():
+                end = after
+                break
+            key, sep, value = line.partition(":")
+            if sep and not line.startswith("#"):
+                fields[key.strip().lower()] = value.lstrip("=").strip()
+        encoding = {"raw": "raw", "gzip": "deflate", "gz": "deflate", "ascii": "text", "text": "text",
+                    "txt": "text", "hex": "hex"}.get(fields.get("encoding", "").lower())
+        data = fields.get("data file") or fields.get("datafile")
+        if encoding is None or (data and (data.upper().startswith("LIST") or " " in data or "%" in data)):
+            return None
+        skip = fields.get("byte skip", "0")
+        offset = int(skip) if skip.isdigit() else 0
+        if data:
+            return path.parent / data, offset, encoding
+        if end is None:
+            return None
+        return path, end + offset, encoding
+    return None
+
+
+def _check_header(path: Path, files: Sequence[str | Path]) -> None:
+    """Refuse, before any pixel is read, a volume larger than max_voxels(), a voxel spacing that is not
+    positive, and a header that claims more pixel data than its file(s) hold: exactly, for raw encodings
+    (uncompressed NRRD, MetaImage, DICOM; the data file of a detached .mhd/.nhdr), and at deflate's
+    maximum compression ratio for compressed ones. ``files``: the volume file, or a DICOM series' files."""
+    header_file = Path(files[0])
+    dicom = len(files) > 1 or path.is_dir()
+    if header_file.name.lower().endswith((".mha", ".mhd")):
+        _check_metaimage_header(header_file)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(header_file))
-    reader.ReadImageInformation()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; the checks below say it in one
+    try:
+        reader.ReadImageInformation()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     size = list(reader.GetSize())
-    if slices > 1:
-        size = size[:2] + [slices]
-    voxels = 1
-    for n in size:
-        voxels *= max(int(n), 1)
+    if dicom:
+        size = size[:2] + [len(files)]
+    voxels = math.prod(max(int(n), 1) for n in size)
     shape = "x".join(map(str, size))
     if voxels > max_voxels():
         raise ImageReadError(f"{path}: header claims {shape} voxels ({voxels:,}), more than the limit "
                              f"{max_voxels():,} (set PGL_ZOO_MAX_VOXELS to change it)")
-    if slices > 1 or str(header_file).lower().endswith(DETACHED_HEADER_SUFFIXES):
+    if dicom:
+        _check_dicom_sizes(path, files)
         return
+    for axis, value in zip("xyzt", reader.GetSpacing(), strict=False):
+        if not math.isfinite(value) or value == 0:  # (a negative NIfTI pixdim is a flip, which ITK applies)
+            raise ImageReadError(f"{path}: voxel spacing along {axis} is {value:g} in the header; it must be > 0")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        problem = _nifti_geometry_problem(path, reader)
+        if problem:
+            raise ImageReadError(f"{path}: {problem}")
     claimed = voxels * _bytes_per_voxel(reader.GetPixelID(), reader.GetNumberOfComponents())
-    available = os.path.getsize(header_file)
-    if claimed > available * MAX_DEFLATE_RATIO:
-        raise ImageReadError(f"{path}: header claims {shape} voxels ({claimed:,} bytes) but the file has only "
-                             f"{available:,} bytes: truncated or corrupt")
+    source = _pixel_data(header_file)
+    if source is None:
+        if header_file.name.lower().endswith(DETACHED_HEADER_SUFFIXES):
+            return
+        available = os.path.getsize(header_file)
+        if claimed > available * MAX_DEFLATE_RATIO:
+            raise ImageReadError(f"{path}: header claims {shape} voxels ({claimed:,} bytes) but the file has only "
+                                 f"{available:,} bytes: truncated or corrupt")
+        return
+    data_file, offset, encoding = source
+    if not data_file.is_file():
+        raise ImageReadError(f"{path}: its pixel data file {data_file} is missing")
+    available = max(0, os.path.getsize(data_file) - offset)
+    need = {"raw": claimed, "deflate": -(-claimed // MAX_DEFLATE_RATIO), "hex": 2 * claimed,
+            "text": voxels}[encoding]
+    if available < need:
+        where = "the file" if data_file == header_file else f"its data file {data_file.name}"
+        raise ImageReadError(f"{path}: header claims {shape} voxels ({claimed:,} bytes, {encoding}) but {where} "
+                             f"holds only {available:,} bytes of pixel data: truncated or corrupt")
+
+
+def _dicom_transfer_syntax(path: str | Path) -> str | None:
+    """The transfer syntax UID of a DICOM file's meta header (group 0002, always explicit VR little
+    endian), or None when the file has none (then it is implicit VR little endian, uncompressed)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    at = head.find(b"\x02\x00\x10\x00UI")
+    if head[128:132] != b"DICM" or at < 0:
+        return None
+    length = struct.unpack("<H", head[at + 6 : at + 8])[0]
+    return head[at + 8 : at + 8 + length].decode("ascii", "replace").strip("\0 ")
+
+
+def _check_dicom_sizes(folder: Path, files: Sequence[str | Path]) -> None:
+    """Each file of an uncompressed DICOM series must hold the pixel data its header claims (rows x
+    columns x frames x samples x bits allocated); a compressed series as a whole, at most deflate's
+    maximum ratio. Checked before any pixel is read (a 2-file series claiming 30000 x 30000 pixels)."""
+    compressed_claim = compressed_size = 0
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(name))
+        reader.ReadImageInformation()
+
+        def tag(key: str, default: int, reader=reader) -> int:
+            try:
+                return int(reader.GetMetaData(key).strip() or default)
+            except (RuntimeError, ValueError):
+                return default
+
+        columns, rows = reader.GetSize()[:2]
+        frames = reader.GetSize()[2] if len(reader.GetSize()) > 2 else 1
+        bits = tag("0028|0100", 8 * _bytes_per_voxel(reader.GetPixelID(), 1))
+        claimed = rows * columns * max(frames, 1) * max(tag("0028|0002", 1), 1) * max(bits, 1) // 8
+        available = os.path.getsize(name)
+        syntax = _dicom_transfer_syntax(name)
+        if syntax is None or syntax in UNCOMPRESSED_DICOM:
+            if available < claimed:
+                raise ImageReadError(f"{name}: DICOM header claims {columns}x{rows} pixels ({claimed:,} bytes) but "
+                                     f"the file has only {available:,} bytes: truncated or corrupt")
+        else:
+            compressed_claim += claimed
+            compressed_size += available
+    if compressed_claim > compressed_size * MAX_DEFLATE_RATIO:
+        raise ImageReadError(f"{folder}: DICOM headers claim {compressed_claim:,} bytes of pixel data but the files "
+                             f"hold only {compressed_size:,} bytes: truncated or corrupt")
 
 
 def _nifti_shortfall(path: Path, check_finite: bool = False) -> str | None:
@@ -207,24 +440,119 @@ def _nifti_header(header: bytes) -> tuple[str, tuple[int, ...], int, int, int] |
     return None
 
 
+def _nifti_forms(header: bytes) -> dict | None:
+    """Dims, pixdim, the qform and sform codes and their 4 x 4 matrices (RAS, mm) of a NIfTI-1/2 header."""
+    for endian in "<>":
+        sizeof = struct.unpack(endian + "i", header[:4])[0] if len(header) >= 4 else 0
+        if sizeof == 348 and len(header) >= 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            pixdim = struct.unpack(endian + "8f", header[76:108])
+            qcode, scode = struct.unpack(endian + "hh", header[252:256])
+            quatern = struct.unpack(endian + "6f", header[256:280])
+            srows = struct.unpack(endian + "12f", header[280:328])
+        elif sizeof == 540 and len(header) >= 540:
+            dims = struct.unpack(endian + "8q", header[16:80])
+            pixdim = struct.unpack(endian + "8d", header[104:168])
+            qcode, scode = struct.unpack(endian + "ii", header[344:352])
+            quatern = struct.unpack(endian + "6d", header[352:400])
+            srows = struct.unpack(endian + "12d", header[400:496])
+        else:
+            continue
+        b, c, d = quatern[:3]
+        a = math.sqrt(max(0.0, 1.0 - (b * b + c * c + d * d)))
+        rotation = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                             [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+                             [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
+        # as nifti1_io (which ITK uses): a spacing <= 0 counts as 1, pixdim[0] < 0 flips the third axis
+        zooms = [v if v > 0 else 1.0 for v in pixdim[1:4]]
+        zooms[2] *= -1.0 if pixdim[0] < 0 else 1.0
+        qform = np.eye(4)
+        qform[:3, :3] = rotation * np.array(zooms)
+        qform[:3, 3] = quatern[3:]
+        sform = np.eye(4)
+        sform[:3] = np.array(srows, dtype=np.float64).reshape(3, 4)
+        return {"dims": dims, "pixdim": pixdim, "qcode": qcode, "scode": scode, "qform": qform, "sform": sform}
+    return None
+
+
+def _itk_affine(reader: sitk.ImageFileReader) -> np.ndarray:
+    """The voxel-to-world matrix (RAS, mm, as NIfTI stores it) of the geometry ITK read."""
+    n = reader.GetDimension()
+    direction = np.array(reader.GetDirection()).reshape(n, n)[:3, :3]
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.array(reader.GetSpacing()[:3])
+    affine[:3, 3] = reader.GetOrigin()[:3]
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK is LPS
+
+
+def _nifti_geometry_problem(path: Path, reader: sitk.ImageFileReader) -> str | None:
+    """Why the geometry of a NIfTI file is ambiguous, or None. ITK turns a voxel spacing of 0 into 1 mm,
+    and where qform and sform disagree it picks one by its own rule while nibabel, FSL and others read
+    the sform: a label written for such a scan lands elsewhere in those tools. So a zero (or non-finite)
+    pixdim is refused, and so is a qform or sform (whichever the header codes as set) farther than a
+    tenth of the smallest voxel spacing, at any corner of the volume, from the geometry ITK read."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            forms = _nifti_forms(handle.read(540))
+    except (EOFError, OSError, zlib.error):
+        return None  # reported by the checks that read the data
+    if forms is None:
+        return None
+    dims = forms["dims"]
+    spatial = max(0, min(int(dims[0]), 3))
+    for i in range(1, spatial + 1):
+        value = forms["pixdim"][i]
+        if not math.isfinite(value) or value == 0:
+            return (f"voxel spacing along {'xyz'[i - 1]} is {value:g} in the NIfTI header (pixdim[{i}]); ITK would "
+                    "read it as 1 mm: set the real spacing in the header")
+    if spatial < 3:
+        return None
+    corners = np.array([[i, j, k, 1.0] for i in (0, dims[1] - 1) for j in (0, dims[2] - 1) for k in (0, dims[3] - 1)]).T
+    tolerance = NIFTI_FORM_TOLERANCE * min(abs(v) for v in forms["pixdim"][1:4])
+    itk = _itk_affine(reader)
+    coded = [(name, forms[name], forms[f"{name[0]}code"]) for name in ("qform", "sform") if forms[f"{name[0]}code"] > 0]
+
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs((a - b) @ corners)[:3].max())
+
+    if len(coded) == 2 and distance(forms["qform"], forms["sform"]) > tolerance:
+        return (f"qform and sform disagree by {distance(forms['qform'], forms['sform']):.1f} mm (qform_code "
+                f"{forms['qcode']}, sform_code {forms['scode']}): ITK reads one, nibabel and FSL the other, so "
+                "labels would be misplaced in one of them; make them agree (e.g. nibabel: img.set_qform(img.affine))")
+    for name, matrix, code in coded:
+        gap = distance(itk, matrix)
+        if not math.isfinite(gap) or gap > tolerance:
+            return (f"the geometry ITK reads lies {gap:.1f} mm from the header's {name} ({name}_code {code}): its "
+                    f"{name} is not a rotation with the header's voxel spacing (pixdim); fix the header")
+    return None
+
+
 def read_image(path: str | Path, series_uid: str | None = None, check_finite: bool = True) -> sitk.Image:
     """Read a 3D scalar volume: a NIfTI/NRRD/MHA/MHD file or a DICOM series folder.
 
-    Raises ImageReadError (one line naming the file) when the file is missing, unreadable,
-    not 3D (fewer than 2 voxels along an axis), multi-component, or empty; when its header claims
-    more voxels than ``max_voxels()`` or more data than the file can hold (checked before any pixel
-    is read); when a DICOM series has missing or unevenly spaced slices; and, with
-    ``check_finite``, when a voxel is NaN or infinite.
+    Raises ImageReadError (one line naming the file) when the file is missing, not a regular file (a
+    FIFO would block the reader), unreadable, not 3D (fewer than 2 voxels along an axis),
+    multi-component, or empty; when its header claims more voxels than ``max_voxels()``, a voxel
+    spacing that is not > 0, or more data than the file can hold (checked before any pixel is read:
+    exactly for raw NRRD, MetaImage and DICOM data, at deflate's maximum ratio for compressed data);
+    when a NIfTI header's geometry is ambiguous (a pixdim of 0; qform and sform, or ITK's reading and
+    either of them, more than a tenth of a voxel apart: see :func:`_nifti_geometry_problem`); when a
+    DICOM series has missing, unreadable or unevenly spaced slices; and, with ``check_finite``, when a
+    voxel is NaN or infinite.
     """
     path = Path(path)
     if not path.exists():
         kind = "dangling symbolic link" if path.is_symlink() else "no such file or folder"
         raise ImageReadError(f"{path}: {kind}")
+    special = special_file_problem(path)
+    if special:
+        raise ImageReadError(f"{path}: {special}")
     try:
         if path.is_dir():
             image = _read_dicom_series(path, series_uid)
         else:
-            _check_header(path, path)
+            _check_header(path, [path])
             if path.name.lower().endswith((".nii", ".nii.gz")):
                 problem = _nifti_shortfall(path, check_finite)
                 if problem:
@@ -249,12 +577,19 @@ def read_image(path: str | Path, series_uid: str | None = None, check_finite: bo
     return image
 
 
-def discover_volumes(root: str | Path) -> list[VolumeRef]:
+def discover_volumes(root: str | Path, warn: Callable[[str], None] | None = None) -> list[VolumeRef]:
     """All volumes under ``root`` (recursive), sorted: volume files, and one entry per DICOM series.
 
-    A folder is searched for DICOM series when it contains files without a volume suffix.
+    A folder is searched for DICOM series when it contains files without a volume suffix. Anything that
+    is not a regular file or folder (a FIFO named ``case.nii.gz`` would block any reader for ever) is
+    skipped with one line to ``warn`` (default: stderr), and so is the DICOM search of a folder holding
+    one. ``root`` itself being such a file raises ImageReadError ("not a regular file").
     """
     root = Path(root)
+    warn = warn or warn_stderr
+    special = special_file_problem(root)
+    if special:
+        raise ImageReadError(f"{root}: {special}")
     if root.is_file():
         return [VolumeRef(root)]
     if not root.is_dir():
@@ -264,16 +599,73 @@ def discover_volumes(root: str | Path) -> list[VolumeRef]:
         dirnames.sort()
         folder_path = Path(folder)
         others = False
+        specials = []
         for name in sorted(filenames):
             if name.startswith("."):
+                continue
+            problem = special_file_problem(folder_path / name)
+            if problem:
+                specials.append(name)
+                warn(f"{folder_path / name}: skipped: {problem}")
                 continue
             if has_volume_suffix(name):
                 found.append(VolumeRef(folder_path / name))
             elif not name.lower().endswith((".json", ".txt", ".md", ".csv", ".raw", ".zraw", ".gz")):
                 others = True
-        if others:
+        if others and specials:
+            warn(f"{folder_path}: not searched for DICOM series: it holds {specials[0]}, which is not a regular file")
+        elif others:
             found.extend(VolumeRef(folder_path, uid) for uid in list_dicom_series(folder_path))
     return sorted(found, key=lambda v: (str(v.path), v.series_uid or ""))
+
+
+def equal_neighbour_fraction(array: np.ndarray) -> float:
+    """Among pairs of adjacent voxels not both 0, the fraction with equal values (the smallest over
+    the three axes). Label maps are piecewise constant (>= 0.69 on every mask in the project's data);
+    images, even 8-bit ones, are noisy (<= 0.23 on every scan)."""
+    a = np.asarray(array)
+    fractions = []
+    for axis in range(3):
+        if a.shape[axis] < 2:
+            continue
+        x = np.moveaxis(a, axis, 0)
+        p, q = x[1:], x[:-1]
+        nonzero = (p != 0) | (q != 0)
+        count = int(nonzero.sum())
+        if count:
+            fractions.append(float(((p == q) & nonzero).sum()) / count)
+    return min(fractions) if fractions else 1.0
+
+
+def label_map_reason(array: np.ndarray, max_voxels: int | None = LABEL_CHECK_VOXELS) -> str | None:
+    """"looks like a label map (...)" when a volume read as a scan is one: integer values >= 0, at most
+    LABEL_MAX_VALUES distinct, piecewise constant (:func:`equal_neighbour_fraction` >= LABEL_MIN_FLATNESS);
+    else None. The one check of pretraining (which skips such volumes) and ``segment`` (which warns).
+    A volume of more than ``max_voxels`` is checked on an evenly strided subsample (None: all of it)."""
+    a = np.asarray(array)
+    if a.size == 0 or float(a.min()) < 0:
+        return None
+    if max_voxels is not None and a.size > max_voxels:  # a strided subsample keeps large scans cheap
+        step = math.ceil((a.size / max_voxels) ** (1 / a.ndim))
+        a = a[(slice(None, None, step),) * a.ndim]
+    if not np.issubdtype(a.dtype, np.integer) and not bool(np.all(np.mod(a, 1) == 0)):
+        return None
+    distinct = np.unique(a).size
+    if distinct <= LABEL_MAX_VALUES and equal_neighbour_fraction(a) >= LABEL_MIN_FLATNESS:
+        return f"looks like a label map ({distinct} distinct integer values, piecewise constant)"
+    return None
+
+
+def non_hu_reason(array: np.ndarray, modality: str) -> str | None:
+    """"not in HU (min .., max .., dtype)" for a CT whose smallest value is above NON_HU_MIN (no air: 8-bit
+    exports, uint16 HU + 1024, windowed scans); None for HU or another modality. The one check of
+    pretraining (``--non-hu``) and ``segment`` (which warns)."""
+    if str(modality).upper() != "CT" or np.asarray(array).size == 0:
+        return None
+    lo, hi = float(np.min(array)), float(np.max(array))
+    if lo > NON_HU_MIN:
+        return f"not in HU (min {lo:g}, max {hi:g}, {np.asarray(array).dtype})"
+    return None
 
 
 def reorient(image: sitk.Image, orientation: str = "LPS") -> sitk.Image:

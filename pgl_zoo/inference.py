@@ -441,15 +441,28 @@ def check_dicom_inputs(refs: Sequence[VolumeRef], output_format: str) -> None:
                                  "default --format nifti (nothing was written)")
 
 
+def preview_paths(preview: str | Path | None, names: Sequence[str]) -> list[Path]:
+    """The preview PNG of each volume: ``preview`` itself for one, ``STEM_NAME.png`` each for several."""
+    if preview is None:
+        return []
+    png = Path(preview)
+    if len(names) == 1:
+        return [png]
+    return [png.with_name(f"{png.stem}_{name}.png") for name in names]
+
+
 def plan_outputs(refs: Sequence[VolumeRef], inputs: Sequence[str | Path], out: str | Path,
-                 output_format: str = "nifti") -> list[Path]:
+                 output_format: str = "nifti", overwrite: bool = False,
+                 preview: str | Path | None = None) -> list[Path]:
     """The label file of each volume, checked before any work: never an input file, never inside a
     folder given as input, and never one file for two volumes (``a/case.nrrd`` and ``b/case.nrrd``,
-    ``x.nii`` and ``x.nii.gz``). Raises ImageWriteError naming the files otherwise.
+    ``x.nii`` and ``x.nii.gz``). Without ``overwrite`` no existing file is replaced: neither a label
+    (it may be a hand-corrected contour) nor a ``preview`` PNG. Raises ImageWriteError (or
+    OverwriteError) naming the files otherwise.
 
     ``output_format`` "dicom-seg" / "rtstruct": one volume may go to a file ``*.dcm``, else ``out``
     is a folder that receives ``NAME_seg.dcm`` / ``NAME_rtstruct.dcm`` per series."""
-    from .errors import ImageWriteError
+    from .errors import ImageWriteError, OverwriteError
 
     out = Path(out)
     ending = OUTPUT_FORMATS[output_format]
@@ -486,6 +499,10 @@ def plan_outputs(refs: Sequence[VolumeRef], inputs: Sequence[str | Path], out: s
         if inside is not None:
             raise ImageWriteError(f"{target}: lies in the input folder {inside}; choose an -o outside it "
                                   "(nothing was written)")
+    if not overwrite:
+        for target in [*targets, *preview_paths(preview, _output_names(refs))]:
+            if target.exists() or target.is_symlink():
+                raise OverwriteError(f"{target}: exists; pass --overwrite to replace it (nothing was written)")
     return targets
 
 
@@ -501,6 +518,8 @@ def segment_files(
     progress: bool = True,
     compile: bool = False,
     output_format: str = "nifti",
+    overwrite: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Segment scans on disk (NIfTI, NRRD, MHA files, DICOM series folders, or folders of them).
 
@@ -508,14 +527,19 @@ def segment_files(
     fine-tuning run folder, an exported model folder or a zoo name, loaded with that function.
     ``out``: a file (``.nii.gz``, ``.nrrd``, ``.mha``) when there is one input volume, else a folder
     that receives ``NAME.<the input's format>`` per volume (``.nii.gz`` for DICOM series). Output
-    names are checked before any work (:func:`plan_outputs`): no input is ever overwritten and no
-    two volumes share an output. The label image has the input's geometry exactly; NIfTI stores
+    names are checked before any work (:func:`plan_outputs`): no input is ever overwritten, no two
+    volumes share an output, and an existing label or preview file is replaced only with
+    ``overwrite``. The label image has the input's geometry exactly; NIfTI stores
     spacing and direction in float32, so a NIfTI file written for a NRRD/MHA/DICOM input carries
     them to float32 precision. Every label file is verified before it replaces anything.
     ``preview``: a PNG of three orthogonal slices with the labels overlaid (``PREVIEW_NAME.png``
     per volume when there are several). ``sw_batch_size``: windows per forward pass (None:
     :func:`default_window_batch`). ``compile``: compile the network once
-    (:func:`compile_for_inference`) and use it for every scan. Returns the written label files.
+    (:func:`compile_for_inference`) and use it for every scan. ``warn`` (default: a ``warning:`` line
+    on stderr) is told of each scan that looks wrong for the model but is segmented all the same: a
+    CT model given a scan not in HU (:func:`pgl_zoo.imaging.non_hu_reason`), any model given a label
+    map (:func:`pgl_zoo.imaging.label_map_reason`), and of skipped special files (FIFOs) in input
+    folders. Returns the written label files.
 
     ``output_format``: "nifti" (the label images above), "dicom-seg" (a DICOM Segmentation) or
     "rtstruct" (an RT Structure Set) that references the input series' slices
@@ -524,12 +548,16 @@ def segment_files(
     ``NAME_rtstruct.dcm``. Both are checked before the model is loaded.
     """
     from .errors import ImageReadError, PglZooError
+    from .imaging import label_map_reason, non_hu_reason, warn_stderr
 
+    warn = warn or warn_stderr
     if output_format not in OUTPUT_FORMATS:
         raise PglZooError(f"unknown output format {output_format!r}; one of {', '.join(OUTPUT_FORMATS)}")
+    if not 0 <= overlap < 1:
+        raise PglZooError(f"overlap must be in [0, 1), got {overlap}")
     refs: list[VolumeRef] = []
     for item in inputs:
-        found = discover_volumes(item)
+        found = discover_volumes(item, warn=warn)
         if not found:
             raise ImageReadError(f"{item}: no volume files or DICOM series found")
         refs.extend(found)
@@ -538,7 +566,8 @@ def segment_files(
 
         check_dicom_inputs(refs, output_format)
         require_dicom_extra(output_format)
-    targets = plan_outputs(refs, inputs, out, output_format)
+    targets = plan_outputs(refs, inputs, out, output_format, overwrite=overwrite, preview=preview)
+    pngs = preview_paths(preview, _output_names(refs))
     if isinstance(model, tuple):
         network, card = model
     else:
@@ -551,8 +580,14 @@ def segment_files(
         network = compile_for_inference(network)
     names = _output_names(refs)
     written: list[Path] = []
-    for ref, name, target in zip(refs, names, targets, strict=True):
+    for i, (ref, name, target) in enumerate(zip(refs, names, targets, strict=True)):
         image = ref.read()
+        raw = sitk.GetArrayViewFromImage(image)
+        for problem in (non_hu_reason(raw, card.modality), label_map_reason(raw)):
+            if problem is not None:
+                expected = f"a {card.modality} scan" + (" in HU" if "HU" in problem else "")
+                warn(f"{ref}: {problem}, but the model {card.name} expects {expected}: the labels may be meaningless")
+        del raw
         prepared = preprocess_image(image, card.preprocessing, defer_intensity=True)
         if preview is None:  # keep only the geometry: the scan's pixels are freed before prediction
             prepared.original = ImageGeometry.of(image)
@@ -566,10 +601,7 @@ def segment_files(
         if preview is not None:
             from .preview import write_preview
 
-            png = Path(preview)
-            if len(refs) > 1:
-                png = png.with_name(f"{png.stem}_{name}.png")
-            write_preview(image, label, png, card.label_names, title=name)
+            write_preview(image, label, pngs[i], card.label_names, title=name)
             del image
         del label
         if progress:

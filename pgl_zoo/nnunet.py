@@ -91,10 +91,9 @@ def export_nnunet_checkpoint(model: PathLike, out: PathLike, *, overwrite: bool 
     folder (its encoder, and its decoder when the local loss trained it). The summary lists the
     parts taken from the weights and the keys left at nnU-Net's initialisation.
     """
-    import torch
-
     from .load_report import load_parts
     from .nets import build_unet
+    from .runs import save_checkpoint
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -113,7 +112,7 @@ def export_nnunet_checkpoint(model: PathLike, out: PathLike, *, overwrite: bool 
         "pgl_zoo": {"model": card.name, "source": source, "parts": list(parts), "arch": json.dumps(card.arch),
                     "initialised_by_nnunet": initialised},
     }
-    atomic_write(out, lambda tmp_path: torch.save(payload, tmp_path))
+    save_checkpoint(payload, out)  # atomic; a full disk is one line naming the file
     return {"path": str(out), "model": card.name, "parts": list(parts), "keys": len(payload["network_weights"]),
             "initialised_by_nnunet": initialised}
 

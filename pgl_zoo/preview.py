@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_write
 from .errors import PglZooError
 
 __all__ = ["write_preview", "write_comparison_preview"]
@@ -95,9 +96,10 @@ def _draw(image: sitk.Image, rows: Sequence[tuple[str, sitk.Image]], path: str |
         figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.04, 1, 0.97 if title else 1))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(figure)
+    try:  # atomic: an existing PNG is replaced only by a complete one
+        atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=80, bbox_inches="tight", format="png"), suffix=".png")
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -314,6 +314,8 @@ def get_card(name: str) -> ModelCard:
     try:
         return _CARDS[name]
     except KeyError:
+        from .suggest import did_you_mean
+
         raise UnknownModelError(
-            f"unknown model {name!r}; known models: {', '.join(list_models())}"
+            f"unknown model {name!r}{did_you_mean(str(name), list_models())}; known models: {', '.join(list_models())}"
         ) from None

@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write
+from .atomic import RecordingFile, atomic_write, write_failure
 from .errors import RunError
 
 LOCK_NAME = ".lock"
 
 __all__ = [
-    "RunLock", "StopFlag", "atomic_write_json", "read_json", "read_jsonl", "trim_jsonl", "save_checkpoint",
-    "load_checkpoint", "load_state", "state_dict_mismatch", "sigterm_as_interrupt",
+    "RunLock", "StopFlag", "append_line", "atomic_write_json", "read_json", "read_jsonl", "trim_jsonl",
+    "save_checkpoint", "load_checkpoint", "load_state", "state_dict_mismatch", "sigterm_as_interrupt",
     "resume_differences", "warmup_cosine", "rng_state", "set_rng_state",
 ]
 
@@ -144,13 +144,32 @@ def trim_jsonl(path: str | Path, key: str, last: int, warn: Callable[[str], None
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept)))
 
 
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line to a log (``metrics.jsonl``); a failed write (full disk) raises WriteError naming the
+    file. A line cut short by a crash is skipped by :func:`read_jsonl` on resume."""
+    try:
+        with open(path, "a") as handle:
+            handle.write(line + "\n")
+    except OSError as exc:
+        raise write_failure(path, exc) from None
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` with torch.save atomically: unique temporary file, fsync, rename."""
+    """Write ``state`` with torch.save atomically: unique temporary file, fsync, rename. A failed write
+    (full disk, file size limit) raises :class:`pgl_zoo.errors.WriteError` naming ``path`` and the reason
+    (torch itself would say only "enforce fail at inline_container.cc"); the old file stays."""
     import torch
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            recording = RecordingFile(f)
+            try:
+                torch.save(state, recording)
+            except RuntimeError as exc:
+                failure = write_failure(path, exc, recording.error)
+                if failure is None:
+                    raise
+                raise failure from None
             f.flush()
             os.fsync(f.fileno())
 

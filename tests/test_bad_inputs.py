@@ -132,7 +132,8 @@ def test_a_failed_label_write_never_replaces_a_good_file(capsys, tmp_path, model
             handle.truncate(size // 2)
 
     monkeypatch.setattr(sitk, "WriteImage", full_disk)
-    refused(capsys, "segment", source, "-o", out, "--model", model, "--no-progress", fragments=[out, "write failed"])
+    refused(capsys, "segment", source, "-o", out, "--model", model, "--no-progress", "--overwrite",
+            fragments=[out, "write failed"])
     assert digest(out) == good
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 

@@ -10,23 +10,15 @@ from pathlib import Path
 import click
 
 from ..errors import PglZooError
+from ..options import (
+    NON_NEGATIVE_INT,
+    OVERLAP,
+    PROBABILITY,
+    SizesType,
+    SpacingType,
+    WindowType,
+)
 from ..registry import default_encoder
-
-
-def _floats(text: str | None, count: int, option: str, keywords: tuple[str, ...] = ()) -> object:
-    if text is None:
-        return None
-    if text.strip().lower() in keywords:
-        return text.strip().lower()
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != count:
-        extra = f" or {'/'.join(keywords)}" if keywords else ""
-        raise click.BadParameter(f"expected {count} comma-separated numbers{extra}, got {text!r}", param_hint=option)
-    return values
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -53,16 +45,18 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--epochs", default=50, show_default=True, type=int, help="Epochs (validation after each).")
 @click.option("--steps-per-epoch", default=50, show_default=True, type=int, help="Optimiser steps per epoch.")
 @click.option("--batch-size", default=2, show_default=True, type=int, help="Patches per step.")
-@click.option("--patch-size", metavar="Z,Y,X", help="Patch (and inference window) size in voxels; default: the card's.")
+@click.option("--patch-size", type=SizesType(), metavar="Z,Y,X",
+              help="Patch (and inference window) size in voxels, whole numbers >= 1, at most 256^3 voxels in all; "
+                   "default: the card's.")
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW).")
 @click.option("--weight-decay", default=1e-4, show_default=True, type=float, help="AdamW weight decay.")
-@click.option("--warmup-steps", type=int, help="Linear warm-up steps before cosine decay (default: one epoch, "
-                                                  "at most 10% of all steps).")
+@click.option("--warmup-steps", type=NON_NEGATIVE_INT,
+              help="Linear warm-up steps (>= 0) before cosine decay (default: one epoch, at most 10% of all steps).")
 @click.option("--init", type=click.Choice(["encoder+decoder", "encoder"]), default="encoder+decoder",
               show_default=True, help="What to take from the pretrained file: encoder and decoder (when the "
                                       "file has one; PGL trains decoder levels) or the encoder only. The head is "
                                       "always new.")
-@click.option("--freeze-encoder-epochs", default=0, show_default=True, type=int,
+@click.option("--freeze-encoder-epochs", default=0, show_default=True, type=NON_NEGATIVE_INT,
               help="Keep the encoder frozen for this many first epochs.")
 @click.option("--freeze-encoder", is_flag=True,
               help="Probe the encoder: keep it frozen for the whole run and train a linear map of its multi-scale "
@@ -72,10 +66,12 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--layer-decay", default=1.0, show_default=True, type=float,
               help="Layer-wise learning-rate decay: encoder stage i of n at lr*decay**(n-i), stem at "
                    "lr*decay**(n+1) (1 = none).")
-@click.option("--foreground-probability", default=0.33, show_default=True, type=float,
-              help="Fraction of patches centred on a labelled voxel.")
-@click.option("--spacing", metavar="X,Y,Z|native", help="Override the card's target spacing (mm) or keep each scan's.")
-@click.option("--window", metavar="LOW,HIGH|none", help="Override the card's intensity clip window, or 'none' (MRI).")
+@click.option("--foreground-probability", default=0.33, show_default=True, type=PROBABILITY,
+              help="Fraction of patches centred on a labelled voxel, in [0, 1].")
+@click.option("--spacing", type=SpacingType(("native",)), metavar="X,Y,Z|native",
+              help="Override the card's target spacing (mm, > 0) or keep each scan's.")
+@click.option("--window", type=WindowType(("none",)), metavar="LOW,HIGH|none",
+              help="Override the card's intensity clip window (low < high), or 'none' (MRI).")
 @click.option("--normalization", type=click.Choice(["zscore", "minmax", "none"]),
               help="Override the card's intensity normalisation.")
 @click.option("--labelled-classes", type=click.Path(dir_okay=False), metavar="FILE",
@@ -84,7 +80,8 @@ def _names(text: str | None) -> list[str] | None:
                    "background: training uses the marginal loss (its probability is merged into background) and "
                    "validation scores it only where contoured. Every case must be listed.")
 @click.option("--modality", help="Modality recorded in the exported card (default: the encoder card's).")
-@click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap in validation.")
+@click.option("--overlap", default=0.5, show_default=True, type=OVERLAP,
+              help="Sliding-window overlap in validation, in [0, 1).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation and patch sampling.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, cuda:1, ...).")
 @click.option("--name", help="Name written in the exported model card (default: the run folder's name).")
@@ -101,17 +98,14 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
     from .config import FinetuneConfig
     from .trainer import finetune
 
-    patch = _floats(patch_size, 3, "--patch-size")
     config = FinetuneConfig(
         out=out, num_classes=num_classes, data=data, encoder=encoder, init=init, architecture=architecture,
         train_cases=_names(train_cases), val_cases=_names(val_cases), val_fraction=val_fraction,
         split_seed=split_seed, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-        patch_size_zyx=tuple(int(p) for p in patch) if patch else None, lr=lr, weight_decay=weight_decay,
+        patch_size_zyx=patch_size, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, freeze_encoder_epochs=freeze_encoder_epochs, freeze_encoder=freeze_encoder,
-        layer_decay=layer_decay,
-        foreground_probability=foreground_probability, spacing_xyz_mm=_floats(spacing, 3, "--spacing", ("native",)),
-        window=_floats(window, 2, "--window", ("none",)), normalization=normalization,
-        labelled_classes=labelled_classes, modality=modality,
+        layer_decay=layer_decay, foreground_probability=foreground_probability, spacing_xyz_mm=spacing,
+        window=window, normalization=normalization, labelled_classes=labelled_classes, modality=modality,
         overlap=overlap, seed=seed, device=device, name=name, resume=resume, overwrite=overwrite,
         progress=not no_progress,
     )
@@ -135,30 +129,34 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
                    "need the extra: pip install \"pgl-zoo[dicom]\".")
 @click.option("--model", required=True, metavar="RUN|FOLDER|NAME",
               help="A finetune run folder, an exported model folder, or a zoo segmentation model name.")
-@click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap, in [0, 1).")
+@click.option("--overlap", default=0.5, show_default=True, type=OVERLAP, help="Sliding-window overlap, in [0, 1).")
 @click.option("--sw-batch-size", type=click.IntRange(min=1),
               help="Windows per forward pass [default: 2 on CPU (measured fastest on a 2-core CPU), 4 on GPU].")
-@click.option("--window-size", metavar="Z,Y,X", help="Sliding-window size in voxels (default: the card's patch).")
+@click.option("--window-size", type=SizesType(), metavar="Z,Y,X",
+              help="Sliding-window size in voxels, whole numbers >= 1, at most 256^3 voxels in all (default: the "
+                   "card's patch).")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch.compile the network once (inductor, frozen weights): 1.3-1.6x faster than uncompiled "
                    "on a 2-core CPU (measured), after 25-60 s of compiling; pays off for large scans or many files.")
 @click.option("--preview", type=click.Path(dir_okay=False),
               help="Also write a PNG of three orthogonal slices with the labels overlaid (needs matplotlib).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, ...).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing label (and --preview) files; without it an existing file, such as a "
+                   "hand-corrected label of the same name, is never replaced and nothing is written.")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-file line.")
 def segment_cmd(inputs, out, output_format, model, overlap, sw_batch_size, window_size, compile_, preview, device,
-                no_progress) -> None:
+                overwrite, no_progress) -> None:
     """Segment INPUTS (NIfTI, NRRD, MHA files, DICOM series folders); labels keep each input's geometry.
 
     With --format dicom-seg or rtstruct the labels are written as DICOM objects on the input series'
-    own slices instead of a label image.
-    """
+    own slices instead of a label image. A CT model warns (one line per scan) about a scan not in HU,
+    and any model about a scan that looks like a label map; both are segmented all the same."""
     from ..inference import segment_files
 
-    roi = _floats(window_size, 3, "--window-size")
-    segment_files(inputs, out, model, overlap=overlap, sw_batch_size=sw_batch_size,
-                  roi_zyx=tuple(int(r) for r in roi) if roi else None, preview=preview, device=device,
-                  progress=not no_progress, compile=compile_, output_format=output_format)
+    segment_files(inputs, out, model, overlap=overlap, sw_batch_size=sw_batch_size, roi_zyx=window_size,
+                  preview=preview, device=device, progress=not no_progress, compile=compile_, overwrite=overwrite,
+                  output_format=output_format)
 
 
 @click.command("evaluate")
@@ -169,22 +167,29 @@ def segment_cmd(inputs, out, output_format, model, overlap, sw_batch_size, windo
               help="dataset.json or card.json giving label names (default: dataset.json beside --gt, if any).")
 @click.option("--hd95", is_flag=True, help="Also compute the 95th-percentile Hausdorff distance (mm).")
 @click.option("--out", type=click.Path(), help="Write OUT.csv and OUT.json (default: PRED/evaluation.*).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing OUT.csv / OUT.json files that are not earlier reports of evaluate (those are "
+                   "refreshed without it); without it any other file there is never replaced.")
 @click.option("--allow-missing", is_flag=True, help="Exit 0 even when some ground truths have no prediction.")
 @click.option("--labelled-classes", type=click.Path(dir_okay=False), metavar="FILE",
               help="Partial labels (the file of finetune --labelled-classes): a class is scored only on the cases "
                    "that contour it; the table's 'cases' row says how many cases each class mean covers. Needs "
                    "--num-classes or label names.")
-def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing, labelled_classes) -> None:
-    """Dice per class and mean of predictions against ground truths, paired by file name."""
-    from ..evaluate import evaluate_folders, write_evaluation
+def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, overwrite, allow_missing, labelled_classes) -> None:
+    """Dice per class and mean of predictions against ground truths, paired by file name.
+
+    The reports are written atomically and read back before they replace anything."""
+    from ..evaluate import check_report_targets, evaluate_folders, write_evaluation
     from ..partial_labels import read_labelled_classes
-    from .data import read_label_names
+    from .data import label_names_from_file, read_label_names
 
     names = None
     if labels_json:
-        names = _label_names_from(Path(labels_json))
+        names = label_names_from_file(Path(labels_json))
     elif (Path(gt).parent / "dataset.json").is_file():
         names = read_label_names(Path(gt).parent)
+    report = out or Path(pred) / "evaluation"
+    check_report_targets(report, overwrite)  # before any work
     labelled = None
     if labelled_classes:
         if num_classes is None and not names:
@@ -195,7 +200,7 @@ def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing, l
     evaluation = evaluate_folders(pred, gt, num_classes=num_classes, label_names=names, hd95=hd95,
                                   labelled_classes=labelled)
     click.echo(evaluation.table())
-    written = write_evaluation(evaluation, out or Path(pred) / "evaluation")
+    written = write_evaluation(evaluation, report, overwrite=overwrite)
     click.echo(f"written: {', '.join(str(p) for p in written)}")
     extra = (f"{len(evaluation.extra)} extra prediction(s) without ground truth: {', '.join(evaluation.extra)}"
              if evaluation.extra else "")
@@ -206,14 +211,3 @@ def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, allow_missing, l
         click.echo(f"warning: {extra}", err=True)
 
 
-def _label_names_from(path: Path) -> dict[str, str] | None:
-    import json
-
-    from .data import read_label_names
-
-    if path.name == "dataset.json":
-        return read_label_names(path.parent)
-    try:
-        return json.loads(path.read_text()).get("label_names")
-    except (OSError, ValueError) as exc:
-        raise PglZooError(f"{path}: cannot read label names ({exc})") from None

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..cards import Preprocessing
 from ..errors import PglZooError
+from ..options import OptionError, in_range, spacing, voxel_sizes, window
 from ..registry import default_encoder
 from .data import Case, CasePair
 
@@ -112,6 +113,19 @@ class FinetuneConfig:
             self.encoder = None
         if self.init not in INITS:
             raise PglZooError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        try:  # the checks of the command line's options (pgl_zoo.options), for the Python API too
+            if self.patch_size_zyx is not None:
+                self.patch_size_zyx = voxel_sizes(self.patch_size_zyx, "--patch-size")
+            if self.spacing_xyz_mm is not None and self.spacing_xyz_mm != NATIVE:
+                self.spacing_xyz_mm = spacing(self.spacing_xyz_mm, "--spacing")
+            if self.window is not None and self.window != NO_WINDOW:
+                self.window = window(self.window, "--window")
+            in_range(self.foreground_probability, "--foreground-probability", 0, 1)
+            in_range(self.overlap, "--overlap", 0, 1, high_open=True)
+            in_range(self.warmup_steps, "--warmup-steps", 0)
+            in_range(self.freeze_encoder_epochs, "--freeze-encoder-epochs", 0)
+        except OptionError as exc:
+            raise PglZooError(str(exc)) from None
 
     @property
     def total_steps(self) -> int:

@@ -137,14 +137,29 @@ def read_label_names(data: str | Path) -> dict[str, str] | None:
     path = (data if data.is_dir() else data.parent) / "dataset.json"
     if not path.is_file():
         return None
+    return label_names_from_file(path)
+
+
+def label_names_from_file(path: str | Path) -> dict[str, str] | None:
+    """Label names from a ``dataset.json`` (its ``labels``: MSD index -> name, or nnU-Net v2 name -> index)
+    or a ``card.json`` (its ``label_names``); None when the file gives none. DataError naming the file when
+    it is not JSON or not a JSON object, or when those fields are not objects."""
+    path = Path(path)
     try:
-        labels = json.loads(path.read_text()).get("labels")
-    except (OSError, ValueError) as exc:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(labels, dict):
-        return None
+    if not isinstance(document, dict):
+        raise DataError(f"{path}: expected a JSON object (dataset.json with \"labels\" or card.json with "
+                        f"\"label_names\"), got a JSON {type(document).__name__}")
+    for field in ("label_names", "labels"):
+        if field in document and not isinstance(document[field], dict):
+            raise DataError(f"{path}: \"{field}\" must be a JSON object of label names, got a JSON "
+                            f"{type(document[field]).__name__}")
+    if "label_names" in document:
+        return {str(k): str(v) for k, v in document["label_names"].items()} or None
     out: dict[str, str] = {}
-    for key, value in labels.items():
+    for key, value in (document.get("labels") or {}).items():
         if str(key).lstrip("-").isdigit():  # MSD: index -> name
             out[str(int(key))] = str(value)
         elif isinstance(value, int):  # nnU-Net v2: name -> index

@@ -37,6 +37,7 @@ from ..registry import default_encoder
 from ..runs import (
     LOCK_NAME,
     RunLock,
+    append_line,
     atomic_write_json,
     load_checkpoint,
     load_state,
@@ -314,8 +315,7 @@ def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
                   "train_loss": float(np.mean(losses)), "lr": optimizer.param_groups[-1]["lr"],
                   "val_dice": dice, "val_mean_dice": mean, "seconds": round(time.perf_counter() - started, 3)}
         run.history.append(record)
-        with open(run_dir / "metrics.jsonl", "a") as handle:  # a torn last line is dropped on resume
-            handle.write(json.dumps(record) + "\n")
+        append_line(run_dir / "metrics.jsonl", json.dumps(record))  # a torn last line is dropped on resume
         if config.progress:
             print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, val Dice "
                   + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + f", mean {mean:.3f}", flush=True)

@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import PglZooError
+from ..options import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, FiniteFloatRange, SizesType, SpacingType, WindowType
 from ..runs import read_json
 
 
@@ -50,12 +51,13 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "loc
 @click.option("--model", default="pgl-ct-tiny", show_default=True,
               help="Model card giving the architecture, preprocessing and default patch size: a registered "
                    "name (pgl-zoo list) or a card.json file.")
-@click.option("--patch-size", callback=_numbers(int, 3, "z,y,x"), metavar="Z,Y,X",
-              help="Patch (view) size in voxels, (z, y, x); a multiple of the network stride. Default: the card's.")
-@click.option("--spacing", callback=_numbers(float, 3, "x,y,z"), metavar="X,Y,Z",
-              help="Target voxel spacing in mm, (x, y, z). Default: the card's (pgl-ct-tiny: 2,2,2).")
-@click.option("--window", callback=_numbers(float, 2, "lo,hi"), metavar="LO,HI",
-              help="Intensity clip in scan units before z-scoring. Default: the card's ([-1024, 325] HU).")
+@click.option("--patch-size", type=SizesType(minimum=2), metavar="Z,Y,X",
+              help="Patch (view) size in voxels, (z, y, x); whole numbers, a multiple of the network stride, at most "
+                   "256^3 voxels in all. Default: the card's.")
+@click.option("--spacing", type=SpacingType(), metavar="X,Y,Z",
+              help="Target voxel spacing in mm (> 0), (x, y, z). Default: the card's (pgl-ct-tiny: 2,2,2).")
+@click.option("--window", type=WindowType(), metavar="LO,HI",
+              help="Intensity clip in scan units before z-scoring, LO < HI. Default: the card's ([-1024, 325] HU).")
 @click.option("--batch-size", default=4, show_default=True, type=int,
               help="View pairs per step and per process (rank).")
 @click.option("--steps", default=1000, show_default=True, type=int, help="Total optimisation steps of the run.")
@@ -64,11 +66,12 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "loc
               help="Weight decay (not applied to biases and norm parameters).")
 @click.option("--optimizer", type=click.Choice(["adamw", "lars"]), default="adamw", show_default=True,
               help="AdamW (project default) or LARS (the paper's, reportedly lr 0.2 at batch 128).")
-@click.option("--warmup", type=int, default=None,
-              help="Linear warm-up steps before cosine decay. Default: 5% of --steps.")
-@click.option("--clip-grad", default=1.0, show_default=True, type=float, help="Gradient-norm clipping; 0 disables.")
-@click.option("--momentum", default=0.996, show_default=True, type=float,
-              help="Base EMA momentum of the target network (rises to 1 on a cosine).")
+@click.option("--warmup", type=NON_NEGATIVE_INT, default=None,
+              help="Linear warm-up steps (>= 0) before cosine decay. Default: 5% of --steps.")
+@click.option("--clip-grad", default=1.0, show_default=True, type=NON_NEGATIVE_FLOAT,
+              help="Gradient-norm clipping (>= 0); 0 disables.")
+@click.option("--momentum", default=0.996, show_default=True, type=FiniteFloatRange(0, 1),
+              help="Base EMA momentum of the target network, in [0, 1] (rises to 1 on a cosine).")
 @click.option("--local-weight", default=1.0, show_default=True, type=float,
               help="lambda in L = L_global + lambda * L_local; 0 gives the BYOL (global-only) baseline.")
 @click.option("--local-scales", callback=_numbers(int, 0, "levels"), metavar="I[,J...]",
@@ -92,13 +95,18 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "loc
 @click.option("--workers", type=int, default=None,
               help="Data-loading processes per rank (0: load in the main process). Default: CPU count per rank, <= 8.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation, views and augmentations.")
-@click.option("--checkpoint-every", default=500, show_default=True, type=int,
-              help="Write checkpoint.pt (atomically) every N steps; also written at the end and on Ctrl-C.")
+@click.option("--checkpoint-every", default=500, show_default=True, type=NON_NEGATIVE_INT,
+              help="Write checkpoint.pt (atomically) every N steps (0: only at the end and on Ctrl-C, when it is "
+                   "always written).")
 @click.option("--stop-after", type=int, default=None,
               help="Stop after N steps of this invocation (with a checkpoint); continue later with --resume.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its checkpoint (its stored options; you may change --steps, "
                    "--stop-after, --workers, --checkpoint-every, --device, --compile, --cache-dir, --data).")
+@click.option("--overwrite", is_flag=True,
+              help="Allow an --out folder that holds other files (they are kept, but config.json, metrics.jsonl, "
+                   "summary.json and loss.png are replaced). Without it --out must be new, empty, or a pretraining "
+                   "run that stopped before its first checkpoint; a run with a checkpoint needs --resume.")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default="auto", show_default=True,
               help="Mixed precision: bf16 autocast on CUDA (auto/bf16); CPU always runs float32.")
 @click.option("--compile", "compile_", is_flag=True, help="Wrap the online network in torch.compile.")
@@ -128,6 +136,9 @@ def pretrain_cmd(ctx: click.Context, **options) -> None:
         if not stored_path.is_file():
             raise PglZooError(f"{options['out']}: no run to resume (config.json missing)")
         stored = read_json(stored_path)
+        if not isinstance(stored, dict):
+            raise PglZooError(f"{stored_path}: not a run configuration (a JSON object), but {type(stored).__name__}")
+        stored = PretrainConfig.from_dict(stored, source=stored_path).to_dict()  # a hand-edited file, named
         stored["stop_after"] = None  # --stop-after applies to the invocation that gives it, never to later ones
         for name in given:
             stored[_PARAM_TO_FIELD.get(name, name)] = values[_PARAM_TO_FIELD.get(name, name)]

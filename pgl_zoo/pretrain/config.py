@@ -11,16 +11,20 @@ views (transfer study v2): crop scale 0.75-1.5 per view and overlap fraction 0.3
 from __future__ import annotations
 
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from ..errors import PglZooError
+from ..options import OptionError, in_range, spacing, voxel_sizes, window
 
 # Options that may differ between a run and its resumption; all others must match the checkpoint.
 LOCAL_CONTROLS = ("none", "shuffled")
 
 RESUMABLE_OVERRIDES = ("out", "steps", "stop_after", "workers", "checkpoint_every", "device", "compile", "resume",
-                       "cache_dir", "data", "log_every")
+                       "cache_dir", "data", "log_every", "overwrite")
 
 
 def default_workers() -> int:
@@ -59,6 +63,7 @@ class PretrainConfig:
     checkpoint_every: int = 500
     stop_after: int | None = None  # stop (with a checkpoint) after this many steps in this invocation
     resume: bool = False
+    overwrite: bool = False  # allow an --out folder holding other files (see pgl-zoo pretrain --help)
     amp: str = "auto"  # auto (bf16 on CUDA), bf16, off
     compile: bool = False
     cache_dir: str | None = None
@@ -90,8 +95,24 @@ class PretrainConfig:
             problems.append(f"--amp must be auto, bf16 or off, got {self.amp!r}")
         if self.optimizer not in ("adamw", "lars"):
             problems.append(f"--optimizer must be adamw or lars, got {self.optimizer!r}")
-        if self.patch_size is not None and (len(self.patch_size) != 3 or min(self.patch_size) < 2):
-            problems.append(f"--patch-size needs 3 sizes >= 2 (z, y, x), got {self.patch_size}")
+        checks = [  # the command line's checks (pgl_zoo.options), for the Python API and a stored config too
+            ("patch_size", lambda v: voxel_sizes(v, "--patch-size", minimum=2)),
+            ("spacing", lambda v: spacing(v, "--spacing")),
+            ("window", lambda v: window(v, "--window")),
+        ]
+        for name, check in checks:
+            try:
+                if getattr(self, name) is not None:
+                    setattr(self, name, check(getattr(self, name)))
+            except OptionError as exc:
+                problems.append(str(exc))
+        ranges = ((self.warmup_steps, "--warmup", 0, None), (self.clip_grad, "--clip-grad", 0, None),
+                  (self.checkpoint_every, "--checkpoint-every", 0, None), (self.base_momentum, "--momentum", 0, 1))
+        for value, option, low, high in ranges:
+            try:
+                in_range(value, option, low, high)
+            except OptionError as exc:
+                problems.append(str(exc))
         if problems:
             raise PglZooError("; ".join(problems))
 
@@ -107,9 +128,20 @@ class PretrainConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> PretrainConfig:
+        """The config of ``data`` (unknown keys ignored). Each value must have its field's type (a number
+        where a number belongs, ...) and pass the options' checks; otherwise PglZooError names the key, and
+        ``source`` (the config.json it came from) when given."""
+        hints = typing.get_type_hints(cls)
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        where = f"{source}: " if source is not None else ""
+        for key, value in data.items():
+            if key in known and not _has_type(value, hints[key]) and not (key == "data" and isinstance(value, str)):
+                raise PglZooError(f"{where}{key} must be {_describe(hints[key])}, got {value!r}")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except PglZooError as exc:
+            raise PglZooError(f"{where}{exc}") from None
 
     def check_resumable(self, stored: dict[str, Any]) -> None:
         """Raise if an option that shapes the run differs from the checkpoint's."""
@@ -118,3 +150,41 @@ class PretrainConfig:
         if diff:
             detail = ", ".join(f"{k}: run {stored[k]!r} vs now {mine[k]!r}" for k in diff)
             raise PglZooError(f"{self.out}: cannot resume with different options ({detail})")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (int, float, str, bool, None, list/tuple of them)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_has_type(v, a) for v, a in zip(value, args, strict=True))
+        return all(_has_type(v, args[0]) for v in value) if args else True
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "null"
+    plural = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "strings"}
+    if origin in (list, tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} {plural.get(args[0], 'values')}"
+        return f"a list of {plural.get(args[0], 'values')}" if args else "a list"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(hint, str(hint))

@@ -33,13 +33,21 @@ import SimpleITK as sitk
 from ..atomic import atomic_write
 from ..cards import Preprocessing
 from ..errors import DataError, PglZooError
-from ..imaging import VolumeRef, discover_volumes, preprocess_image
+from ..imaging import (  # noqa: F401 - the label and HU constants are re-exported where they used to live
+    LABEL_MAX_VALUES,
+    LABEL_MIN_FLATNESS,
+    NON_HU_MIN,
+    VolumeRef,
+    discover_volumes,
+    equal_neighbour_fraction,
+    label_map_reason,
+    max_voxels,
+    non_hu_reason,
+    preprocess_image,
+)
 
 CACHE_VERSION = "pgl-pretrain-cache-3"
 NON_HU_POLICIES = ("skip", "rescale", "keep")
-NON_HU_MIN = -500.0
-LABEL_MAX_VALUES = 256
-LABEL_MIN_FLATNESS = 0.5
 
 
 def default_cache_dir() -> Path:
@@ -108,26 +116,10 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def equal_neighbour_fraction(array: np.ndarray) -> float:
-    """Among pairs of adjacent voxels not both 0, the fraction with equal values (the smallest over
-    the three axes). Label maps are piecewise constant (>= 0.69 on every mask in the project's data);
-    images, even 8-bit ones, are noisy (<= 0.23 on every scan)."""
-    a = np.asarray(array)
-    fractions = []
-    for axis in range(3):
-        if a.shape[axis] < 2:
-            continue
-        x = np.moveaxis(a, axis, 0)
-        p, q = x[1:], x[:-1]
-        nonzero = (p != 0) | (q != 0)
-        count = int(nonzero.sum())
-        if count:
-            fractions.append(float(((p == q) & nonzero).sum()) / count)
-    return min(fractions) if fractions else 1.0
-
-
 def check_raw(array: np.ndarray, modality: str) -> tuple[str | None, bool]:
-    """(reason to skip or None, is_non_hu) for a raw (z, y, x) array as read from disk."""
+    """(reason to skip or None, is_non_hu) for a raw (z, y, x) array as read from disk (the label-map and
+    non-HU checks are :func:`pgl_zoo.imaging.label_map_reason` and :func:`pgl_zoo.imaging.non_hu_reason`,
+    which ``segment`` uses too)."""
     if array.size == 0:
         return "empty volume", False
     finite = np.isfinite(array)
@@ -136,13 +128,10 @@ def check_raw(array: np.ndarray, modality: str) -> tuple[str | None, bool]:
     lo, hi = float(array.min()), float(array.max())
     if lo == hi:
         return f"constant volume (all values {lo:g})", False
-    integer = np.issubdtype(array.dtype, np.integer) or bool(np.all(np.mod(array, 1) == 0))
-    if integer and lo >= 0:
-        distinct = np.unique(array).size
-        if distinct <= LABEL_MAX_VALUES and equal_neighbour_fraction(array) >= LABEL_MIN_FLATNESS:
-            return f"looks like a label map ({distinct} distinct integer values, piecewise constant)", False
-    non_hu = modality.upper() == "CT" and lo > NON_HU_MIN
-    return None, non_hu
+    reason = label_map_reason(array, max_voxels=None)
+    if reason:
+        return reason, False
+    return None, non_hu_reason(array, modality) is not None
 
 
 def preprocess_ref(ref: VolumeRef, prep: Preprocessing, modality: str, non_hu: str) -> tuple[np.ndarray | None, str]:
@@ -162,7 +151,7 @@ def preprocess_ref(ref: VolumeRef, prep: Preprocessing, modality: str, non_hu: s
         return None, reason
     note = ""
     if is_non_hu:
-        desc = f"not in HU (min {float(raw.min()):g}, max {float(raw.max()):g}, {raw.dtype})"
+        desc = non_hu_reason(raw, modality)
         if non_hu == "skip":
             return None, f"{desc}; skipped (--non-hu skip)"
         if non_hu == "rescale" and prep.window is not None:
@@ -198,10 +187,11 @@ def prepare_volumes(
     if non_hu not in NON_HU_POLICIES:
         raise DataError(f"--non-hu must be one of {', '.join(NON_HU_POLICIES)}, got {non_hu!r}")
     warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
+    max_voxels()  # a bad $PGL_ZOO_MAX_VOXELS is one error, not a reason to skip every volume
     roots = root if isinstance(root, list) else [root]
     refs: list[VolumeRef] = []
     for r in roots:
-        refs.extend(discover_volumes(r))
+        refs.extend(discover_volumes(r, warn=warn))
     if not refs:
         raise DataError(f"{', '.join(map(str, roots))}: no volumes found (.nii, .nii.gz, .nrrd, .mha, .mhd, DICOM)")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -24,10 +24,11 @@ import torch
 import torch.distributed as dist
 
 from ..architecture import stage_widths
+from ..atomic import write_failure
 from ..cards import ModelCard
-from ..errors import PglZooError
+from ..errors import OverwriteError, PglZooError
 from ..resolve import resolve_model
-from ..runs import RunLock, StopFlag, atomic_write_json, load_state, trim_jsonl
+from ..runs import LOCK_NAME, RunLock, StopFlag, atomic_write_json, load_state, read_jsonl, trim_jsonl
 from .augment import IntensityAugment
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import PretrainConfig
@@ -142,12 +143,60 @@ def pretrain(cfg: PretrainConfig, volumes: list[PreparedVolume] | None = None) -
     ``cfg.data``; ``cfg.data`` then only names them in the run's records.
     """
     cfg.model = card_file_of(cfg.model) or cfg.model  # a card path is stored absolute
+    check_out(cfg)  # before the lock creates the folder
     info = setup(cfg.device)
     try:
         with RunLock(cfg.out) if info.is_main else contextlib.nullcontext():
             return _pretrain(cfg, info, volumes)
     finally:
         cleanup()
+
+
+RUN_FILES = ("config.json", METRICS_NAME, "summary.json", "loss.png", CHECKPOINT_NAME)
+
+
+def _own_temporary(name: str) -> bool:
+    """A temporary file of an atomic write of the run's own files (``.checkpoint.pt.XXXX.tmp``), left by a crash."""
+    return any(name.startswith(f".{run_file}.") for run_file in RUN_FILES)
+
+
+def check_out(cfg: PretrainConfig) -> None:
+    """The --out policy: without ``resume`` the folder must be new, empty (a lock file and leftover
+    temporary files of the run's own atomic writes aside) or a pretraining run that stopped before its
+    first checkpoint (its own config.json and an empty metrics.jsonl), which is restarted; a folder with a
+    checkpoint needs ``resume``; any other content (a fine-tuning run, a user's files) needs
+    ``overwrite``, since config.json, summary.json and loss.png would be replaced and metrics.jsonl
+    emptied. With ``resume`` the checkpoint is checked when it is loaded."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise OverwriteError(f"{out}: exists and is not a folder; choose another --out")
+    if cfg.resume or not out.is_dir():
+        return
+    if (out / CHECKPOINT_NAME).exists():
+        raise PglZooError(f"{out}: already holds a checkpoint; pass --resume to continue it or choose another --out")
+    held = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME and not _own_temporary(p.name))
+    if not held or cfg.overwrite:
+        return
+    if set(held) <= {"config.json", METRICS_NAME} and _is_pretrain_config(out / "config.json"):
+        try:
+            logged = len(read_jsonl(out / METRICS_NAME))
+        except PglZooError:
+            logged = -1
+        if logged == 0:
+            return  # a run that stopped before its first step: started again
+        raise OverwriteError(f"{out}: holds a pretraining run that logged steps but wrote no checkpoint to resume; "
+                             "pass --overwrite to start it again (metrics.jsonl is emptied) or choose another --out")
+    raise OverwriteError(f"{out}: is not empty and not a pretraining run ({', '.join(held[:3])}"
+                         f"{', ...' if len(held) > 3 else ''}); choose an empty --out or pass --overwrite")
+
+
+def _is_pretrain_config(path: Path) -> bool:
+    """Whether ``path`` is the config.json of a pretraining run (not a fine-tuning run's or a user's)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(stored, dict) and {"scale_range", "overlap_range", "local_weight", "base_momentum"} <= set(stored)
 
 
 def _resume_point(cfg: PretrainConfig, ckpt_path: Path) -> dict[str, Any] | None:
@@ -252,7 +301,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, volumes: list[PreparedVolume]
     metrics_path = out / METRICS_NAME
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", {**cfg.to_dict(), "stop_after": None, "resume": False})
+        check_out(cfg)  # again, under the lock
+        atomic_write_json(out / "config.json", {**cfg.to_dict(), "stop_after": None, "resume": False,
+                                                "overwrite": False})
         _trim_metrics(metrics_path, step, warn)
     history: list[dict[str, float]] = []
     collapse_warned: set[str] = set()
@@ -310,8 +361,11 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, volumes: list[PreparedVolume]
                 history.append(record)
                 if info.is_main:
                     if step % cfg.log_every == 0 or step == end:
-                        metrics_file.write(json.dumps(record) + "\n")
-                        metrics_file.flush()
+                        try:
+                            metrics_file.write(json.dumps(record) + "\n")
+                            metrics_file.flush()
+                        except OSError as exc:  # a full disk: one line naming the file
+                            raise write_failure(metrics_path, exc) from None
                     progress.set_postfix(loss=f"{total:.4f}", views_s=f"{rate:.1f}")
                     progress.update(1)
                     if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < end:
