@@ -35,6 +35,10 @@ MAX_DEFLATE_RATIO = 1032  # deflate (gzip, zlib) never expands data by more than
 NON_HU_MIN = -500.0  # a CT whose smallest value is above this has no air in HU: not in HU (uint8, HU + 1024, ...)
 LABEL_MAX_VALUES = 256  # label-like: integer values >= 0, at most this many distinct ones, ...
 LABEL_MIN_FLATNESS = 0.5  # ... and piecewise constant (equal_neighbour_fraction at least this)
+# ... or, with at most LABEL_FEW_VALUES distinct values, at least LABEL_MIN_FLATNESS_FEW: masks of small organs at
+# a coarse grid (OpenKBP's, ~4.5 mm: 0.29-0.44) have few equal neighbours; every scan here has at most 0.23
+LABEL_FEW_VALUES = 32
+LABEL_MIN_FLATNESS_FEW = 0.25
 LABEL_CHECK_VOXELS = 1 << 24  # larger volumes are checked on an evenly strided subsample
 NIFTI_FORM_TOLERANCE = 0.1  # qform, sform and ITK's geometry may differ by a tenth of the smallest voxel spacing
 UNCOMPRESSED_DICOM = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")  # transfer syntaxes
@@ -639,8 +643,9 @@ def equal_neighbour_fraction(array: np.ndarray) -> float:
 
 def label_map_reason(array: np.ndarray, max_voxels: int | None = LABEL_CHECK_VOXELS) -> str | None:
     """"looks like a label map (...)" when a volume read as a scan is one: integer values >= 0, at most
-    LABEL_MAX_VALUES distinct, piecewise constant (:func:`equal_neighbour_fraction` >= LABEL_MIN_FLATNESS);
-    else None. The one check of pretraining (which skips such volumes) and ``segment`` (which warns).
+    LABEL_MAX_VALUES distinct, piecewise constant (:func:`equal_neighbour_fraction` >= LABEL_MIN_FLATNESS, or
+    >= LABEL_MIN_FLATNESS_FEW with at most LABEL_FEW_VALUES distinct values); else None.
+    The one check of pretraining (which skips such volumes) and ``segment`` (which warns).
     A volume of more than ``max_voxels`` is checked on an evenly strided subsample (None: all of it)."""
     a = np.asarray(array)
     if a.size == 0 or float(a.min()) < 0:
@@ -651,7 +656,10 @@ def label_map_reason(array: np.ndarray, max_voxels: int | None = LABEL_CHECK_VOX
     if not np.issubdtype(a.dtype, np.integer) and not bool(np.all(np.mod(a, 1) == 0)):
         return None
     distinct = np.unique(a).size
-    if distinct <= LABEL_MAX_VALUES and equal_neighbour_fraction(a) >= LABEL_MIN_FLATNESS:
+    if distinct > LABEL_MAX_VALUES:
+        return None
+    flatness = equal_neighbour_fraction(a)
+    if flatness >= LABEL_MIN_FLATNESS or (distinct <= LABEL_FEW_VALUES and flatness >= LABEL_MIN_FLATNESS_FEW):
         return f"looks like a label map ({distinct} distinct integer values, piecewise constant)"
     return None
 

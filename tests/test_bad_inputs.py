@@ -201,7 +201,8 @@ def test_a_nan_voxel_is_refused_by_finetune(capsys, tmp_path, encoder):
 def test_a_non_finite_loss_stops_finetuning(capsys, tmp_path, encoder, monkeypatch):
     from pgl_zoo.finetune import trainer
 
-    monkeypatch.setattr(trainer.DiceCELoss, "forward", lambda self, logits, labels: logits.sum() * float("nan"))
+    monkeypatch.setattr(trainer.DiceCELoss, "forward",
+                        lambda self, logits, labels, labelled=None: logits.sum() * float("nan"))
     data = dataset(tmp_path / "data")
     line = refused(capsys, *finetune_args(data, encoder, tmp_path / "run"), fragments=["loss became nan"])
     assert str(tmp_path / "run") in line

@@ -28,14 +28,29 @@ def ct_dir() -> Path:
     return DATA / "ct"
 
 
+def _mixed_ct_roots(ct_dir: Path) -> list[Path]:
+    """Every folder of ../shared/data/ct, with OpenKBP's 242 scans and 242 label maps cut to two of each (the
+    whole set would only repeat the same two kinds of file at the cost of minutes)."""
+    roots = [p for p in sorted(ct_dir.iterdir()) if p.name != "openkbp_hn"]
+    openkbp = ct_dir / "openkbp_hn"
+    if openkbp.is_dir():
+        roots += sorted((openkbp / "imagesTr").glob("*.nii.gz"))[:2]
+        roots += sorted((openkbp / "labelsTr").glob("*.nii.gz"))[:2]
+    return roots
+
+
 def test_real_ct_folder_skip_policy_and_cache(ct_dir, tmp_path):
     warnings: list[str] = []
-    first = prepare_volumes(ct_dir, PREP, "CT", "skip", tmp_path, warn=warnings.append)
+    roots = _mixed_ct_roots(ct_dir)
+    first = prepare_volumes(roots, PREP, "CT", "skip", tmp_path, warn=warnings.append)
     sources = [v.source for v in first.volumes]
     assert any("example_ct.nii.gz" in s for s in sources) and any("chest_dicom_series" in s for s in sources)
     assert not any("not_hu" in s or "_seg" in s or "SEG" in s for s in sources)
     skipped = dict(first.skipped)
     assert sum("label map" in r for r in skipped.values()) >= 5  # 4 NRRD masks, DICOM-SEG, TotalSeg labels
+    # OpenKBP's organ masks (small organs at ~4.5 mm: thin, so few equal neighbours) are label maps too
+    assert all("label map" in r for k, r in skipped.items() if "openkbp_hn/labelsTr" in k)
+    assert sum("openkbp_hn/imagesTr" in s for s in sources) == (2 if (ct_dir / "openkbp_hn").is_dir() else 0)
     assert sum("not in HU" in r for r in skipped.values()) == 3
     assert any("tiny_dicom" in k and "non-uniform slice spacing" in r for k, r in skipped.items())
     assert any("liver_3slice_dicom/dicom" in s for s in sources)  # a 3-slice series is kept (padded later)
@@ -45,7 +60,7 @@ def test_real_ct_folder_skip_policy_and_cache(ct_dir, tmp_path):
         assert array.dtype == np.float32 and array.ndim == 3 and np.isfinite(array).all()
         assert tuple(array.shape) == v.shape_zyx
     start = time.perf_counter()
-    second = prepare_volumes(ct_dir, PREP, "CT", "skip", tmp_path, warn=lambda m: None)
+    second = prepare_volumes(roots, PREP, "CT", "skip", tmp_path, warn=lambda m: None)
     assert time.perf_counter() - start < 5.0
     assert second.cache_hits == len(first.volumes) + len(first.skipped)
     assert [v.source for v in second.volumes] == sources
