@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,17 @@ from pgl_zoo.nets import build_unet
 from pgl_zoo.registry import _CARDS
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_locale():
+    """SimpleITK's DICOM writer (GDCM) sets the process locale to "C" and leaves it there (tests write DICOM
+    series with it); a later test decoding a child process's UTF-8 output with the locale's encoding would
+    then fail. Put the locale back after every test."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    if locale.setlocale(locale.LC_ALL) != saved:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 @pytest.fixture(scope="module")

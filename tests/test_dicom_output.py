@@ -15,7 +15,6 @@ flipped (RPI), with its files in shuffled order.
 
 from __future__ import annotations
 
-import locale
 import random
 import sys
 from pathlib import Path
@@ -64,18 +63,7 @@ def write_ct_series(image: sitk.Image, folder: Path, seed: int = 0, shifts_mm: l
     writer.KeepOriginalImageUIDOn()
     n = image.GetSize()[2]
     names = random.Random(seed).sample(range(n), n)
-    # SimpleITK's DICOM writer (GDCM) sets the process locale to "C" and leaves it there; later tests that
-    # decode a child process's UTF-8 output with the locale's encoding would then fail: put it back.
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        _write_planes(image, folder, tags, d, names, shifts_mm, writer)
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
-    return folder
-
-
-def _write_planes(image, folder, tags, d, names, shifts_mm, writer) -> None:
-    for k in range(image.GetSize()[2]):
+    for k in range(n):
         plane = image[:, :, k]
         for tag, value in tags.items():
             plane.SetMetaData(tag, value)
@@ -86,6 +74,7 @@ def _write_planes(image, folder, tags, d, names, shifts_mm, writer) -> None:
         plane.SetMetaData("0008|0018", pydicom.uid.generate_uid())
         writer.SetFileName(str(folder / f"{names[k]:04d}.dcm"))
         writer.Execute(plane)
+    return folder
 
 
 def itk_slices(folder: Path) -> dict[str, tuple[int, pydicom.Dataset]]:
