@@ -18,15 +18,19 @@ from pgl_zoo.registry import _CARDS
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+# The locale the test run started with (imported before any test or fixture runs).
+_STARTING_LOCALE = locale.setlocale(locale.LC_ALL)
+
+
 @pytest.fixture(autouse=True)
 def _keep_the_locale():
-    """SimpleITK's DICOM writer (GDCM) sets the process locale to "C" and leaves it there (tests write DICOM
-    series with it); a later test decoding a child process's UTF-8 output with the locale's encoding would
-    then fail. Put the locale back after every test."""
-    saved = locale.setlocale(locale.LC_ALL)
+    """SimpleITK's DICOM writer (GDCM) sets the process locale to "C" and leaves it there (tests and their
+    module-scoped fixtures write DICOM series with it); a later test decoding a child process's UTF-8 output
+    with the locale's encoding would then fail. Every test starts and ends with the run's starting locale
+    (set again after the broader-scoped fixtures, which are made before this one)."""
+    locale.setlocale(locale.LC_ALL, _STARTING_LOCALE)
     yield
-    if locale.setlocale(locale.LC_ALL) != saved:
-        locale.setlocale(locale.LC_ALL, saved)
+    locale.setlocale(locale.LC_ALL, _STARTING_LOCALE)
 
 
 @pytest.fixture(scope="module")
