@@ -22,31 +22,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from _cli import call
+from _cli import call, refused
 from _seg_helpers import DATA_DIR, MICRO_ARCH, save_micro_encoder, save_micro_segmenter, write_micro_pretrain_set
 
 import pgl_zoo
 from pgl_zoo.cards import Preprocessing
 from pgl_zoo.registry import _CARDS, get_card
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def refused(capsys, *args, fragments=()) -> str:
-    """The CLI refuses: non-zero exit, exactly one line on stderr, no traceback, naming the fragments."""
-    code, _, err = call(capsys, *args)
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code != 0, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert str(fragment) in lines[0], lines[0]
-    return lines[0]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def digest(path: Path) -> str:
