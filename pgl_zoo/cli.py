@@ -20,6 +20,7 @@ COMMANDS = {
     "info": "pgl_zoo.cli_zoo:info_cmd",
     "download": "pgl_zoo.cli_zoo:download_cmd",
     "push": "pgl_zoo.cli_zoo:push_cmd",
+    "prepare": "pgl_zoo.pretrain.cli:prepare_cmd",
     "pretrain": "pgl_zoo.pretrain.cli:pretrain_cmd",
     "export": "pgl_zoo.cli_export:export_cmd",
     "nnunet-plans": "pgl_zoo.cli_export:nnunet_plans_cmd",

@@ -426,12 +426,13 @@ def test_dangling_links_and_link_loops_in_a_pretraining_folder_are_skipped(tmp_p
 def test_a_full_cache_disk_falls_back_to_no_cache(tmp_path, pretrain_data, monkeypatch):
     import errno
 
+    from pgl_zoo.pretrain import cache as cache_module
     from pgl_zoo.pretrain import data as data_module
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(data_module, "_save_npy", no_space)
+    monkeypatch.setattr(cache_module, "atomic_write", no_space)  # every cache file goes through it
     warnings: list[str] = []
     prep = Preprocessing(spacing_xyz_mm=None, window=(-1024.0, 325.0), normalization="zscore")
     data = data_module.prepare_volumes(pretrain_data["data"], prep, cache_dir=tmp_path / "cache",

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import torch
 
 from pgl_zoo.errors import DataError
-from pgl_zoo.pretrain.data import cache_key, prepare_volumes
+from pgl_zoo.pretrain.data import content_key, prepare_volumes
 from pgl_zoo.pretrain.dataset import StepSampler, ViewPairDataset, make_loader
 from pgl_zoo.registry import get_card
 
@@ -57,7 +57,8 @@ def test_real_ct_folder_skip_policy_and_cache(ct_dir, tmp_path):
     assert len(warnings) == len(first.skipped)  # one line per skipped volume
     for v in first.volumes:
         array = v.load()
-        assert array.dtype == np.float32 and array.ndim == 3 and np.isfinite(array).all()
+        assert array.dtype == np.int16 and array.ndim == 3  # compact: HU within the window (cache.py)
+        assert PREP.window[0] <= array.min() and array.max() <= PREP.window[1]
         assert tuple(array.shape) == v.shape_zyx
     start = time.perf_counter()
     second = prepare_volumes(roots, PREP, "CT", "skip", tmp_path, warn=lambda m: None)
@@ -116,11 +117,11 @@ def test_cache_key_follows_content_and_parameters(tmp_path):
 
     path = _write(tmp_path / "a.nii.gz", np.arange(512, dtype=np.int16).reshape(8, 8, 8) - 1000)
     ref = VolumeRef(path)
-    k1 = cache_key(ref, {"spacing": [2, 2, 2]})
-    assert k1 == cache_key(ref, {"spacing": [2, 2, 2]})
-    assert k1 != cache_key(ref, {"spacing": [1, 1, 1]})
+    k1 = content_key(ref, {"spacing": [2, 2, 2]})
+    assert k1 == content_key(ref, {"spacing": [2, 2, 2]})
+    assert k1 != content_key(ref, {"spacing": [1, 1, 1]})
     _write(path, np.arange(512, dtype=np.int16).reshape(8, 8, 8) - 999)
-    assert k1 != cache_key(ref, {"spacing": [2, 2, 2]})
+    assert k1 != content_key(ref, {"spacing": [2, 2, 2]})
 
 
 def test_stream_is_independent_of_workers_and_sharded(tmp_path):

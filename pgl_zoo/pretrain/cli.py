@@ -42,22 +42,42 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "loc
                    "momentum": "base_momentum"}
 
 
+# The options that decide a cache entry (and -j): one definition for `pretrain` and `prepare`.
+MODEL_OPTION = click.option(
+    "--model", default="pgl-ct-tiny", show_default=True,
+    help="Model card giving the architecture, preprocessing and default patch size: a registered name (pgl-zoo list) "
+         "or a card.json file.")
+SPACING_OPTION = click.option(
+    "--spacing", type=SpacingType(), metavar="X,Y,Z",
+    help="Target voxel spacing in mm (> 0), (x, y, z). Default: the card's (pgl-ct-tiny: 2,2,2).")
+WINDOW_OPTION = click.option(
+    "--window", type=WindowType(), metavar="LO,HI",
+    help="Intensity clip in scan units before normalisation, LO < HI. Default: the card's ([-1024, 325] HU).")
+NON_HU_OPTION = click.option(
+    "--non-hu", type=click.Choice(["skip", "rescale", "keep"]), default="skip", show_default=True,
+    help="CT scans not in HU (no value below -500, e.g. uint8 0..255): skip them, rescale their [min, max] onto the "
+         "window, or keep the values. Each is reported with a warning.")
+CACHE_OPTION = click.option(
+    "--cache-dir", type=click.Path(path_type=str), default=None,
+    help="Where preprocessed volumes are cached (int16 HU for CT, float16 otherwise; found again by file size and "
+         "modification time, content hashed once). Default: $PGL_ZOO_CACHE or ~/.cache/pgl_zoo/preprocessed.")
+JOBS_OPTION = click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), default=None,
+    help="Processes (per rank) preparing volumes not yet in the cache. Default: the CPU count per rank, at most 8.")
+
+
 @click.command("pretrain", context_settings={"max_content_width": 110})
 @click.option("--data", "data", multiple=True, type=click.Path(exists=True, path_type=str),
               help="Folder (searched recursively) or file of scans: .nii/.nii.gz/.nrrd/.mha/.mhd and DICOM "
                    "series. Repeat for several. Not needed with --resume.")
 @click.option("--out", required=True, type=click.Path(path_type=str),
               help="Run folder: checkpoint.pt, metrics.jsonl, config.json, summary.json, loss.png.")
-@click.option("--model", default="pgl-ct-tiny", show_default=True,
-              help="Model card giving the architecture, preprocessing and default patch size: a registered "
-                   "name (pgl-zoo list) or a card.json file.")
+@MODEL_OPTION
 @click.option("--patch-size", type=SizesType(minimum=2), metavar="Z,Y,X",
               help="Patch (view) size in voxels, (z, y, x); whole numbers, a multiple of the network stride, at most "
                    "256^3 voxels in all. Default: the card's.")
-@click.option("--spacing", type=SpacingType(), metavar="X,Y,Z",
-              help="Target voxel spacing in mm (> 0), (x, y, z). Default: the card's (pgl-ct-tiny: 2,2,2).")
-@click.option("--window", type=WindowType(), metavar="LO,HI",
-              help="Intensity clip in scan units before z-scoring, LO < HI. Default: the card's ([-1024, 325] HU).")
+@SPACING_OPTION
+@WINDOW_OPTION
 @click.option("--batch-size", default=4, show_default=True, type=int,
               help="View pairs per step and per process (rank).")
 @click.option("--steps", default=1000, show_default=True, type=int, help="Total optimisation steps of the run.")
@@ -89,11 +109,10 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "loc
                    "positions (no correspondence); its local loss should end clearly above an aligned run's.")
 @click.option("--rotate/--no-rotate", default=False, show_default=True,
               help="Also rotate views by random multiples of 90 degrees in the axial plane.")
-@click.option("--non-hu", type=click.Choice(["skip", "rescale", "keep"]), default="skip", show_default=True,
-              help="CT scans not in HU (no value below -500, e.g. uint8 0..255): skip them, rescale their "
-                   "[min, max] onto the window, or keep the values. Each is reported with a warning.")
+@NON_HU_OPTION
 @click.option("--workers", type=int, default=None,
               help="Data-loading processes per rank (0: load in the main process). Default: CPU count per rank, <= 8.")
+@JOBS_OPTION
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation, views and augmentations.")
 @click.option("--checkpoint-every", default=500, show_default=True, type=NON_NEGATIVE_INT,
               help="Write checkpoint.pt (atomically) every N steps (0: only at the end and on Ctrl-C, when it is "
@@ -102,7 +121,8 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "loc
               help="Stop after N steps of this invocation (with a checkpoint); continue later with --resume.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its checkpoint (its stored options; you may change --steps, "
-                   "--stop-after, --workers, --checkpoint-every, --device, --compile, --cache-dir, --data).")
+                   "--stop-after, --workers, --jobs, --checkpoint-every, --device, --compile, --cache-dir, "
+                   "--data).")
 @click.option("--overwrite", is_flag=True,
               help="Allow an --out folder that holds other files (they are kept, but config.json, metrics.jsonl, "
                    "summary.json and loss.png are replaced). Without it --out must be new, empty, or a pretraining "
@@ -110,9 +130,7 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "loc
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default="auto", show_default=True,
               help="Mixed precision: bf16 autocast on CUDA (auto/bf16); CPU always runs float32.")
 @click.option("--compile", "compile_", is_flag=True, help="Wrap the online network in torch.compile.")
-@click.option("--cache-dir", type=click.Path(path_type=str), default=None,
-              help="Where preprocessed volumes are cached (.npy, keyed by content and preprocessing). "
-                   "Default: $PGL_ZOO_CACHE or ~/.cache/pgl_zoo/preprocessed.")
+@CACHE_OPTION
 @click.option("--device", default="auto", show_default=True,
               help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda or cuda:N.")
 @click.pass_context
@@ -121,7 +139,9 @@ def pretrain_cmd(ctx: click.Context, **options) -> None:
 
     \b
     Example:  pgl-zoo pretrain --data ./ct --out runs/tiny --steps 2000
-    Multi-GPU / multi-node: torchrun --nproc_per_node=4 -m pgl_zoo.cli pretrain --data ./ct --out runs/x
+    Multi-GPU: torchrun --nproc_per_node=4 -m pgl_zoo.cli pretrain --data ./ct --out runs/x
+    Multi-node: the same on each node, with --nnodes=N --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT.
+    A large archive: run `pgl-zoo prepare` with the same options first (or let the ranks share it).
     """
     from .config import PretrainConfig
     from .trainer import pretrain
@@ -147,3 +167,43 @@ def pretrain_cmd(ctx: click.Context, **options) -> None:
     if not values["data"]:
         raise PglZooError("--data is required (a folder of scans)")
     pretrain(PretrainConfig.from_dict(values))
+
+
+@click.command("prepare", context_settings={"max_content_width": 110})
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, path_type=str),
+              help="Folder (searched recursively) or file of scans, as for pretrain. Repeat for several.")
+@MODEL_OPTION
+@SPACING_OPTION
+@WINDOW_OPTION
+@NON_HU_OPTION
+@CACHE_OPTION
+@JOBS_OPTION
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def prepare_cmd(data, model, spacing, window, non_hu, cache_dir, jobs, no_progress) -> None:
+    """Fill the pretraining cache in parallel, once, before `pgl-zoo pretrain` (like nnU-Net's preprocessing -np).
+
+    Reads, checks and resamples every scan as `pgl-zoo pretrain` would with the same options, in -j processes;
+    a later pretrain (or prepare) finds each entry by file size and modification time and starts in seconds.
+    Interrupt it at any time: finished scans are kept; several prepare runs may share one cache folder.
+
+    \b
+    Example:  pgl-zoo prepare --data ./ct --model pgl-ct -j 8
+              pgl-zoo pretrain --data ./ct --model pgl-ct --out runs/ct
+    """
+    import time
+
+    from .config import PretrainConfig
+    from .data import default_cache_dir, prepare_volumes
+    from .trainer import resolve_preprocessing
+
+    cfg = PretrainConfig(data=list(data), model=model, spacing=spacing, window=window, non_hu=non_hu,
+                         cache_dir=cache_dir, jobs=jobs)
+    card, prep = resolve_preprocessing(cfg)
+    started = time.perf_counter()
+    prepared = prepare_volumes(cfg.data, prep, card.modality, cfg.non_hu, cfg.cache_dir,
+                               warn=lambda m: click.echo(f"warning: {m}", err=True), jobs=cfg.resolved_jobs,
+                               progress=not no_progress)
+    folder = cache_dir or default_cache_dir()
+    size = sum(v.array_path.stat().st_size for v in prepared.volumes if v.array_path is not None)
+    click.echo(f"{prepared.summary()}; {prepared.prepared} prepared now with {cfg.resolved_jobs} process(es) in "
+               f"{time.perf_counter() - started:.1f} s; cache {folder}: {size / 2**30:.2f} GiB for these volumes")

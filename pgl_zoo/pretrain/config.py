@@ -23,8 +23,8 @@ from ..options import OptionError, in_range, spacing, voxel_sizes, window
 # Options that may differ between a run and its resumption; all others must match the checkpoint.
 LOCAL_CONTROLS = ("none", "shuffled")
 
-RESUMABLE_OVERRIDES = ("out", "steps", "stop_after", "workers", "checkpoint_every", "device", "compile", "resume",
-                       "cache_dir", "data", "log_every", "overwrite")
+RESUMABLE_OVERRIDES = ("out", "steps", "stop_after", "workers", "jobs", "checkpoint_every", "device", "compile",
+                       "resume", "cache_dir", "data", "log_every", "overwrite")
 
 
 def default_workers() -> int:
@@ -59,6 +59,7 @@ class PretrainConfig:
     rotate: bool = False
     non_hu: str = "skip"
     workers: int | None = None
+    jobs: int | None = None  # processes per rank preparing uncached volumes; None: as many as workers
     seed: int = 0
     checkpoint_every: int = 500
     stop_after: int | None = None  # stop (with a checkpoint) after this many steps in this invocation
@@ -123,6 +124,10 @@ class PretrainConfig:
     @property
     def resolved_workers(self) -> int:
         return default_workers() if self.workers is None else self.workers
+
+    @property
+    def resolved_jobs(self) -> int:
+        return default_workers() if self.jobs is None else max(1, self.jobs)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}

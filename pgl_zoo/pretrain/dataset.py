@@ -68,6 +68,7 @@ class ViewPairDataset(Dataset):
         return int(perm[g % n])
 
     def _array(self, i: int) -> np.ndarray:
+        """Volume i as stored (int16 scan units or float16/32 input); its padding value is its minimum."""
         if i not in self._arrays:
             self._arrays[i] = self.volumes[i].load(mmap=True)
             self._pad[i] = float(self._arrays[i].min())
@@ -81,6 +82,10 @@ class ViewPairDataset(Dataset):
         view_a, view_b = sample_view_pair(volume, self.patch_size, rng, scale_range=v.scale_range,
                                           overlap_range=v.overlap_range, flip_p=v.flip_p, rotate=v.rotate,
                                           pad_value=self._pad[i])
+        to_input = self.volumes[i].intensity  # stored values -> network input (cache.py), per view
+        if to_input is not None:
+            to_input.apply_(view_a.image)
+            to_input.apply_(view_b.image)
         a = self.augment(view_a.image, rng)
         b = self.augment(view_b.image, rng)
         return a[None], b[None], view_a.to_source, view_b.to_source

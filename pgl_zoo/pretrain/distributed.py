@@ -14,7 +14,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-INIT_TIMEOUT_MIN = 120
+INIT_TIMEOUT_MIN = 30  # the data are prepared before the group is made (trainer.pretrain): no rank waits long
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def launch_rank() -> tuple[int, int]:
+    """(rank, world size) as torchrun sets them, before any process group exists ((0, 1) without torchrun)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -53,14 +58,8 @@ def setup(device_name: str = "auto") -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        # generous timeout: rank 0 may preprocess a large folder while the others wait at a barrier
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=INIT_TIMEOUT_MIN))
     return DistInfo(rank, world, local_rank, device)
-
-
-def barrier(info: DistInfo) -> None:
-    if info.distributed and dist.is_initialized():
-        dist.barrier()
 
 
 def cleanup() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..architecture import stage_widths
+from ..architecture import cumulative_strides, stage_strides, stage_widths
 from ..atomic import write_failure
 from ..cards import ModelCard
 from ..errors import OverwriteError, PglZooError
@@ -34,7 +34,7 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkp
 from .config import PretrainConfig
 from .data import PreparedData, PreparedVolume, prepare_volumes
 from .dataset import StepSampler, ViewOptions, ViewPairDataset, make_loader
-from .distributed import DistInfo, barrier, cleanup, setup
+from .distributed import DistInfo, cleanup, launch_rank, setup
 from .losses import cosine_momentum
 from .model import OnlineNetwork, make_target, pgl_losses, update_target
 from .optim import make_optimizer, make_scheduler
@@ -141,15 +141,37 @@ def pretrain(cfg: PretrainConfig, volumes: list[PreparedVolume] | None = None) -
     ``volumes``: already preprocessed volumes (``PreparedVolume(source, None, shape, array=...)``,
     float32 (z, y, x) at the card's spacing, windowed and normalised) used instead of reading
     ``cfg.data``; ``cfg.data`` then only names them in the run's records.
+
+    Order: the --out checks and the run lock (rank 0), the checkpoint to resume, then the data, shared
+    among the ranks through the cache (``prepare_volumes(share=(rank, world))``) *before* the process
+    group exists, so no collective waits on preparation however large the archive; then training.
     """
     cfg.model = card_file_of(cfg.model) or cfg.model  # a card path is stored absolute
     check_out(cfg)  # before the lock creates the folder
-    info = setup(cfg.device)
-    try:
-        with RunLock(cfg.out) if info.is_main else contextlib.nullcontext():
-            return _pretrain(cfg, info, volumes)
-    finally:
-        cleanup()
+    rank, world = launch_rank()
+    with RunLock(cfg.out) if rank == 0 else contextlib.nullcontext():
+        checkpoint = _resume_point(cfg, Path(cfg.out) / CHECKPOINT_NAME)
+        if not cfg.data:
+            raise PglZooError("no --data given")
+        card, prep = resolve_preprocessing(cfg)
+        patch = tuple(cfg.patch_size or card.patch_size_zyx)
+        stride = cumulative_strides(stage_strides(card.arch))[-1]
+        if any(p % s for p, s in zip(patch, stride, strict=True)):  # refused before any data is prepared
+            raise PglZooError(f"--patch-size {'x'.join(map(str, patch))} must be a multiple of the network's "
+                              f"total stride {'x'.join(map(str, stride))} (z, y, x)")
+        say = print if rank == 0 else (lambda *a, **k: None)
+
+        def warn(msg: str) -> None:
+            say(f"warning: {msg}", flush=True)
+
+        data = PreparedData(list(volumes)) if volumes is not None else _load_data(cfg, (rank, world), prep,
+                                                                                   card.modality, patch, warn)
+        say(f"data: {data.summary()}", flush=True)
+        info = setup(cfg.device)
+        try:
+            return _pretrain(cfg, info, data, checkpoint, card, patch, warn)
+        finally:
+            cleanup()
 
 
 RUN_FILES = ("config.json", METRICS_NAME, "summary.json", "loss.png", CHECKPOINT_NAME)
@@ -212,17 +234,13 @@ def _resume_point(cfg: PretrainConfig, ckpt_path: Path) -> dict[str, Any] | None
     return None
 
 
-def _load_data(cfg: PretrainConfig, info: DistInfo, prep, modality: str, patch: tuple[int, ...], warn):
-    """Rank 0 preprocesses and fills the cache, the other ranks then read it; volumes smaller than the
-    patch are reported (they are padded)."""
-    data = None
-    if info.is_main:
-        data = prepare_volumes(cfg.data, prep, modality, cfg.non_hu, cfg.cache_dir, warn=warn)
-    barrier(info)
-    if not info.is_main:
-        data = prepare_volumes(cfg.data, prep, modality, cfg.non_hu, cfg.cache_dir, warn=lambda m: None,
-                               write_cache=False)
-    assert data is not None
+def _load_data(cfg: PretrainConfig, share: tuple[int, int], prep, modality: str, patch: tuple[int, ...], warn):
+    """Every rank prepares its share of the uncached volumes (``cfg.resolved_jobs`` processes each), helps
+    with the rest, and waits for the others' through the cache; volumes smaller than the patch are
+    reported (they are padded)."""
+    main = share[0] == 0
+    data = prepare_volumes(cfg.data, prep, modality, cfg.non_hu, cfg.cache_dir, warn=warn if main else lambda m: None,
+                           jobs=cfg.resolved_jobs, share=share, progress=main)
     for v in data.volumes:
         small = [a for a, n, p in zip("zyx", v.shape_zyx, patch, strict=True) if n < p]
         if small:
@@ -241,31 +259,16 @@ def _restore(checkpoint: dict[str, Any], ckpt_path: Path, online, target, optimi
     return int(checkpoint["step"])
 
 
-def _pretrain(cfg: PretrainConfig, info: DistInfo, volumes: list[PreparedVolume] | None = None) -> RunResult:
+def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoint: dict[str, Any] | None,
+              card: ModelCard, patch: tuple[int, ...], warn) -> RunResult:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
-    checkpoint = _resume_point(cfg, ckpt_path)
-    if not cfg.data:
-        raise PglZooError("no --data given")
-    card, prep = resolve_preprocessing(cfg)
-    patch = tuple(cfg.patch_size or card.patch_size_zyx)
     say = print if info.is_main else (lambda *a, **k: None)
-
-    def warn(msg: str) -> None:
-        say(f"warning: {msg}", flush=True)
-
-    data = PreparedData(list(volumes)) if volumes is not None else _load_data(cfg, info, prep, card.modality, patch,
-                                                                               warn)
-    say(f"data: {data.summary()}", flush=True)
 
     # Model.
     torch.manual_seed(cfg.seed)
     levels = cfg.local_levels if cfg.local_levels is not None else default_local_levels(len(stage_widths(card.arch)))
     online = OnlineNetwork(card.arch, levels).to(info.device)
-    stride = online.branch.feature_strides[-1]
-    if any(p % s for p, s in zip(patch, stride, strict=True)):
-        raise PglZooError(f"--patch-size {'x'.join(map(str, patch))} must be a multiple of the network's "
-                          f"total stride {'x'.join(map(str, stride))} (z, y, x)")
     target = make_target(online)
     optimizer = make_optimizer(online, cfg.optimizer, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.steps, cfg.resolved_warmup)
