@@ -11,20 +11,19 @@ Public contract:
 
 from __future__ import annotations
 
-from .align import align_views
+import importlib
+
 from .config import PretrainConfig
-from .views import View, sample_view_pair
 
 __all__ = ["PretrainConfig", "View", "align_views", "export_run", "pretrain", "sample_view_pair"]
 
+# Imported when first used, so that importing a light module of this package (data.py, cache.py: what the
+# `pgl-zoo prepare -j N` worker processes run) does not import torch.
+_LAZY = {"pretrain": "trainer", "export_run": "export", "align_views": "align", "View": "views",
+         "sample_view_pair": "views"}
+
 
 def __getattr__(name: str):
-    if name == "pretrain":
-        from .trainer import pretrain
-
-        return pretrain
-    if name == "export_run":
-        from .export import export_run
-
-        return export_run
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(name)

@@ -4,8 +4,8 @@ Layout under the cache folder (``--cache-dir``, default ``$PGL_ZOO_CACHE`` or
 ``~/.cache/pgl_zoo/preprocessed``)::
 
     <key>.npy                  the preprocessed volume, (z, y, x): int16 scan units or float16 network input
-    <key>.json                 its record: source, status (ok / skipped) and note, shape, stored dtype,
-                               the intensity map that turns stored values into network input, parameters
+    <key>.json                 its record: source, status (ok / skipped) and note, shape, stored dtype and
+                               minimum, the intensity map that turns stored values into network input, parameters
     index/<source id>.json     where a source was last seen: its files' (name, size, mtime in ns) and key
     claims/<source id>.claim   held (host, pid, time) while one process prepares that source
 
@@ -155,6 +155,7 @@ class Entry:
     shape_zyx: tuple[int, int, int] | None
     array_path: Path | None
     intensity: IntensityMap | None
+    minimum: float | None = None  # the stored array's smallest value (a view's padding), in stored units
 
     @property
     def ok(self) -> bool:
@@ -203,7 +204,7 @@ class PretrainCache:
                 return None
             m = meta["intensity"]
             return Entry(key, meta["source"], "ok", meta.get("note", ""), tuple(meta["shape_zyx"]), array_path,
-                         IntensityMap(None, float(m["scale"]), float(m["shift"])))
+                         IntensityMap(None, float(m["scale"]), float(m["shift"])), float(meta["minimum"]))
         return Entry(key, meta.get("source", ""), "skipped", meta.get("note", ""), None, None, None)
 
     def lookup(self, ref: VolumeRef) -> Entry | None:
@@ -232,6 +233,7 @@ class PretrainCache:
             "version": CACHE_VERSION, "source": str(ref), "status": "ok" if array is not None else "skipped",
             "note": note, "shape_zyx": list(array.shape) if array is not None else None,
             "stored": str(array.dtype) if array is not None else None,
+            "minimum": float(array.min()) if array is not None else None,
             "intensity": {"scale": intensity.scale, "shift": intensity.shift} if intensity is not None else None,
             "params": self.params}
         self._write_json(self.folder / f"{key}.json", meta)

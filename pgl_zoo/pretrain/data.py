@@ -78,6 +78,7 @@ class PreparedVolume:
     note: str = ""
     array: np.ndarray | None = None  # kept in memory when the cache could not be written
     intensity: IntensityMap | None = None
+    minimum: float | None = None  # of the stored array (a view's padding); None: computed when first read
 
     def load(self, mmap: bool = True) -> np.ndarray:
         if self.array is not None:
@@ -265,7 +266,7 @@ def prepare_volumes(
                 warn(f"{ref}: {result.note}")
         elif result.ok:
             out.volumes.append(PreparedVolume(str(ref), result.array_path, result.shape_zyx, result.note,
-                                              intensity=result.intensity))
+                                              intensity=result.intensity, minimum=result.minimum))
             if result.note:
                 warn(f"{ref}: {result.note}")
         else:

@@ -11,6 +11,7 @@ read disjoint samples and, within an epoch, distinct volumes.
 from __future__ import annotations
 
 import signal
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .augment import IntensityAugment
 from .data import PreparedVolume
 from .views import sample_view_pair
+
+OPEN_VOLUMES = 64
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,7 @@ class ViewPairDataset(Dataset):
         self.seed = int(seed)
         self.views = views
         self.augment = augment
-        self._arrays: dict[int, np.ndarray] = {}
-        self._pad: dict[int, float] = {}
+        self._arrays: OrderedDict[int, np.ndarray] = OrderedDict()  # the most recently used memory maps
         self._perms: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -68,11 +70,23 @@ class ViewPairDataset(Dataset):
         return int(perm[g % n])
 
     def _array(self, i: int) -> np.ndarray:
-        """Volume i as stored (int16 scan units or float16/32 input); its padding value is its minimum."""
-        if i not in self._arrays:
-            self._arrays[i] = self.volumes[i].load(mmap=True)
-            self._pad[i] = float(self._arrays[i].min())
-        return self._arrays[i]
+        """Volume i as stored (int16 scan units or float16/32 input), memory-mapped. At most
+        ``OPEN_VOLUMES`` maps stay open per process (each holds a file descriptor: an archive of 10,000
+        scans would exceed the usual limit of 1,024)."""
+        array = self._arrays.pop(i, None)
+        if array is None:
+            array = self.volumes[i].load(mmap=True)
+            if len(self._arrays) >= OPEN_VOLUMES:
+                self._arrays.popitem(last=False)
+        self._arrays[i] = array
+        return array
+
+    def _pad_value(self, i: int, array: np.ndarray) -> float:
+        """A view's padding outside the volume: its minimum (recorded in the cache; else read once)."""
+        volume = self.volumes[i]
+        if volume.minimum is None:
+            volume.minimum = float(array.min())
+        return volume.minimum
 
     def __getitem__(self, g: int):
         i = self.volume_index(int(g))
@@ -81,7 +95,7 @@ class ViewPairDataset(Dataset):
         v = self.views
         view_a, view_b = sample_view_pair(volume, self.patch_size, rng, scale_range=v.scale_range,
                                           overlap_range=v.overlap_range, flip_p=v.flip_p, rotate=v.rotate,
-                                          pad_value=self._pad[i])
+                                          pad_value=self._pad_value(i, volume))
         to_input = self.volumes[i].intensity  # stored values -> network input (cache.py), per view
         if to_input is not None:
             to_input.apply_(view_a.image)
