@@ -171,7 +171,8 @@ def test_torch_hub_block(monkeypatch):
 def test_command_line_block(clone, monkeypatch, capsys):
     monkeypatch.chdir(clone)
     ran = run_cli_commands(capsys, shell_commands(block("pgl-zoo demo --out demo/").code))
-    assert [c.split()[1] for c in ran] == ["list", "info", "download", "download", "sample-data", "pretrain", "export",
+    assert [c.split()[1] for c in ran] == ["list", "info", "download", "download", "sample-data", "prepare", "pretrain",
+                                           "export",
                                            "export", "push", "finetune", "segment", "evaluate"]
     assert sorted(p.name for p in (clone / "labels").glob("*.nii.gz")) == \
         [f"lung_00{i}_0000.nii.gz" for i in range(6)]
