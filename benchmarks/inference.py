@@ -59,6 +59,100 @@ def window_flops(network, window_batch: torch.Tensor) -> float:
     return counter.get_total_flops() / window_batch.shape[0]
 
 
+def compare_with_monai(network, array: np.ndarray, roi: tuple[int, ...], device: str, overlap: float = 0.5,
+                       batch: int | None = None, monai_batch: int = 4, repeats: int = 3, compile_: bool = True,
+                       alone: bool = True, matmul_n: int = 2048) -> dict:
+    """Sliding-window segmentation of the preprocessed ``array`` (z, y, x) by ``network``: MONAI's
+    ``sliding_window_inference`` (gaussian, sigma 0.125, then argmax) against pgl-zoo's ``predict_label``
+    (what ``pgl-zoo segment`` runs), eager and (``compile_``) compiled. Times are medians of ``repeats``
+    interleaved runs after a warm-up. Returns {"times": {variant: [s, ...]}, "windows", "flops" (network
+    FLOPs per pass over the volume), "limit" (GFLOP/s of a float32 matrix product), "compile_seconds",
+    "max_probability_difference" {eager, compiled}, "identical_labels" {variant: share of voxels},
+    "alone" {eager, compiled: GFLOP/s of the network alone on one window batch}}; ``matmul_n``: size of the
+    matrix product giving the limit. Needs MONAI."""
+    from monai.inferers import sliding_window_inference
+
+    from pgl_zoo.inference import (
+        compile_for_inference,
+        default_window_batch,
+        predict_label,
+        sliding_window_predict,
+        window_starts,
+    )
+
+    volume = torch.from_numpy(array)[None, None].to(device)
+    batch = batch or default_window_batch(device)
+    windows = int(np.prod([len(window_starts(max(n, r), r, overlap)) for n, r in zip(array.shape, roi,
+                                                                                      strict=True)]))
+    flops = window_flops(network, torch.zeros(batch, 1, *roi, device=device)) * windows
+
+    def monai(sw_batch: int):
+        def run():
+            with torch.inference_mode():
+                scores = sliding_window_inference(volume, roi, sw_batch, network, overlap=overlap,
+                                                  mode="gaussian", sigma_scale=0.125)
+                return scores[0].argmax(0).to(torch.uint8).cpu().numpy()
+        return run
+
+    variants = {
+        f"MONAI, batch {monai_batch}": monai(monai_batch),
+        f"MONAI, batch {batch}": monai(batch),
+        f"pgl-zoo eager, batch {batch}": lambda: predict_label(network, array, roi, overlap, batch),
+    }
+    compile_seconds = None
+    if compile_:
+        started = time.perf_counter()
+        compiled = compile_for_inference(network)
+        predict_label(compiled, array, roi, overlap, batch)  # compiles
+        compile_seconds = time.perf_counter() - started
+        variants[f"pgl-zoo compiled, batch {batch}"] = lambda: predict_label(compiled, array, roi, overlap, batch)
+    if monai_batch == batch:
+        del variants[f"MONAI, batch {batch}"]
+    labels = {name: run() for name, run in variants.items()}  # warm-up, and the labels to compare
+    limit = matmul_gflops(device, matmul_n)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):  # interleaved, so that load changes hit all alike
+        for name, run in variants.items():
+            _sync(device)
+            started = time.perf_counter()
+            run()
+            _sync(device)
+            times[name].append(time.perf_counter() - started)
+    limit = max(limit, matmul_gflops(device, matmul_n))
+
+    # agreement of the probabilities (pgl-zoo's blend, softmax) with MONAI's
+    with torch.inference_mode():
+        reference = sliding_window_inference(volume, roi, monai_batch, network, overlap=overlap,
+                                             mode="gaussian", sigma_scale=0.125).softmax(1)
+        probabilities = {"eager": sliding_window_predict(network, volume, roi, overlap, batch).softmax(1)}
+        if compile_:
+            probabilities["compiled"] = sliding_window_predict(compiled, volume, roi, overlap, batch,
+                                                               fixed_batch=True).softmax(1)
+    # the network alone on one window batch (no blending), eager and compiled
+    rates = {}
+    x = torch.randn(batch, 1, *roi, device=device)
+    for name, net in (("eager", network), ("compiled", compiled if compile_ else None)):
+        if net is None or not alone:
+            continue
+        with torch.inference_mode():
+            net(x)
+            runs = []
+            for _ in range(5):
+                _sync(device)
+                started = time.perf_counter()
+                net(x)
+                _sync(device)
+                runs.append(time.perf_counter() - started)
+        rates[name] = window_flops(network, x) * batch / min(runs) / 1e9
+    reference_labels = reference[0].argmax(0).to(torch.uint8).cpu().numpy()
+    return {"times": times, "windows": windows, "flops": flops, "limit": limit, "batch": batch,
+            "compile_seconds": compile_seconds, "alone": rates,
+            "max_probability_difference": {name: float((p - reference).abs().max())
+                                           for name, p in probabilities.items()},
+            "identical_labels": {name: float((label == reference_labels).mean()) for name, label in labels.items()
+                                 if not name.startswith("MONAI")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=str(SHARED / "lung_006.nii.gz"), help="a CT file")
@@ -71,95 +165,23 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
-    from monai.inferers import sliding_window_inference
-
     from pgl_zoo.api import load_segmentation_model
     from pgl_zoo.imaging import preprocess_image, read_image
-    from pgl_zoo.inference import (
-        compile_for_inference,
-        default_window_batch,
-        predict_label,
-        sliding_window_predict,
-        window_starts,
-    )
 
     device = args.device
     network, card = load_segmentation_model(args.model, map_location=device)
     network.eval()
     roi = tuple(card.patch_size_zyx)
-    prepared = preprocess_image(read_image(args.image), card.preprocessing)
-    array = prepared.array
-    volume = torch.from_numpy(array)[None, None].to(device)
-    batch = args.sw_batch_size or default_window_batch(device)
-    windows = int(np.prod([len(window_starts(max(n, r), r, args.overlap)) for n, r in zip(array.shape, roi,
-                                                                                           strict=True)]))
-    flops = window_flops(network, torch.zeros(batch, 1, *roi, device=device)) * windows
-
-    def monai(sw_batch: int):
-        def run():
-            with torch.inference_mode():
-                scores = sliding_window_inference(volume, roi, sw_batch, network, overlap=args.overlap,
-                                                  mode="gaussian", sigma_scale=0.125)
-                return scores[0].argmax(0).to(torch.uint8).cpu().numpy()
-        return run
-
-    variants = {
-        f"MONAI, batch {args.monai_batch}": monai(args.monai_batch),
-        f"MONAI, batch {batch}": monai(batch),
-        f"pgl-zoo eager, batch {batch}": lambda: predict_label(network, array, roi, args.overlap, batch),
-    }
-    compile_seconds = None
-    if not args.no_compile:
-        started = time.perf_counter()
-        compiled = compile_for_inference(network)
-        predict_label(compiled, array, roi, args.overlap, batch)  # compiles
-        compile_seconds = time.perf_counter() - started
-        variants[f"pgl-zoo compiled, batch {batch}"] = lambda: predict_label(compiled, array, roi, args.overlap,
-                                                                             batch)
-    if args.monai_batch == batch:
-        del variants[f"MONAI, batch {batch}"]
-    labels = {name: run() for name, run in variants.items()}  # warm-up, and the labels to compare
-    limit = matmul_gflops(device)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):  # interleaved, so that load changes hit all alike
-        for name, run in variants.items():
-            _sync(device)
-            started = time.perf_counter()
-            run()
-            _sync(device)
-            times[name].append(time.perf_counter() - started)
-    limit = max(limit, matmul_gflops(device))
-
-    # agreement of the probabilities (pgl-zoo's blend, softmax) with MONAI's
-    with torch.inference_mode():
-        reference = sliding_window_inference(volume, roi, args.monai_batch, network, overlap=args.overlap,
-                                             mode="gaussian", sigma_scale=0.125).softmax(1)
-        probabilities = {"eager": sliding_window_predict(network, volume, roi, args.overlap, batch).softmax(1)}
-        if not args.no_compile:
-            probabilities["compiled"] = sliding_window_predict(compiled, volume, roi, args.overlap, batch,
-                                                               fixed_batch=True).softmax(1)
-    # the network alone on one window batch (no blending), eager and compiled
-    alone = {}
-    x = torch.randn(batch, 1, *roi, device=device)
-    for name, net in (("eager", network), ("compiled", None if args.no_compile else compiled)):
-        if net is None:
-            continue
-        with torch.inference_mode():
-            net(x)
-            runs = []
-            for _ in range(5):
-                _sync(device)
-                started = time.perf_counter()
-                net(x)
-                _sync(device)
-                runs.append(time.perf_counter() - started)
-        alone[name] = window_flops(network, x) * batch / min(runs) / 1e9
+    array = preprocess_image(read_image(args.image), card.preprocessing).array
+    result = compare_with_monai(network, array, roi, device, args.overlap, args.sw_batch_size, args.monai_batch,
+                                args.repeats, compile_=not args.no_compile)
+    times, flops, limit = result["times"], result["flops"], result["limit"]
 
     where = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"command: python {' '.join(sys.argv)}")
     print(f"device: {where}; torch {torch.__version__}; model {card.name} ({card.num_classes} classes)")
     print(f"volume: {Path(args.image).name} preprocessed to {tuple(array.shape)} (z, y, x); window {roi}; overlap "
-          f"{args.overlap}; {windows} windows; {flops / 1e9:.1f} GFLOP of network per pass over the volume")
+          f"{args.overlap}; {result['windows']} windows; {flops / 1e9:.1f} GFLOP of network per pass over the volume")
     print(f"matrix-product limit (2048^3 float32, best of 20, before and after): {limit:.1f} GFLOP/s")
     median = {name: statistics.median(values) for name, values in times.items()}
     monai_times = {name: t for name, t in median.items() if name.startswith("MONAI")}
@@ -169,19 +191,16 @@ def main() -> None:
         rate = flops / seconds / 1e9
         print(f"  {name:28s} median {seconds:.3f} s (runs {runs}); {rate:.1f} GFLOP/s = {rate / limit:.0%} of "
               f"the limit" + (f"; speed vs {ratios}" if not name.startswith("MONAI") else ""))
-    if compile_seconds is not None:
+    if result["compile_seconds"] is not None:
         print(f"  compiling (once per process; inductor's disk cache makes later processes faster): "
-              f"{compile_seconds:.1f} s")
-    for name, rate in alone.items():
-        print(f"  network alone, {name}, one batch of {batch} windows: {rate:.1f} GFLOP/s = {rate / limit:.0%} of "
-              f"the limit")
-    reference_labels = reference[0].argmax(0).to(torch.uint8).cpu().numpy()
-    for name, p in probabilities.items():
-        print(f"  pgl-zoo {name}: max |probability - MONAI's| {float((p - reference).abs().max()):.2e}")
-    for name, label in labels.items():
-        if not name.startswith("MONAI"):
-            print(f"  {name}: labels identical to MONAI's on {float((label == reference_labels).mean()):.5%} of "
-                  f"voxels")
+              f"{result['compile_seconds']:.1f} s")
+    for name, rate in result["alone"].items():
+        print(f"  network alone, {name}, one batch of {result['batch']} windows: {rate:.1f} GFLOP/s = "
+              f"{rate / limit:.0%} of the limit")
+    for name, difference in result["max_probability_difference"].items():
+        print(f"  pgl-zoo {name}: max |probability - MONAI's| {difference:.2e}")
+    for name, share in result["identical_labels"].items():
+        print(f"  {name}: labels identical to MONAI's on {share:.5%} of voxels")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ view pairs, prints:
   see the same machine load. A step = forward of online and target on both views, losses,
   backward, AdamW step, EMA update: the trainer's own ``train_step``, minus logging.
 * Views per second produced by the data pipeline (DataLoader with the default number of workers,
-  real CT from ../shared/data/ct when present, else synthetic volumes), against the views per
-  second the model consumes in a PGL step, and their ratio.
+  real CT from ../shared/data/ct when present (and SimpleITK), else synthetic in-memory volumes), against
+  the views per second the model consumes in a PGL step, and their ratio.
 * Peak memory: the process's peak resident set size (CPU) or peak CUDA memory allocated.
 * FLOP rate of each step (forward and backward FLOPs counted by ``torch.utils.flop_counter``)
   against a 2048 x 2048 float32 matrix product measured in the same run (the practical limit).
@@ -35,7 +35,7 @@ import torch
 
 from pgl_zoo.architecture import stage_widths
 from pgl_zoo.pretrain.config import default_workers
-from pgl_zoo.pretrain.data import prepare_volumes
+from pgl_zoo.pretrain.data import PreparedVolume, prepare_volumes
 from pgl_zoo.pretrain.dataset import StepSampler, ViewPairDataset, make_loader
 from pgl_zoo.pretrain.losses import cosine_momentum
 from pgl_zoo.pretrain.model import OnlineNetwork, make_target
@@ -45,28 +45,84 @@ from pgl_zoo.registry import get_card
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
 
 
-def synthetic_folder(root: Path, n: int = 3) -> Path:
-    import SimpleITK as sitk
+def synthetic_volumes(n: int = 3, shape_zyx: tuple[int, int, int] = (120, 128, 128), seed: int = 0
+                      ) -> list[PreparedVolume]:
+    """``n`` in-memory volumes already preprocessed (float32, zero mean, unit variance; about a chest CT at
+    4 mm), for machines without ../shared/data or without SimpleITK (a lent GPU)."""
+    rng = np.random.default_rng(seed)
+    return [PreparedVolume(f"synthetic_{i}", None, shape_zyx, array=rng.standard_normal(shape_zyx, dtype=np.float32))
+            for i in range(n)]
 
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        array = (rng.normal(0, 300, (80, 160, 160)) - 300).astype(np.int16)
-        sitk.WriteImage(sitk.GetImageFromArray(array), str(root / f"synthetic_{i}.nii.gz"))
-    return root
+
+def simpleitk_usable() -> bool:
+    """SimpleITK is installed (not benchmarks/gpu_check.py's empty stand-in for a machine without it)."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        return False
+    return hasattr(sitk, "ReadImage")
 
 
-def timed_step(online, target, optimizer, batch, local_weight: float, device, model=None) -> tuple[float, float]:
+def load_volumes(card, cache: Path, real: bool = True) -> tuple[list[PreparedVolume], str]:
+    """(volumes, where from): the real CT of ../shared/data/ct preprocessed as ``card`` says (cached in
+    ``cache``) when ``real`` and that folder and SimpleITK are at hand, else :func:`synthetic_volumes`."""
+    if real and DATA.is_dir() and simpleitk_usable():
+        data = prepare_volumes(DATA, card.preprocessing, card.modality, "rescale", cache, warn=lambda m: None)
+        return data.volumes, f"{DATA} ({len(data.volumes)} volumes)"
+    why = "asked for" if not real else "no SimpleITK" if DATA.is_dir() else f"no {DATA}"
+    volumes = synthetic_volumes()
+    return volumes, f"synthetic ({len(volumes)} x {'x'.join(map(str, volumes[0].shape_zyx))}; {why})"
+
+
+def one_batch(dataset: ViewPairDataset, batch_size: int, device) -> list:
+    """The first batch of view pairs, its views on ``device`` (affines stay on the host, as in the trainer)."""
+    batch = next(iter(make_loader(dataset, StepSampler(0, 1, batch_size), 0)))
+    return [t.to(device) if i < 2 else t for i, t in enumerate(batch)]
+
+
+def make_nets(card, levels, device, compile_: bool = False, backend: str = "inductor"):
+    """(online, target, optimizer, model) as the trainer builds them; ``model``: online's compiled wrapper
+    (``torch.compile`` as the trainer calls it, with ``backend``) or None."""
+    online = OnlineNetwork(card.arch, levels).to(device)
+    target = make_target(online)
+    optimizer = torch.optim.AdamW(online.parameters(), lr=1e-4)
+    return online, target, optimizer, (torch.compile(online, backend=backend) if compile_ else None)
+
+
+def timed_step(online, target, optimizer, batch, local_weight: float, device, model=None,
+               amp: bool | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one training step (``model``: online's compiled
-    wrapper, as ``pgl-zoo pretrain --compile`` uses it)."""
+    wrapper, as ``pgl-zoo pretrain --compile`` uses it; ``amp``: bf16 autocast, default on CUDA)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     start, cpu_start = time.perf_counter(), time.process_time()
     losses = train_step(online if model is None else model, online, target, optimizer, batch, local_weight,
-                        cosine_momentum(1, 100), clip_grad=1.0, amp=device.type == "cuda")  # the trainer's own step
+                        cosine_momentum(1, 100), clip_grad=1.0,
+                        amp=device.type == "cuda" if amp is None else amp)  # the trainer's own step
     losses.total.detach().item()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def steady_step_seconds(online, target, optimizer, batch, local_weight: float, device, model=None,
+                        amp: bool | None = None, max_steps: int = 20, max_seconds: float = 10.0,
+                        chunk: int = 5) -> list[float]:
+    """Seconds per step, one value per chunk of ``chunk`` steps run back to back with one host sync at its
+    end (as the trainer runs between logged steps), until ``max_steps`` or ``max_seconds``."""
+    amp = device.type == "cuda" if amp is None else amp
+    per_step: list[float] = []
+    started, done = time.perf_counter(), 0
+    while done < max_steps and time.perf_counter() - started < max_seconds:
+        n = min(chunk, max_steps - done)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            losses = train_step(online if model is None else model, online, target, optimizer, batch, local_weight,
+                                cosine_momentum(1, 100), clip_grad=1.0, amp=amp)
+        losses.total.detach().item()  # waits for the queued steps
+        per_step.append((time.perf_counter() - t0) / n)
+        done += n
+    return per_step
 
 
 def step_flops(online, target, optimizer, batch, local_weight: float, device) -> float:
@@ -112,23 +168,16 @@ def main(argv: list[str] | None = None) -> None:
           f"{', online network compiled' if args.compile else ', eager'}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        source = DATA if DATA.is_dir() else synthetic_folder(Path(tmp))
-        data = prepare_volumes(source, card.preprocessing, card.modality, "rescale", Path(tmp) / "cache",
-                               warn=lambda m: None)
-        dataset = ViewPairDataset(data.volumes, patch, seed=0)
-        print(f"data: {source} ({len(data.volumes)} volumes)")
+        volumes, source = load_volumes(card, Path(tmp) / "cache")
+        dataset = ViewPairDataset(volumes, patch, seed=0)
+        print(f"data: {source}")
 
-        # One fixed batch for both modes.
-        batch = next(iter(make_loader(dataset, StepSampler(0, 1, args.batch_size), 0)))
-        batch = [t.to(device) if i < 2 else t for i, t in enumerate(batch)]
+        batch = one_batch(dataset, args.batch_size, device)  # one fixed batch for both modes
 
         torch.manual_seed(0)
         nets = {}
         for name, weight in (("BYOL", 0.0), ("PGL", 1.0)):
-            online = OnlineNetwork(card.arch, levels).to(device)
-            target = make_target(online)
-            optimizer = torch.optim.AdamW(online.parameters(), lr=1e-4)
-            model = torch.compile(online) if args.compile else None
+            online, target, optimizer, model = make_nets(card, levels, device, args.compile)
             nets[name] = (online, target, optimizer, weight, model)
             started = time.perf_counter()
             timed_step(online, target, optimizer, batch, weight, device, model)  # warm-up (and compilation)

@@ -310,6 +310,7 @@ BAD_OPTIONS = [
     ("pretrain", ["--warmup", "-1"], "x>=0"),
     ("pretrain", ["--clip-grad", "-1"], "x>=0"),
     ("pretrain", ["--checkpoint-every", "-5"], "x>=0"),
+    ("pretrain", ["--log-every", "0"], "x>=1"),
     ("pretrain", ["--momentum", "2"], "0<=x<=1"),
     ("pretrain", ["--spacing", "2,-2,2"], "> 0"),
     ("pretrain", ["--window", "325,-1024"], "low must be below high"),
@@ -342,7 +343,8 @@ def test_the_python_api_refuses_what_the_options_refuse(tmp_path):
                 {"foreground_probability": 5}):
         with pytest.raises(PglZooError, match="--"):
             FinetuneConfig(out=tmp_path, num_classes=2, data=tmp_path, **bad)
-    for bad in ({"base_momentum": 2}, {"warmup_steps": -1}, {"spacing": (0, 0, 0)}, {"patch_size": (0, 0, 0)}):
+    for bad in ({"base_momentum": 2}, {"warmup_steps": -1}, {"spacing": (0, 0, 0)}, {"patch_size": (0, 0, 0)},
+                {"log_every": 0}):
         with pytest.raises(PglZooError, match="--"):
             PretrainConfig(**bad)
 

@@ -62,6 +62,89 @@ def test_resume_gives_identical_parameters(micro, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+# Tensor methods that copy a tensor to the host: on a GPU each one waits for the queued work.
+HOST_COPIES = ("cpu", "item", "tolist", "numpy", "__float__", "__int__", "__bool__")
+LOOP_FILES = {str(Path(__file__).resolve().parents[1] / "pgl_zoo" / "pretrain" / name)
+              for name in ("trainer.py", "steplog.py", "model.py", "diagnostics.py")}
+
+
+def _count_host_copies(monkeypatch) -> list[tuple[int, str]]:
+    """(steps taken so far, method) of every host copy that the loop's own code asks for during the run."""
+    import pgl_zoo.pretrain.trainer as trainer
+
+    taken, copies = [0], []
+    real_step = trainer.train_step
+
+    def counted_step(*args, **kwargs):
+        losses = real_step(*args, **kwargs)
+        taken[0] += 1
+        return losses
+
+    monkeypatch.setattr(trainer, "train_step", counted_step)
+    def counted(name: str):
+        real = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            if sys._getframe(1).f_code.co_filename in LOOP_FILES:
+                copies.append((taken[0], name))
+            return real(self, *args, **kwargs)
+        return wrapper
+
+    for name in HOST_COPIES:
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    return copies
+
+
+def test_log_every_copies_to_the_host_only_on_logged_steps_and_resumes_exactly(micro, tmp_path, monkeypatch):
+    copies = _count_host_copies(monkeypatch)
+    full = pretrain(_config(micro, tmp_path / "full", steps=10, log_every=5, checkpoint_every=0))
+    monkeypatch.undo()
+    # losses, the finiteness check and the collapse indicators wait for the device at steps 5 and 10 only
+    # (and the parameter digest after step 10); before, every step copied its losses and indicators
+    assert copies and {taken for taken, _ in copies} == {5, 10}, sorted(set(copies))
+    records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10]
+    assert all(r["views_per_s"] > 0 and r["std_global"] > 0 and len(r["overlap"]) == 2 for r in records)
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["final_losses"]["loss"] == pytest.approx(sum(r["loss"] for r in records) / 2)  # logged steps
+    assert summary["final_indicators"]["std_global"] == pytest.approx(sum(r["std_global"] for r in records) / 2)
+    assert 0.3 <= summary["views_mean"]["overlap"] <= 0.8  # over all 10 steps' pairs, logged or not
+
+    pretrain(_config(micro, tmp_path / "split", steps=10, log_every=5, checkpoint_every=0, stop_after=3))
+    second = pretrain(_config(micro, tmp_path / "split", steps=10, log_every=5, checkpoint_every=0, resume=True))
+    assert second.parameter_digest == full.parameter_digest
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 5, 10]  # the last step of each invocation is logged too
+
+
+def test_a_non_finite_loss_between_logged_steps_is_reported_at_its_step(micro, tmp_path):
+    def failed_step(run: Path, log_every: int) -> str:
+        # lr 1e6: the parameters explode and the loss is NaN within a few steps
+        with pytest.raises(PglZooError, match=r"the loss became nan at step (\d+); lower --lr") as caught:
+            pretrain(_config(micro, run, steps=10, lr=1e6, warmup_steps=0, checkpoint_every=2, log_every=log_every))
+        return caught.value.args[0].split("at step ")[1].split(";")[0]
+
+    every_step = failed_step(tmp_path / "every", 1)
+    assert failed_step(tmp_path / "deferred", 5) == every_step == "3"
+    # the check before the step-2 checkpoint passed; the step-4 checkpoint was never written (its check failed)
+    assert load_checkpoint(tmp_path / "deferred" / "checkpoint.pt")["step"] == 2
+
+
+def test_loss_watch_names_the_first_non_finite_step_even_when_the_loss_recovers(tmp_path):
+    from pgl_zoo.pretrain.distributed import DistInfo
+    from pgl_zoo.pretrain.model import Losses
+    from pgl_zoo.pretrain.steplog import LossWatch
+
+    watch = LossWatch(DistInfo(), tmp_path)
+    for step, value in enumerate([1.0, 0.5], start=1):
+        watch.add(Losses(torch.tensor(value), torch.tensor(value), None), step)
+    assert watch.check() == (0.5, 0.5, 0.0) and not watch.unchecked
+    for step, value in enumerate([0.4, float("inf"), float("nan"), 0.3], start=3):
+        watch.add(Losses(torch.tensor(value), torch.tensor(value), torch.tensor(0.0)), step)
+    with pytest.raises(PglZooError, match="became inf at step 4"):
+        watch.check()
+
+
 def test_a_run_exports_for_nnunet_with_its_trained_encoder_and_decoder(micro, tmp_path):
     from pgl_zoo.nnunet import export_nnunet_checkpoint
 
@@ -128,8 +211,8 @@ def test_bad_input_is_one_line(tmp_path):
     for option in ("--data", "--out", "--model", "--patch-size", "--batch-size", "--steps", "--lr", "--warmup",
                    "--local-weight", "--local-scales", "--crop-scale", "--overlap", "--local-control", "--rotate",
                    "--non-hu",
-                   "--workers", "--seed", "--checkpoint-every", "--resume", "--amp", "--compile", "--cache-dir",
-                   "--device"):
+                   "--workers", "--seed", "--checkpoint-every", "--log-every", "--resume", "--amp", "--compile",
+                   "--cache-dir", "--device"):
         assert option in help_text, option
 
 

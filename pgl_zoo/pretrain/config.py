@@ -69,7 +69,7 @@ class PretrainConfig:
     compile: bool = False
     cache_dir: str | None = None
     device: str = "auto"
-    log_every: int = 1
+    log_every: int | None = None  # metrics, loss check and progress-bar loss every N steps; None: 1 on CPU, 10 on CUDA
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
@@ -108,7 +108,8 @@ class PretrainConfig:
             except OptionError as exc:
                 problems.append(str(exc))
         ranges = ((self.warmup_steps, "--warmup", 0, None), (self.clip_grad, "--clip-grad", 0, None),
-                  (self.checkpoint_every, "--checkpoint-every", 0, None), (self.base_momentum, "--momentum", 0, 1))
+                  (self.checkpoint_every, "--checkpoint-every", 0, None), (self.base_momentum, "--momentum", 0, 1),
+                  (self.log_every, "--log-every", 1, None))
         for value, option, low, high in ranges:
             try:
                 in_range(value, option, low, high)
@@ -120,6 +121,13 @@ class PretrainConfig:
     @property
     def resolved_warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 20)
+
+    def resolved_log_every(self, device_type: str) -> int:
+        """``log_every``, or its default for the device: 1 on the CPU (every step logged, as before), 10 on
+        CUDA (each logged step waits for the GPU's queued work; see ``pgl-zoo pretrain --help``)."""
+        if self.log_every is not None:
+            return self.log_every
+        return 10 if device_type == "cuda" else 1
 
     @property
     def resolved_workers(self) -> int:

@@ -1,4 +1,4 @@
-"""Collapse indicators of PGL's two branches, logged every step.
+"""Collapse indicators of PGL's two branches, logged with the losses (every ``--log-every`` steps).
 
 A BYOL-style network can collapse: every input maps to the same projection, the loss still falls,
 and nothing useful is learnt. The indicators are standard deviations of the *l2-normalised*
@@ -21,36 +21,43 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 COLLAPSE_THRESHOLD = 0.05
 
 
-def std_over_samples(z: Tensor) -> float:
-    """Mean over dimensions of the std over rows of the row-normalised ``z`` (N, D)."""
+def std_over_samples(z: Tensor) -> Tensor:
+    """Mean over dimensions of the std over rows of the row-normalised ``z`` (N, D); a 0-d tensor on z's device."""
     u = F.normalize(z.detach().float(), dim=1)
-    return float(u.std(dim=0, unbiased=False).mean()) if u.shape[0] > 1 else 0.0
+    return u.std(dim=0, unbiased=False).mean() if u.shape[0] > 1 else u.new_zeros(())
 
 
-def local_stds(z: Tensor) -> tuple[float, float]:
-    """(std over samples and voxels, std over channels) of the channel-normalised maps (N, C, z, y, x)."""
+def local_stds(z: Tensor) -> tuple[Tensor, Tensor]:
+    """(std over samples and voxels, std over channels) of the channel-normalised maps (N, C, z, y, x);
+    0-d tensors on z's device."""
     u = F.normalize(z.detach().float(), dim=1)
     c = u.shape[1]
     flat = u.transpose(0, 1).reshape(c, -1)  # (C, N * voxels)
-    over_voxels = float(flat.std(dim=1, unbiased=False).mean()) if flat.shape[1] > 1 else 0.0
-    over_channels = float(flat.std(dim=0, unbiased=False).mean()) if c > 1 else 0.0
+    over_voxels = flat.std(dim=1, unbiased=False).mean() if flat.shape[1] > 1 else u.new_zeros(())
+    over_channels = flat.std(dim=0, unbiased=False).mean() if c > 1 else u.new_zeros(())
     return over_voxels, over_channels
 
 
 def collapse_indicators(z_global: Tensor, z_local: dict[int, Tensor]) -> dict[str, float | bool]:
     """The indicators above for a target network's global (N, D) and local {level: (N, C, z, y, x)}
-    projections, and the ``collapsed_global`` / ``collapsed_local`` flags."""
+    projections, and the ``collapsed_global`` / ``collapsed_local`` flags. All of them come to the host
+    in one copy (one GPU sync)."""
     d = z_global.shape[1]
-    out: dict[str, float | bool] = {"std_global": std_over_samples(z_global)}
+    tensors = [std_over_samples(z_global)]
+    for m in z_local.values():
+        tensors.extend(local_stds(m))
+    values = torch.stack(tensors).tolist()
+    out: dict[str, float | bool] = {"std_global": values[0]}
     out["collapsed_global"] = out["std_global"] * math.sqrt(d) < COLLAPSE_THRESHOLD
     if z_local:
-        pairs = [local_stds(m) for m in z_local.values()]
+        pairs = [(values[1 + 2 * i], values[2 + 2 * i]) for i in range(len(z_local))]
         widths = [m.shape[1] for m in z_local.values()]
         out["std_local_voxels"] = sum(p[0] for p in pairs) / len(pairs)
         out["std_local_channels"] = sum(p[1] for p in pairs) / len(pairs)

@@ -119,12 +119,21 @@ def update_target(online_branch: nn.Module, target: nn.Module, momentum: float) 
 
 @dataclass
 class Losses:
-    """The batch's losses and the collapse indicators of the target's projections (diagnostics.py)."""
+    """The batch's losses and the target's projections (detached), from which :attr:`indicators` are read."""
 
     total: Tensor
     global_: Tensor
     local: Tensor | None
-    indicators: dict | None = None
+    target_global: Tensor | None = None  # (2N, D)
+    target_local: dict[int, Tensor] | None = None  # {level: (2N, C, z, y, x)}; empty without the local branch
+
+    @property
+    def indicators(self) -> dict[str, float | bool] | None:
+        """The collapse indicators of the target's projections (diagnostics.py). Computed when read, with one
+        copy to the host (a GPU sync): the trainer reads them on logged steps only."""
+        if self.target_global is None:
+            return None
+        return collapse_indicators(self.target_global, self.target_local or {})
 
 
 def pgl_losses(
@@ -167,5 +176,4 @@ def pgl_losses(
                 za, zb = shuffle_positions(za), shuffle_positions(zb)
             terms.append(local_loss(aa[:, :c], ab[:, :c], za, zb, valid))
         l_local = torch.stack(terms).mean()
-    indicators = collapse_indicators(z_global, z_local)
-    return Losses(total_loss(l_global, l_local, local_weight), l_global, l_local, indicators)
+    return Losses(total_loss(l_global, l_local, local_weight), l_global, l_local, z_global, z_local)

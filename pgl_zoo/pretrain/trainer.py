@@ -2,7 +2,9 @@
 
 Writes into the run folder (rank 0 only): ``config.json``, ``checkpoint.pt`` (atomic; every
 ``checkpoint_every`` steps, at the end and on Ctrl-C), ``metrics.jsonl`` (one JSON object per
-logged step), ``summary.json`` and ``loss.png`` (when matplotlib is installed).
+logged step: every ``log_every`` steps and the last), ``summary.json`` and ``loss.png`` (when matplotlib
+is installed). Only logged and checkpoint steps copy losses to the host (steplog.py): a GPU's queue
+is not drained at every step.
 
 Resuming (``resume=True``) restores model, target, optimiser, scheduler, step and RNG states; the
 data stream is a function of (seed, step) (see dataset.py), so N steps + N resumed steps give the
@@ -14,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +40,11 @@ from .losses import cosine_momentum
 from .model import OnlineNetwork, make_target, pgl_losses, update_target
 from .optim import make_optimizer, make_scheduler
 from .report import write_loss_curve
+from .steplog import LossWatch
 from .views import pair_geometry
 
 METRICS_NAME = "metrics.jsonl"
-# collapse indicators (diagnostics.py) averaged over the last 10 steps into summary.json
+# collapse indicators (diagnostics.py) averaged over the last 10 logged steps into summary.json
 INDICATOR_KEYS = ("std_global", "std_local_voxels", "std_local_channels")
 
 
@@ -308,7 +310,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoin
         atomic_write_json(out / "config.json", {**cfg.to_dict(), "stop_after": None, "resume": False,
                                                 "overwrite": False})
         _trim_metrics(metrics_path, step, warn)
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []  # the logged records
+    views_total, views_count = {"overlap": 0.0, "scale_ratio": 0.0}, 0  # realised geometry of every step's pairs
     collapse_warned: set[str] = set()
     interrupted = False
     progress = None
@@ -317,15 +320,20 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoin
 
         progress = tqdm(total=end, initial=step, unit="step", dynamic_ncols=True, desc="pretrain")
     views_per_step = 2 * cfg.batch_size * info.world_size
+    log_every = cfg.resolved_log_every(info.device.type)
     metrics_file = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115
     try:
         with StopFlag() as flag:
             online.train()
             target.train()
             batches = iter(loader)
-            t_last = time.perf_counter()
+            # The losses stay on the device between checks (steplog.py): only logged and checkpoint steps
+            # wait for the GPU. Under DDP the ranks agree on Ctrl-C (an all_reduce) only after such a step.
+            watch = LossWatch(info, out)
+            t_last, step_last = time.perf_counter(), step
+            stop_due = True
             while step < end:
-                if _any_rank(flag.stop, info):
+                if stop_due and _any_rank(flag.stop, info):
                     interrupted = True
                     break
                 view_a, view_b, to_a, to_b = next(batches)
@@ -336,43 +344,47 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoin
                 losses = train_step(model, online, target, optimizer, batch, cfg.local_weight, momentum,
                                     cfg.clip_grad, scheduler, use_amp, cfg.local_control)
                 step += 1
-                values = torch.stack([losses.total.detach().float(), losses.global_.detach().float(),
-                                      (losses.local.detach().float() if losses.local is not None
-                                       else torch.zeros((), device=info.device))])
-                if info.distributed:
-                    dist.all_reduce(values)
-                    values /= info.world_size
-                total, glob, loc = (float(v) for v in values.cpu())
-                if not math.isfinite(total):
-                    raise PglZooError(f"{out}: the loss became {total} at step {step}; lower --lr (last good "
-                                      f"checkpoint kept)")
-                now = time.perf_counter()
-                rate = views_per_step / max(now - t_last, 1e-9)
-                t_last = now
-                geometry = [pair_geometry(a, b, patch) for a, b in zip(to_a, to_b, strict=True)]
-                record = {"step": step, "loss": total, "loss_global": glob,
-                          "loss_local": loc if losses.local is not None else None,
-                          "lr": lr, "momentum": momentum, "views_per_s": rate, "time": time.time(),
-                          **(losses.indicators or {}),
-                          "overlap": [round(g[0], 4) for g in geometry],
-                          "scale_ratio": [round(g[1], 4) for g in geometry]}
-                for branch in ("global", "local"):
-                    if record.get(f"collapsed_{branch}") and branch not in collapse_warned:
-                        collapse_warned.add(branch)
-                        warn(f"step {step}: the {branch} branch looks collapsed (std of its normalised projections "
-                             f"{record.get('std_' + branch, record.get('std_local_voxels')):.2e}); see metrics.jsonl")
-                history.append(record)
-                if info.is_main:
-                    if step % cfg.log_every == 0 or step == end:
+                watch.add(losses, step)
+                geometry = [pair_geometry(a, b, patch) for a, b in zip(to_a, to_b, strict=True)]  # host affines
+                realised = {"overlap": [round(g[0], 4) for g in geometry],
+                            "scale_ratio": [round(g[1], 4) for g in geometry]}
+                for key, values in realised.items():
+                    views_total[key] += sum(values)
+                views_count += len(geometry)
+                log_now = step % log_every == 0 or step == end  # the same on every rank
+                checkpoint_now = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < end
+                if log_now or checkpoint_now:
+                    total, glob, loc = watch.check()  # one host sync; raises on a non-finite loss
+                if log_now:
+                    now = time.perf_counter()
+                    rate = views_per_step * (step - step_last) / max(now - t_last, 1e-9)
+                    t_last, step_last = now, step
+                    record = {"step": step, "loss": total, "loss_global": glob,
+                              "loss_local": loc if losses.local is not None else None,
+                              "lr": lr, "momentum": momentum, "views_per_s": rate, "time": time.time(),
+                              **(losses.indicators or {}), **realised}
+                    for branch in ("global", "local"):
+                        if record.get(f"collapsed_{branch}") and branch not in collapse_warned:
+                            collapse_warned.add(branch)
+                            warn(f"step {step}: the {branch} branch looks collapsed (std of its normalised "
+                                 f"projections {record.get('std_' + branch, record.get('std_local_voxels')):.2e}); "
+                                 "see metrics.jsonl")
+                    history.append(record)
+                    if info.is_main:
                         try:
                             metrics_file.write(json.dumps(record) + "\n")
                             metrics_file.flush()
                         except OSError as exc:  # a full disk: one line naming the file
                             raise write_failure(metrics_path, exc) from None
-                    progress.set_postfix(loss=f"{total:.4f}", views_s=f"{rate:.1f}")
+                        progress.set_postfix(loss=f"{total:.4f}", views_s=f"{rate:.1f}")
+                if info.is_main:
                     progress.update(1)
-                    if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < end:
+                    if checkpoint_now:
                         save_checkpoint(state(), ckpt_path)
+                stop_due = not info.distributed or log_now or checkpoint_now
+                del losses  # the target's projections (read for the indicators) are not kept into the next step
+            if watch.unchecked:  # stopped between checks: never a checkpoint after a non-finite loss
+                watch.check()
     finally:
         if info.is_main:
             progress.close()
@@ -384,8 +396,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoin
     if last and last[-1]["loss_local"] is not None:
         final["loss_local"] = sum(r["loss_local"] for r in last) / len(last)
     indicators = {k: sum(float(r[k]) for r in last) / len(last) for k in INDICATOR_KEYS if last and k in last[-1]}
-    views = {k: float(sum(sum(r[k]) for r in history) / max(1, sum(len(r[k]) for r in history)))
-             for k in ("overlap", "scale_ratio")} if history else {}
+    views = {k: float(v / views_count) for k, v in views_total.items()} if views_count else {}
     if info.is_main:
         summary = {"step": step, "steps": cfg.steps, "final_losses": final, "final_indicators": indicators,
                    "views_mean": views, "local_control": cfg.local_control, "data": data_record,
