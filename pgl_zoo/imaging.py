@@ -581,13 +581,16 @@ def read_image(path: str | Path, series_uid: str | None = None, check_finite: bo
     return image
 
 
-def discover_volumes(root: str | Path, warn: Callable[[str], None] | None = None) -> list[VolumeRef]:
+def discover_volumes(root: str | Path, warn: Callable[[str], None] | None = None,
+                     list_series: Callable[[Path], list[str]] | None = None) -> list[VolumeRef]:
     """All volumes under ``root`` (recursive), sorted: volume files, and one entry per DICOM series.
 
     A folder is searched for DICOM series when it contains files without a volume suffix. Anything that
     is not a regular file or folder (a FIFO named ``case.nii.gz`` would block any reader for ever) is
     skipped with one line to ``warn`` (default: stderr), and so is the DICOM search of a folder holding
     one. ``root`` itself being such a file raises ImageReadError ("not a regular file").
+    ``list_series``: how a folder's DICOM series are listed (default :func:`list_dicom_series`, which reads
+    every file's header; pretraining passes one that remembers the answer per folder).
     """
     root = Path(root)
     warn = warn or warn_stderr
@@ -619,7 +622,7 @@ def discover_volumes(root: str | Path, warn: Callable[[str], None] | None = None
         if others and specials:
             warn(f"{folder_path}: not searched for DICOM series: it holds {specials[0]}, which is not a regular file")
         elif others:
-            found.extend(VolumeRef(folder_path, uid) for uid in list_dicom_series(folder_path))
+            found.extend(VolumeRef(folder_path, uid) for uid in (list_series or list_dicom_series)(folder_path))
     return sorted(found, key=lambda v: (str(v.path), v.series_uid or ""))
 
 

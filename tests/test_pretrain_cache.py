@@ -220,3 +220,27 @@ def test_mri_is_stored_as_float16_network_input(tmp_path):
     reference = preprocess_image(read_image(path), prep).array
     bound = quantisation_bound("float16", volume.intensity, float(np.abs(reference).max()))
     assert np.abs(volume.load_normalized() - reference).max() <= bound
+
+
+def test_a_dicom_folder_is_listed_and_read_once(tmp_path):
+    source = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "chest_dicom_series"
+    if not source.is_dir():
+        pytest.skip(f"real data folder {source} is absent (it sits beside the checkout in CI)")
+    import shutil
+
+    folder = tmp_path / "series"
+    shutil.copytree(source, folder)
+    first = prepare_volumes(folder, CT, cache_dir=tmp_path / "cache", warn=lambda m: None)
+    assert len(first.volumes) == 1 and first.prepared == 1
+    # every file's bytes replaced (size and mtime kept): neither the series listing nor the entry reads them
+    for path in folder.iterdir():
+        st = path.stat()
+        path.write_bytes(b"\0" * st.st_size)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = prepare_volumes(folder, CT, cache_dir=tmp_path / "cache", warn=lambda m: None)
+    assert (second.cache_hits, second.prepared) == (1, 0)
+    assert np.array_equal(second.volumes[0].load(), first.volumes[0].load())
+    # a file added to the folder: listed (and hashed) again, and the zeroed files are no series any more
+    (folder / "new.dcm").write_bytes(b"\0" * 10)
+    with pytest.raises(Exception, match="no volumes found|no usable volume"):
+        prepare_volumes(folder, CT, cache_dir=tmp_path / "cache", warn=lambda m: None)

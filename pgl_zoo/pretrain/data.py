@@ -237,13 +237,13 @@ def prepare_volumes(
     warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
     max_voxels()  # a bad $PGL_ZOO_MAX_VOXELS is one error, not a reason to skip every volume
     roots = root if isinstance(root, list) else [root]
-    refs: list[VolumeRef] = []
-    for r in roots:
-        refs.extend(discover_volumes(r, warn=warn))
-    if not refs:
-        raise DataError(f"{', '.join(map(str, roots))}: no volumes found (.nii, .nii.gz, .nrrd, .mha, .mhd, DICOM)")
     params = cache_params(prep, modality, non_hu)
     cache = PretrainCache(cache_dir if cache_dir is not None else default_cache_dir(), params)
+    refs: list[VolumeRef] = []
+    for r in roots:
+        refs.extend(discover_volumes(r, warn=warn, list_series=cache.dicom_series))
+    if not refs:
+        raise DataError(f"{', '.join(map(str, roots))}: no volumes found (.nii, .nii.gz, .nrrd, .mha, .mhd, DICOM)")
     results: list[Entry | PreparedVolume | str | None] = [None] * len(refs)
     out = PreparedData(volumes=[])
     for i, ref in enumerate(refs):
