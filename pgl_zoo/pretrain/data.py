@@ -237,41 +237,18 @@ def prepare_volumes(
     warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
     max_voxels()  # a bad $PGL_ZOO_MAX_VOXELS is one error, not a reason to skip every volume
     roots = root if isinstance(root, list) else [root]
-    params = cache_params(prep, modality, non_hu)
-    cache = PretrainCache(cache_dir if cache_dir is not None else default_cache_dir(), params)
+    cache = PretrainCache(cache_dir if cache_dir is not None else default_cache_dir(),
+                          cache_params(prep, modality, non_hu))
     refs: list[VolumeRef] = []
     for r in roots:
         refs.extend(discover_volumes(r, warn=warn, list_series=cache.dicom_series))
     if not refs:
         raise DataError(f"{', '.join(map(str, roots))}: no volumes found (.nii, .nii.gz, .nrrd, .mha, .mhd, DICOM)")
-    results: list[Entry | PreparedVolume | str | None] = [None] * len(refs)
-    out = PreparedData(volumes=[])
-    for i, ref in enumerate(refs):
-        try:
-            results[i] = cache.lookup(ref)
-        except OSError as exc:  # dangling symbolic link, link loop, unreadable folder
-            results[i] = f"cannot be read ({exc.strerror or exc})"
-    out.cache_hits = sum(isinstance(r, Entry) for r in results)
-    missing = [i for i, r in enumerate(results) if r is None]
+    work = _Preparation(cache, refs, prep, modality, non_hu)
+    missing = work.look_up()
     if missing:
-        _prepare_missing(cache, refs, results, work_order(missing, share), prep, modality, non_hu, jobs, warn,
-                         progress, out)
-    for ref, result in zip(refs, results, strict=True):
-        if isinstance(result, str):
-            out.skipped.append((str(ref), result))
-            warn(f"{ref}: skipped: {result}")
-        elif isinstance(result, PreparedVolume):
-            out.volumes.append(result)
-            if result.note:
-                warn(f"{ref}: {result.note}")
-        elif result.ok:
-            out.volumes.append(PreparedVolume(str(ref), result.array_path, result.shape_zyx, result.note,
-                                              intensity=result.intensity, minimum=result.minimum))
-            if result.note:
-                warn(f"{ref}: {result.note}")
-        else:
-            out.skipped.append((str(ref), result.note))
-            warn(f"{ref}: skipped: {result.note}")
+        work.prepare(work_order(missing, share), jobs, warn, progress)
+    out = work.collect(warn)
     if not out.volumes:
         raise DataError(
             f"{', '.join(map(str, roots))}: no usable volume among {len(refs)} found "
@@ -280,79 +257,121 @@ def prepare_volumes(
     return out
 
 
-def _prepare_missing(cache: PretrainCache, refs: list[VolumeRef], results: list, order: list[int],
-                     prep: Preprocessing, modality: str, non_hu: str, jobs: int, warn, progress: bool,
-                     out: PreparedData) -> None:
-    """Fill ``results[i]`` for every i in ``order``: an Entry, or an in-memory PreparedVolume / skip reason
-    when the cache cannot be written."""
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+class _Preparation:
+    """The state of one :func:`prepare_volumes` call: ``results[i]`` for source ``refs[i]`` is None (not yet
+    known), an :class:`Entry` of the cache, a skip reason, or an in-memory :class:`PreparedVolume` (when the
+    cache cannot be written)."""
 
-        bar = tqdm(total=len(order), unit="scan", desc="prepare", dynamic_ncols=True)
+    def __init__(self, cache: PretrainCache, refs: list[VolumeRef], prep: Preprocessing, modality: str,
+                 non_hu: str) -> None:
+        self.cache, self.refs = cache, refs
+        self.options = (prep, modality, non_hu)
+        self.results: list[Entry | PreparedVolume | str | None] = [None] * len(refs)
+        self.cache_hits = self.prepared = 0
+        self.bar = None
 
-    def done(i: int, key: str, made: bool) -> None:
-        results[i] = cache.entry(key)
-        out.prepared += made
-        if bar is not None:
-            bar.update(1)
+    def look_up(self) -> list[int]:
+        """Fill the results the cache holds (by stat); returns the indices still missing."""
+        for i, ref in enumerate(self.refs):
+            try:
+                self.results[i] = self.cache.lookup(ref)
+            except OSError as exc:  # dangling symbolic link, link loop, unreadable folder
+                self.results[i] = f"cannot be read ({exc.strerror or exc})"
+        self.cache_hits = sum(isinstance(r, Entry) for r in self.results)
+        return [i for i, r in enumerate(self.results) if r is None]
 
-    def attempt(i: int) -> tuple[str | None, bool]:
+    def prepare(self, order: list[int], jobs: int, warn, progress: bool) -> None:
+        """Prepare the sources ``order`` names (``jobs`` processes), then wait for those held by others; on a
+        cache that cannot be written, keep the rest in memory."""
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(order), unit="scan", desc="prepare", dynamic_ncols=True)
         try:
-            return prepare_one(refs[i], cache.folder, cache.params, prep, modality, non_hu)
+            self.cache.ensure_writable()
+            held = self._in_pool(order, jobs) if jobs > 1 and len(order) > 1 else self._here(order)
+            self._wait_for(held)
+        except OSError as exc:  # full or read-only disk: go on without the cache
+            warn(f"cache {self.cache.folder} cannot be written ({exc.strerror or exc}); continuing without a cache "
+                 "(volumes kept in memory)")
+            self._in_memory(order)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def _done(self, i: int, key: str | None, made: bool) -> bool:
+        """Record source i's outcome; False when another process holds it."""
+        if key is None:
+            return False
+        if key:  # "": unreadable, its reason already recorded
+            self.results[i] = self.cache.entry(key)
+            self.prepared += made
+            if self.bar is not None:
+                self.bar.update(1)
+        return True
+
+    def _attempt(self, i: int) -> tuple[str | None, bool]:
+        try:
+            return prepare_one(self.refs[i], self.cache.folder, self.cache.params, *self.options)
         except UnreadableSource as exc:
-            results[i] = str(exc)
+            self.results[i] = str(exc)
             return "", False
 
-    held: list[int] = []
-    try:
-        try:
-            cache.ensure_writable()
-            if jobs > 1 and len(order) > 1:
-                with ProcessPoolExecutor(min(jobs, len(order)), mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_start) as pool:
-                    futures = {pool.submit(prepare_one, refs[i], cache.folder, cache.params, prep, modality,
-                                           non_hu): i for i in order}
-                    for future in as_completed(futures):
-                        try:
-                            key, made = future.result()
-                        except UnreadableSource as exc:
-                            results[futures[future]] = str(exc)
-                            continue
-                        if key is None:
-                            held.append(futures[future])
-                        else:
-                            done(futures[future], key, made)
-            else:
-                for i in order:
-                    key, made = attempt(i)
-                    if key is None:
-                        held.append(i)
-                    elif key:
-                        done(i, key, made)
-            while held:  # sources other processes are preparing: wait for them, or take over a dead one's
-                time.sleep(POLL_S)
-                waiting = []
-                for i in held:
-                    try:
-                        entry = cache.lookup(refs[i])
-                    except OSError as exc:
-                        results[i] = f"cannot be read ({exc.strerror or exc})"
-                        continue
-                    key, made = (entry.key, False) if entry is not None else attempt(i)
-                    if key is None:
-                        waiting.append(i)
-                    elif key:
-                        done(i, key, made)
-                held = waiting
-        except OSError as exc:  # full or read-only disk: go on without the cache
-            warn(f"cache {cache.folder} cannot be written ({exc.strerror or exc}); continuing without a cache "
-                 "(volumes kept in memory)")
-            for i in order:
-                if results[i] is None:
-                    array, note, to_input = preprocess_ref(refs[i], prep, modality, non_hu)
-                    results[i] = (PreparedVolume(str(refs[i]), None, tuple(array.shape), note, array=array,
-                                                 intensity=to_input) if array is not None else note)
-    finally:
-        if bar is not None:
-            bar.close()
+    def _here(self, order: list[int]) -> list[int]:
+        return [i for i in order if not self._done(i, *self._attempt(i))]
+
+    def _in_pool(self, order: list[int], jobs: int) -> list[int]:
+        held = []
+        with ProcessPoolExecutor(min(jobs, len(order)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_start) as pool:
+            futures = {pool.submit(prepare_one, self.refs[i], self.cache.folder, self.cache.params,
+                                   *self.options): i for i in order}
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    outcome = future.result()
+                except UnreadableSource as exc:
+                    self.results[i], outcome = str(exc), ("", False)
+                if not self._done(i, *outcome):
+                    held.append(i)
+        return held
+
+    def _wait_for(self, held: list[int]) -> None:
+        """Sources other processes are preparing: wait for their entries, or take over a dead process's claim."""
+        while held:
+            time.sleep(POLL_S)
+            waiting = []
+            for i in held:
+                try:
+                    entry = self.cache.lookup(self.refs[i])
+                except OSError as exc:
+                    self.results[i] = f"cannot be read ({exc.strerror or exc})"
+                    continue
+                if not self._done(i, *((entry.key, False) if entry is not None else self._attempt(i))):
+                    waiting.append(i)
+            held = waiting
+
+    def _in_memory(self, order: list[int]) -> None:
+        for i in order:
+            if self.results[i] is None:
+                array, note, to_input = preprocess_ref(self.refs[i], *self.options)
+                self.results[i] = (PreparedVolume(str(self.refs[i]), None, tuple(array.shape), note, array=array,
+                                                  intensity=to_input) if array is not None else note)
+
+    def collect(self, warn) -> PreparedData:
+        """The usable volumes and the skipped sources, in discovery order, with one warning line for each
+        skipped or noted source."""
+        out = PreparedData(volumes=[], cache_hits=self.cache_hits, prepared=self.prepared)
+        for ref, result in zip(self.refs, self.results, strict=True):
+            if isinstance(result, Entry):
+                result = (PreparedVolume(str(ref), result.array_path, result.shape_zyx, result.note,
+                                         intensity=result.intensity, minimum=result.minimum)
+                          if result.ok else result.note)
+            if isinstance(result, str):
+                out.skipped.append((str(ref), result))
+                warn(f"{ref}: skipped: {result}")
+                continue
+            out.volumes.append(result)
+            if result.note:
+                warn(f"{ref}: {result.note}")
+        return out
