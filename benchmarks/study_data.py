@@ -72,7 +72,7 @@ def _ct_pool(ct_root: Path | list[str], spacing, exclude: set[str], cache: Path)
     for v in data.volumes:
         if any(f"/{name}.nii.gz" in v.source for name in exclude):
             continue
-        pool[v.source] = np.round(v.load(mmap=False)).clip(-32768, 32767).astype(np.int16)
+        pool[v.source] = np.round(v.load_normalized()).clip(-32768, 32767).astype(np.int16)  # HU (map: none)
     return pool, [list(s) for s in data.skipped]
 
 

@@ -13,13 +13,13 @@ Layout under the cache folder (``--cache-dir``, default ``$PGL_ZOO_CACHE`` or
 ``key`` is sha256 over ``CACHE_VERSION``, the preprocessing parameters, the DICOM series UID and the
 bytes of every file of the scan. It is computed once, when the entry is made; a later run looks the
 source up in ``index/`` and trusts the entry while every file still has the size and modification
-time recorded there (as make, rsync and nnU-Net's preprocessed folders do). So a restart over 10,000
+time recorded there (as make and rsync decide what changed). So a restart over 10,000
 cached scans reads 10,000 small index records, not terabytes. A changed file (other size or mtime) is
 hashed again: same bytes, same entry; new bytes, a new entry.
 
-Compact storage (``CACHE_VERSION`` 4): CT with a window inside the int16 range is stored as int16 scan
-values (HU), resampled (linear, float32) then clipped to the window and rounded: the rounding moves a
-value by at most 0.5 HU, i.e. at most ``0.5 * scale`` in network units (zscore of a 1349 HU window:
+Compact storage (``CACHE_VERSION`` 4): CT is stored as int16 scan values (HU), resampled (linear,
+float32) then clipped to the window (if any) and rounded, when they fit the int16 range: the rounding
+moves a value by at most 0.5 HU, i.e. at most ``0.5 * scale`` in network units (zscore of a 1349 HU window:
 about 0.001). Everything else (MRI, no window) is stored as the float16 network input (relative error
 at most 2**-11). The intensity map ``value * scale + shift`` is applied per view
 (:class:`pgl_zoo.pretrain.dataset.ViewPairDataset`), as ``segment`` applies it per window. Entries of
@@ -127,12 +127,18 @@ def encode(array: np.ndarray, mapping: IntensityMap, modality: str) -> tuple[np.
     """(stored array, map from stored values to network input) for a resampled float32 (z, y, x) volume in
     scan units and its intensity map (window, scale, shift). ``array`` is overwritten.
 
-    CT with a window inside the int16 range: int16 of the clipped, rounded values, map (scale, shift).
-    Otherwise: float16 of the network input, identity map (float32 where float16 would overflow).
+    CT whose values (clipped to the window, if any) lie inside the int16 range: int16 of the clipped, rounded
+    values, map (scale, shift). Otherwise: float16 of the network input, identity map (float32 where
+    float16 would overflow).
     """
     window = mapping.window
-    if modality.upper() == "CT" and window is not None and INT16_RANGE[0] <= window[0] and window[1] <= INT16_RANGE[1]:
-        np.clip(array, window[0], window[1], out=array)
+    if window is not None:
+        fits = INT16_RANGE[0] <= window[0] and window[1] <= INT16_RANGE[1]
+    else:
+        fits = array.size > 0 and INT16_RANGE[0] <= float(array.min()) and float(array.max()) <= INT16_RANGE[1]
+    if modality.upper() == "CT" and fits:
+        if window is not None:
+            np.clip(array, window[0], window[1], out=array)
         stored = np.rint(array).astype(np.int16)
         return stored, IntensityMap(None, mapping.scale, mapping.shift)
     mapping.apply_(array)
