@@ -19,9 +19,10 @@ hashed again: same bytes, same entry; new bytes, a new entry.
 
 Compact storage (``CACHE_VERSION`` 4): CT is stored as int16 scan values (HU), resampled (linear,
 float32) then clipped to the window (if any) and rounded, when they fit the int16 range: the rounding
-moves a value by at most 0.5 HU, i.e. at most ``0.5 * scale`` in network units (zscore of a 1349 HU window:
-about 0.001). Everything else (MRI, no window) is stored as the float16 network input (relative error
-at most 2**-11). The intensity map ``value * scale + shift`` is applied per view
+moves a value by at most 0.5 HU, i.e. at most ``0.5 * scale`` in network units (for the zscore of a
+CT clipped to [-1024, 325]: about 0.001). Everything else (MRI, CT beyond int16) is stored as the
+float16 network input (relative error at most 2**-11). The intensity map ``value * scale + shift`` is
+applied per view
 (:class:`pgl_zoo.pretrain.dataset.ViewPairDataset`), as ``segment`` applies it per window. Entries of
 older versions have other keys: they are never read, and their files can be deleted.
 
