@@ -17,6 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 study = importlib.import_module("transfer_hn")  # benchmarks/transfer_hn.py
+finetune_half = importlib.import_module("transfer_hn_finetune")  # benchmarks/transfer_hn_finetune.py
 
 from pgl_zoo.imaging import normalize_intensities  # noqa: E402
 from pgl_zoo.nets import build_encoder  # noqa: E402
@@ -99,3 +100,18 @@ def test_quick_study_runs_every_stage_and_pairs_arms(tmp_path):
     # test patients never enter pretraining
     sources = json.loads((tmp_path / "runs" / "pretrain" / "pgl" / "summary.json").read_text())["data"]["sources"]
     assert not {Path(s).name.removesuffix(".nii.gz") for s in sources} & set(study.openkbp_split()["test"])
+    # the fine-tuning half on the same quick pretraining runs: recipe, then the arms, each scored on the test patient
+    finetune_half.main(["recipe", *runs])
+    for arm in finetune_half.QUICK.arms:
+        finetune_half.main(["finetune", "--arm", arm, *runs])
+    finetune_half.main(["report", "--out", str(tmp_path / "results"), *runs])
+    table = json.loads((tmp_path / "results" / "transfer_v3_finetune-quick.json").read_text())
+    assert table["recipe"]["chosen"] == "study"
+    assert {(r["arm"], r["subset"]) for r in table["runs"]} == {("random", 0), ("pgl", 0)}
+    assert len({tuple(r["train_cases"]) for r in table["runs"]}) == 1  # both arms fine-tuned on the same patients
+    test_case = study.openkbp_split()["test"][0]
+    contoured = set(json.loads((study.OPENKBP / "structures.json").read_text())[test_case]["structures"])
+    for r in table["runs"]:  # an organ is counted only where it is contoured
+        assert {o for o, n in r["cases_per_organ"].items() if n} <= contoured
+        assert len(r["curve"]) == 1 and 0 <= r["test_mean_dice"] <= 1
+    assert [row["comparison"] for row in table["differences"]] == ["pgl - random"]

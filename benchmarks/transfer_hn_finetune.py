@@ -1,0 +1,306 @@
+"""Transfer study v3, fine-tuning half: the recipe measured on validation patients, then full fine-tuning.
+
+The probe half (frozen encoders, K in 1..20) is ``benchmarks/transfer_hn.py``, whose pretraining runs,
+subsets and helpers this file reuses. Every run here is ``pgl-zoo finetune`` as a user runs it (the
+partial-label loss through ``--labelled-classes structures.json``), then ``pgl-zoo segment`` on the test
+patients and ``pgl_zoo.evaluate`` with the same partial labels (an organ nobody contoured is not scored).
+
+Stages (each resumable: a run continues from its checkpoint, a finished one is reused):
+
+``recipe``
+    Each candidate of ``RECIPES`` (spacing, window and normalisation, patch) trained from scratch on the
+    K = 5 subset 0 of the probe half for ``RECIPE_EPOCHS`` x ``STEPS_PER_EPOCH`` steps, validated after
+    every epoch on ``VAL_CASES`` of OpenKBP's validation patients (the first of them in sorted order).
+    The candidate with the best validation mean Dice is the recipe of the ``finetune`` stage.
+
+``finetune --arm A [--subset S]``
+    Arm A (``random``: the study architecture from scratch; ``byol``/``pgl``: the exported pretraining
+    runs) fine-tuned with the chosen recipe on the K = 5 subset S (all of ``FT_SUBSETS`` without
+    ``--subset``) for ``--epochs`` x ``STEPS_PER_EPOCH`` steps, the epoch with the best validation Dice
+    kept (``pgl-zoo finetune``'s ``model/``), then scored on the 39 test patients.
+
+``report``
+    Validation curves of every run, test Dice per arm and subset, and the paired differences
+    (PGL - random, PGL - BYOL) with 95 % bootstrap intervals over subsets:
+    ``benchmarks/results/transfer_v3_finetune.{json,md}`` and ``transfer_v3_finetune_curves.png``.
+
+``--quick``: one epoch of 2 steps, one validation and one test patient, one candidate, arms random
+and pgl (tests/test_transfer_hn.py runs it after the probe half's quick stages).
+
+    python benchmarks/transfer_hn_finetune.py recipe --runs /work/runs/v3
+    python benchmarks/transfer_hn_finetune.py finetune --runs /work/runs/v3 --arm random
+    python benchmarks/transfer_hn_finetune.py report --runs /work/runs/v3 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import transfer_hn as study  # noqa: E402 - benchmarks/transfer_hn.py: pretraining runs, subsets, helpers
+
+# Candidates measured from scratch on the validation patients; "study" is the probe half's preprocessing.
+RECIPES = {
+    "study": {"spacing": "4,4,3", "window": "-250,350", "normalization": "minmax", "patch": "32,64,64"},
+    "study-patch48": {"spacing": "4,4,3", "window": "-250,350", "normalization": "minmax", "patch": "48,64,64"},
+    "native-patch48": {"spacing": "native", "window": "-250,350", "normalization": "minmax", "patch": "48,64,64"},
+    "card-window": {"spacing": "4,4,3", "window": "-1024,325", "normalization": "zscore", "patch": "32,64,64"},
+}
+FT_ARMS = ("random", "byol", "pgl")
+FT_K = 5
+FT_SUBSETS = 3
+STEPS_PER_EPOCH = 50
+RECIPE_EPOCHS = 6  # 300 steps: the issue's own from-scratch measurement
+FT_EPOCHS = 24  # 1,200 steps; the validation curves show whether the random arm has converged
+VAL_CASES = 8
+BATCH = 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sizes of one run of this half (the full one, or ``--quick``)."""
+
+    recipes: tuple[str, ...] = tuple(RECIPES)
+    arms: tuple[str, ...] = FT_ARMS
+    subsets: int = FT_SUBSETS
+    steps_per_epoch: int = STEPS_PER_EPOCH
+    recipe_epochs: int = RECIPE_EPOCHS
+    val_cases: int = VAL_CASES
+    test_cases: int | None = None  # None: all 39
+
+
+QUICK = Plan(recipes=("study",), arms=("random", "pgl"), subsets=1, steps_per_epoch=2,
+             recipe_epochs=1, val_cases=1, test_cases=1)
+
+
+def validation_cases(plan: Plan) -> list[str]:
+    return study.openkbp_split()["validation"][: plan.val_cases]
+
+
+def train_cases(plan: Plan, subset: int, quick: bool) -> list[str]:
+    budget = study.QUICK if quick else study.Budget()
+    return study.subsets(budget, 2 if quick else FT_K)[subset]
+
+
+def case_folder(runs: Path, name: str, cases: list[str]) -> Path:
+    """A folder of links ``images/`` and ``labels/`` to the given OpenKBP cases (what segment and evaluate read)."""
+    folder = runs / "finetune" / name
+    for kind, source in (("images", "imagesTr"), ("labels", "labelsTr")):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for case in cases:
+            link = folder / kind / f"{case}.nii.gz"
+            if not link.exists():
+                link.symlink_to(study.OPENKBP / source / f"{case}.nii.gz")
+    return folder
+
+
+def encoder_args(arm: str, runs: Path) -> list[str]:
+    """``pgl-zoo finetune``'s encoder flags of an arm (the pretraining runs exported once, as the probe does)."""
+    if arm == "random":
+        return ["--encoder", "none", "--arch", str(study.STUDY_CARD)]
+    folder = runs / "encoders" / arm
+    if not (folder / "card.json").exists():
+        study.arm_encoder(arm, runs)  # exports the finished run into runs/encoders/ARM
+    return ["--encoder", str(folder)]
+
+
+def cli(*args: str) -> None:
+    """A pgl-zoo command in its own process (so it runs alone with the study's thread count)."""
+    command = [sys.executable, "-m", "pgl_zoo.cli", *args]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def train(runs: Path, out: Path, recipe: dict, arm: str, cases: list[str], plan: Plan, epochs: int) -> None:
+    """``pgl-zoo finetune`` (resumed when its checkpoint exists; skipped when finished)."""
+    if (out / "model" / "card.json").exists():
+        print(f"{out}: finished, reused", flush=True)
+        return
+    resume = ["--resume"] if (out / "checkpoints" / "last.pt").exists() else []
+    cli("finetune", "--data", str(study.OPENKBP), "--num-classes", str(len(study.ORGANS) + 1), "--out", str(out),
+        "--train-cases", ",".join(cases), "--val-cases", ",".join(validation_cases(plan)),
+        "--labelled-classes", str(study.OPENKBP / "structures.json"), "--spacing", recipe["spacing"],
+        "--window", recipe["window"], "--normalization", recipe["normalization"], "--patch-size", recipe["patch"],
+        "--epochs", str(epochs), "--steps-per-epoch", str(plan.steps_per_epoch), "--batch-size", str(BATCH),
+        "--seed", "0", "--name", f"study-{out.parent.name}-{out.name}", "--no-progress", *encoder_args(arm, runs),
+        *resume)
+
+
+def score_on_test(runs: Path, run: Path, plan: Plan) -> dict:
+    """Segment the test patients with the run's best model and score them (partial labels); cached as test.json."""
+    from pgl_zoo.evaluate import evaluate_folders
+    from pgl_zoo.finetune.data import read_label_names
+    from pgl_zoo.partial_labels import read_labelled_classes
+
+    result = run / "test.json"
+    if result.exists():
+        return json.loads(result.read_text())
+    tests = study.openkbp_split()["test"][: plan.test_cases]
+    folder = case_folder(runs, "test_cases", tests)
+    predictions = run / "test_predictions"
+    cli("segment", *[str(folder / "images" / f"{c}.nii.gz") for c in tests], "-o", str(predictions),
+        "--model", str(run), "--no-progress", "--overwrite")
+    names = read_label_names(study.OPENKBP)  # dataset.json: "1" -> "Brainstem", ...
+    labelled = read_labelled_classes(study.OPENKBP / "structures.json", names, len(study.ORGANS) + 1)
+    evaluation = evaluate_folders(predictions, folder / "labels", len(study.ORGANS) + 1, names,
+                                  labelled_classes=labelled)
+    record = evaluation.to_dict()
+    tmp = result.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(result)
+    return record
+
+
+def validation_curve(run: Path) -> list[dict]:
+    """(epoch, step, validation mean Dice) per epoch from the run's metrics.jsonl."""
+    rows = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        rows.append({"epoch": record["epoch"], "step": record["step"], "val_dice": record["val_mean_dice"]})
+    return rows
+
+
+def run_recipe(runs: Path, plan: Plan, quick: bool) -> str:
+    """Train every candidate; returns (and records in recipe.json) the one with the best validation Dice."""
+    results = {}
+    for name in plan.recipes:
+        out = runs / "finetune" / "recipe" / name
+        train(runs, out, RECIPES[name], "random", train_cases(plan, 0, quick), plan, plan.recipe_epochs)
+        curve = validation_curve(out)
+        best = max((r for r in curve if r["val_dice"] is not None), key=lambda r: r["val_dice"])
+        results[name] = {"recipe": RECIPES[name], "curve": curve, "best": best}
+        print(f"recipe {name}: best validation mean Dice {best['val_dice']:.3f} at epoch {best['epoch']}", flush=True)
+    chosen = max(results, key=lambda n: results[n]["best"]["val_dice"])
+    path = runs / "finetune" / "recipe.json"
+    path.write_text(json.dumps({"chosen": chosen, "candidates": results,
+                                "validation_cases": validation_cases(plan)}, indent=1) + "\n")
+    print(f"chosen recipe: {chosen} {RECIPES[chosen]}", flush=True)
+    return chosen
+
+
+def chosen_recipe(runs: Path) -> str:
+    path = runs / "finetune" / "recipe.json"
+    if not path.exists():
+        raise SystemExit(f"{path}: run the recipe stage first")
+    return json.loads(path.read_text())["chosen"]
+
+
+def run_finetune(runs: Path, arm: str, subsets: list[int], plan: Plan, epochs: int, quick: bool) -> None:
+    recipe = RECIPES[chosen_recipe(runs)]
+    for s in subsets:
+        out = runs / "finetune" / arm / f"s{s}"
+        train(runs, out, recipe, arm, train_cases(plan, s, quick), plan, epochs)
+        record = score_on_test(runs, out, plan)
+        print(f"{arm} subset {s}: test mean Dice {record['mean']['dice']['mean']}", flush=True)
+
+
+def summarise(runs: Path, plan: Plan) -> dict:
+    """Test Dice per (arm, subset), validation curves, and paired differences with bootstrap intervals."""
+    from transfer import bootstrap_interval  # benchmarks/transfer.py: one home of the interval
+
+    runs_found = {}
+    for arm in plan.arms:
+        for s in range(plan.subsets):
+            run = runs / "finetune" / arm / f"s{s}"
+            if (run / "test.json").exists():
+                test = json.loads((run / "test.json").read_text())
+                runs_found[(arm, s)] = {"arm": arm, "subset": s, "train_cases": train_cases(plan, s, plan == QUICK),
+                                        "test_mean_dice": test["mean"]["dice"]["mean"],
+                                        "organs": {o: test["mean"]["dice"].get(o) for o in study.ORGANS},
+                                        "cases_per_organ": test["cases_per_class"]["dice"],
+                                        "curve": validation_curve(run)}
+    differences = []
+    for a, b in (("pgl", "random"), ("pgl", "byol"), ("byol", "random")):
+        paired = sorted(s for (arm, s) in runs_found if arm == a and (b, s) in runs_found)
+        if paired:
+            diffs = [runs_found[(a, s)]["test_mean_dice"] - runs_found[(b, s)]["test_mean_dice"] for s in paired]
+            mean, low, high = bootstrap_interval(diffs)
+            differences.append({"comparison": f"{a} - {b}", "n": len(paired), "mean": mean, "low": low, "high": high})
+    return {"runs": list(runs_found.values()), "differences": differences}
+
+
+def run_report(runs: Path, out: Path, plan: Plan, name: str) -> Path:
+    table = summarise(runs, plan)
+    recipe_path = runs / "finetune" / "recipe.json"
+    table["recipe"] = json.loads(recipe_path.read_text()) if recipe_path.exists() else None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(table, indent=1) + "\n")
+    lines = [f"# {name}: full fine-tuning on OpenKBP organs at risk, K = {FT_K}", ""]
+    if table["recipe"]:
+        lines += ["Recipe candidates (from scratch, validation mean Dice, best epoch):", ""]
+        for cand, result in table["recipe"]["candidates"].items():
+            lines.append(f"- {cand} {result['recipe']}: {result['best']['val_dice']:.3f} at epoch "
+                         f"{result['best']['epoch']}{' (chosen)' if cand == table['recipe']['chosen'] else ''}")
+        lines.append("")
+    lines += ["| arm | subset | test mean Dice | " + " | ".join(study.ORGANS) + " |",
+              "|---|---|---|" + "---|" * len(study.ORGANS)]
+    for row in table["runs"]:
+        lines.append(f"| {row['arm']} | {row['subset']} | {row['test_mean_dice']:.3f} | "
+                     + " | ".join("-" if row["organs"][o] is None else f"{row['organs'][o]:.3f}"
+                                  for o in study.ORGANS) + " |")
+    lines += ["", "| comparison | subsets | difference of test mean Dice [95 % bootstrap interval] |", "|---|---|---|"]
+    for row in table["differences"]:
+        lines.append(f"| {row['comparison']} | {row['n']} | {row['mean']:+.3f} "
+                     f"[{row['low']:+.3f}, {row['high']:+.3f}] |")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    _plot_curves(table, out / f"{name}_curves.png")
+    return out / f"{name}.md"
+
+
+def _plot_curves(table: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colours = {"random": "tab:gray", "byol": "tab:blue", "pgl": "tab:red"}
+    for row in table["runs"]:
+        curve = [r for r in row["curve"] if r["val_dice"] is not None]
+        ax.plot([r["step"] for r in curve], [r["val_dice"] for r in curve], color=colours.get(row["arm"]),
+                label=row["arm"] if row["subset"] == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"validation mean Dice ({VAL_CASES} patients)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="stage", required=True)
+    sub.add_parser("recipe", help="measure the candidate recipes from scratch on the validation patients")
+    f = sub.add_parser("finetune", help="fine-tune an arm with the chosen recipe and score it on the test patients")
+    f.add_argument("--arm", required=True, choices=FT_ARMS)
+    f.add_argument("--subset", type=int, default=None, help="one subset (default: all)")
+    f.add_argument("--epochs", type=int, default=FT_EPOCHS)
+    r = sub.add_parser("report")
+    r.add_argument("--out", type=Path, default=HERE / "results")
+    for q in sub.choices.values():
+        q.add_argument("--runs", type=Path, required=True, help="the study's work folder (as for transfer_hn.py)")
+        q.add_argument("--quick", action="store_true", help="every branch on a tiny budget")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else Plan()
+    if args.stage == "recipe":
+        run_recipe(args.runs, plan, args.quick)
+    elif args.stage == "finetune":
+        epochs = 1 if args.quick else args.epochs
+        subsets = [args.subset] if args.subset is not None else list(range(plan.subsets))
+        run_finetune(args.runs, args.arm, subsets, plan, epochs, args.quick)
+    else:
+        name = "transfer_v3_finetune-quick" if args.quick else "transfer_v3_finetune"
+        print(run_report(args.runs, args.out, plan, name))
+
+
+if __name__ == "__main__":
+    main()
