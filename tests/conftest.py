@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _seg_helpers import DATA_DIR  # noqa: E402 - the one data root of the tests
 
 import pgl_zoo
 from pgl_zoo.cards import PUBLISHED
 from pgl_zoo.nets import build_unet
 from pgl_zoo.registry import _CARDS
-
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 # The locale the test run started with (imported before any test or fixture runs).
 _STARTING_LOCALE = locale.setlocale(locale.LC_ALL)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from _seg_helpers import DATA_DIR
 
 from pgl_zoo.cards import Preprocessing
 from pgl_zoo.datasets import sample_lungs_ct
@@ -223,7 +224,7 @@ def test_mri_is_stored_as_float16_network_input(tmp_path):
 
 
 def test_a_dicom_folder_is_listed_and_read_once(tmp_path):
-    source = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "chest_dicom_series"
+    source = DATA_DIR / "ct" / "chest_dicom_series"
     if not source.is_dir():
         pytest.skip(f"real data folder {source} is absent (it sits beside the checkout in CI)")
     import shutil

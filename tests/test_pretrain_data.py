@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from _seg_helpers import DATA_DIR
 
 from pgl_zoo.errors import DataError
 from pgl_zoo.pretrain.data import content_key, prepare_volumes
 from pgl_zoo.pretrain.dataset import StepSampler, ViewPairDataset, make_loader
 from pgl_zoo.registry import get_card
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = DATA_DIR
 PREP = get_card("pgl-ct-tiny").preprocessing
 
 

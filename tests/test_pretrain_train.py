@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _seg_helpers import write_micro_pretrain_set
+from _seg_helpers import DATA_DIR, write_micro_pretrain_set
 
 from pgl_zoo.errors import PglZooError
 from pgl_zoo.pretrain import PretrainConfig, pretrain
 from pgl_zoo.pretrain.checkpoint import load_checkpoint, save_checkpoint
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = DATA_DIR
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory) -> dict:
     """A micro architecture (card.json) and two small synthetic HU volumes: fast CPU runs."""
