@@ -246,9 +246,9 @@ def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn
     losses: list[float] = []
     steps = range(config.steps_per_epoch)
     if config.progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        steps = tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
+        steps = progress_bar(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
     for i in steps:
         factor = warmup_cosine(epoch * config.steps_per_epoch + i, config.total_steps, warmup)
         for group in optimizer.param_groups:

@@ -284,9 +284,9 @@ class _Preparation:
         """Prepare the sources ``order`` names (``jobs`` processes), then wait for those held by others; on a
         cache that cannot be written, keep the rest in memory."""
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress import progress_bar
 
-            self.bar = tqdm(total=len(order), unit="scan", desc="prepare", dynamic_ncols=True)
+            self.bar = progress_bar(total=len(order), unit="scan", desc="prepare", dynamic_ncols=True)
         try:
             self.cache.ensure_writable()
             held = self._in_pool(order, jobs) if jobs > 1 and len(order) > 1 else self._here(order)
