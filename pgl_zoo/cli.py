@@ -25,8 +25,8 @@ COMMANDS = {
     "export": "pgl_zoo.cli_export:export_cmd",
     "nnunet-plans": "pgl_zoo.cli_export:nnunet_plans_cmd",
     "finetune": "pgl_zoo.finetune.cli:finetune_cmd",
-    "segment": "pgl_zoo.finetune.cli:segment_cmd",
-    "evaluate": "pgl_zoo.finetune.cli:evaluate_cmd",
+    "segment": "pgl_zoo.cli_segment:segment_cmd",
+    "evaluate": "pgl_zoo.cli_segment:evaluate_cmd",
     "sample-data": "pgl_zoo.cli_data:sample_data_cmd",
 }
 
