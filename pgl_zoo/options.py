@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -154,3 +155,16 @@ OVERLAP = FiniteFloatRange(0, 1, max_open=True)  # sliding-window overlap, [0, 1
 PROBABILITY = FiniteFloatRange(0, 1)
 NON_NEGATIVE_INT = click.IntRange(min=0)
 NON_NEGATIVE_FLOAT = FiniteFloatRange(min=0)
+
+
+def config_default(config_class: type, name: str) -> Any:
+    """The default of field ``name`` of a config dataclass, for a command-line option (one home for every
+    default: the command shows and uses what the Python API uses)."""
+    from dataclasses import MISSING, fields
+
+    field = next(f for f in fields(config_class) if f.name == name)
+    if field.default is not MISSING:
+        return field.default
+    if field.default_factory is not MISSING:
+        return field.default_factory()
+    raise KeyError(f"{config_class.__name__}.{name} has no default")

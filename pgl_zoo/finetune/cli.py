@@ -14,8 +14,15 @@ from ..options import (
     SizesType,
     SpacingType,
     WindowType,
+    config_default,
 )
 from ..registry import default_encoder
+from .config import FinetuneConfig
+
+
+def _DEFAULT(name: str):  # noqa: N802 - reads as a constant in the option lists
+    """The FinetuneConfig default of an option (one home for defaults: the API's)."""
+    return config_default(FinetuneConfig, name)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -36,34 +43,40 @@ def _names(text: str | None) -> list[str] | None:
               help="Run folder: config.json, metrics.jsonl, checkpoints/, and the exported model/.")
 @click.option("--val-cases", metavar="A,B,...", help="Names of the validation cases (default: a held-out fraction).")
 @click.option("--train-cases", metavar="A,B,...", help="Names of the training cases (default: all the others).")
-@click.option("--val-fraction", default=0.2, show_default=True, type=float,
+@click.option("--val-fraction", default=_DEFAULT("val_fraction"), show_default=True, type=float,
               help="Fraction of cases held out for validation when --val-cases is not given.")
-@click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the train/validation split.")
-@click.option("--epochs", default=50, show_default=True, type=int, help="Epochs (validation after each).")
-@click.option("--steps-per-epoch", default=50, show_default=True, type=int, help="Optimiser steps per epoch.")
-@click.option("--batch-size", default=2, show_default=True, type=int, help="Patches per step.")
+@click.option("--split-seed", default=_DEFAULT("split_seed"), show_default=True, type=int,
+              help="Seed of the train/validation split.")
+@click.option("--epochs", default=_DEFAULT("epochs"), show_default=True, type=int,
+              help="Epochs (validation after each).")
+@click.option("--steps-per-epoch", default=_DEFAULT("steps_per_epoch"), show_default=True, type=int,
+              help="Optimiser steps per epoch.")
+@click.option("--batch-size", default=_DEFAULT("batch_size"), show_default=True, type=int, help="Patches per step.")
 @click.option("--patch-size", type=SizesType(), metavar="Z,Y,X",
               help="Patch (and inference window) size in voxels, whole numbers >= 1, at most 256^3 voxels in all; "
                    "default: the card's.")
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW).")
-@click.option("--weight-decay", default=1e-4, show_default=True, type=float, help="AdamW weight decay.")
+@click.option("--lr", default=_DEFAULT("lr"), show_default=True, type=float, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", default=_DEFAULT("weight_decay"), show_default=True, type=float,
+              help="AdamW weight decay.")
 @click.option("--warmup-steps", type=NON_NEGATIVE_INT,
               help="Linear warm-up steps (>= 0) before cosine decay (default: one epoch, at most 10% of all steps).")
-@click.option("--init", type=click.Choice(["encoder+decoder", "encoder"]), default="encoder+decoder",
+@click.option("--init", type=click.Choice(["encoder+decoder", "encoder"]), default=_DEFAULT("init"),
               show_default=True, help="What to take from the pretrained file: encoder and decoder (when the "
                                       "file has one; PGL trains decoder levels) or the encoder only. The head is "
                                       "always new.")
-@click.option("--freeze-encoder-epochs", default=0, show_default=True, type=NON_NEGATIVE_INT,
+@click.option("--freeze-encoder-epochs", default=_DEFAULT("freeze_encoder_epochs"), show_default=True,
+              type=NON_NEGATIVE_INT,
               help="Keep the encoder frozen for this many first epochs.")
 @click.option("--freeze-encoder", is_flag=True,
               help="Probe the encoder: keep it frozen for the whole run and train a linear map of its multi-scale "
                    "features (each stage's map through a 1x1x1 convolution, upsampled to the input grid and summed; "
                    "the head of the transfer study's probe) instead of a U-Net decoder. With --encoder none: the "
                    "random-encoder probe. The exported model segments like any other.")
-@click.option("--layer-decay", default=1.0, show_default=True, type=float,
+@click.option("--layer-decay", default=_DEFAULT("layer_decay"), show_default=True, type=float,
               help="Layer-wise learning-rate decay: encoder stage i of n at lr*decay**(n-i), stem at "
                    "lr*decay**(n+1) (1 = none).")
-@click.option("--foreground-probability", default=0.33, show_default=True, type=PROBABILITY,
+@click.option("--foreground-probability", default=_DEFAULT("foreground_probability"), show_default=True,
+              type=PROBABILITY,
               help="Fraction of patches centred on a labelled voxel, in [0, 1].")
 @click.option("--spacing", type=SpacingType(("native",)), metavar="X,Y,Z|native",
               help="Override the card's target spacing (mm, > 0) or keep each scan's.")
@@ -77,10 +90,11 @@ def _names(text: str | None) -> list[str] | None:
                    "background: training uses the marginal loss (its probability is merged into background) and "
                    "validation scores it only where contoured. Every case must be listed.")
 @click.option("--modality", help="Modality recorded in the exported card (default: the encoder card's).")
-@click.option("--overlap", default=0.5, show_default=True, type=OVERLAP,
+@click.option("--overlap", default=_DEFAULT("overlap"), show_default=True, type=OVERLAP,
               help="Sliding-window overlap in validation, in [0, 1).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation and patch sampling.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, cuda:1, ...).")
+@click.option("--seed", default=_DEFAULT("seed"), show_default=True, type=int,
+              help="Seed of initialisation and patch sampling.")
+@click.option("--device", default=_DEFAULT("device"), show_default=True, help="Torch device (cpu, cuda, cuda:1, ...).")
 @click.option("--name", help="Name written in the exported model card (default: the run folder's name).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options; "
                                             "--epochs, --device may change).")

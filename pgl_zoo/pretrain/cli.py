@@ -8,8 +8,17 @@ import click
 from click.core import ParameterSource
 
 from ..errors import PglZooError
-from ..options import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, FiniteFloatRange, SizesType, SpacingType, WindowType
+from ..options import (
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    FiniteFloatRange,
+    SizesType,
+    SpacingType,
+    WindowType,
+    config_default,
+)
 from ..runs import read_json
+from .config import PretrainConfig
 
 
 def _numbers(kind, count: int, name: str):
@@ -26,14 +35,14 @@ def _numbers(kind, count: int, name: str):
     return convert
 
 
+def _DEFAULT(name: str):  # noqa: N802 - reads as a constant in the option lists
+    """The PretrainConfig default of an option (one home for defaults: the API's)."""
+    return config_default(PretrainConfig, name)
+
+
 def _default(name: str) -> str:
-    """The PretrainConfig default of a range option, as the CLI writes it (one home for defaults)."""
-    from dataclasses import fields
-
-    from .config import PretrainConfig
-
-    value = next(f.default for f in fields(PretrainConfig) if f.name == name)
-    return ",".join(str(v) for v in value)
+    """The PretrainConfig default of a range option, as the CLI writes it."""
+    return ",".join(str(v) for v in _DEFAULT(name))
 
 
 # option name in PretrainConfig -> click parameter name (when they differ)
@@ -44,7 +53,7 @@ _PARAM_TO_FIELD = {"crop_scale": "scale_range", "overlap": "overlap_range", "loc
 
 # The options that decide a cache entry (and -j): one definition for `pretrain` and `prepare`.
 MODEL_OPTION = click.option(
-    "--model", default="pgl-ct-tiny", show_default=True,
+    "--model", default=_DEFAULT("model"), show_default=True,
     help="Model card giving the architecture, preprocessing and default patch size: a registered name (pgl-zoo list) "
          "or a card.json file.")
 SPACING_OPTION = click.option(
@@ -54,7 +63,7 @@ WINDOW_OPTION = click.option(
     "--window", type=WindowType(), metavar="LO,HI",
     help="Intensity clip in scan units before normalisation, LO < HI. Default: the card's ([-1024, 325] HU).")
 NON_HU_OPTION = click.option(
-    "--non-hu", type=click.Choice(["skip", "rescale", "keep"]), default="skip", show_default=True,
+    "--non-hu", type=click.Choice(["skip", "rescale", "keep"]), default=_DEFAULT("non_hu"), show_default=True,
     help="CT scans not in HU (no value below -500, e.g. uint8 0..255): skip them, rescale their [min, max] onto the "
          "window, or keep the values. Each is reported with a warning.")
 CACHE_OPTION = click.option(
@@ -78,21 +87,22 @@ JOBS_OPTION = click.option(
                    "256^3 voxels in all. Default: the card's.")
 @SPACING_OPTION
 @WINDOW_OPTION
-@click.option("--batch-size", default=4, show_default=True, type=int,
+@click.option("--batch-size", default=_DEFAULT("batch_size"), show_default=True, type=int,
               help="View pairs per step and per process (rank).")
-@click.option("--steps", default=1000, show_default=True, type=int, help="Total optimisation steps of the run.")
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate.")
-@click.option("--weight-decay", default=0.01, show_default=True, type=float,
+@click.option("--steps", default=_DEFAULT("steps"), show_default=True, type=int,
+              help="Total optimisation steps of the run.")
+@click.option("--lr", default=_DEFAULT("lr"), show_default=True, type=float, help="Peak learning rate.")
+@click.option("--weight-decay", default=_DEFAULT("weight_decay"), show_default=True, type=float,
               help="Weight decay (not applied to biases and norm parameters).")
-@click.option("--optimizer", type=click.Choice(["adamw", "lars"]), default="adamw", show_default=True,
+@click.option("--optimizer", type=click.Choice(["adamw", "lars"]), default=_DEFAULT("optimizer"), show_default=True,
               help="AdamW (project default) or LARS (the paper's, reportedly lr 0.2 at batch 128).")
 @click.option("--warmup", type=NON_NEGATIVE_INT, default=None,
               help="Linear warm-up steps (>= 0) before cosine decay. Default: 5% of --steps.")
-@click.option("--clip-grad", default=1.0, show_default=True, type=NON_NEGATIVE_FLOAT,
+@click.option("--clip-grad", default=_DEFAULT("clip_grad"), show_default=True, type=NON_NEGATIVE_FLOAT,
               help="Gradient-norm clipping (>= 0); 0 disables.")
-@click.option("--momentum", default=0.996, show_default=True, type=FiniteFloatRange(0, 1),
+@click.option("--momentum", default=_DEFAULT("base_momentum"), show_default=True, type=FiniteFloatRange(0, 1),
               help="Base EMA momentum of the target network, in [0, 1] (rises to 1 on a cosine).")
-@click.option("--local-weight", default=1.0, show_default=True, type=float,
+@click.option("--local-weight", default=_DEFAULT("local_weight"), show_default=True, type=float,
               help="lambda in L = L_global + lambda * L_local; 0 gives the BYOL (global-only) baseline.")
 @click.option("--local-scales", callback=_numbers(int, 0, "levels"), metavar="I[,J...]",
               help="Decoder levels for the local loss (0 = full resolution; level i has the stride of encoder "
@@ -104,17 +114,19 @@ JOBS_OPTION = click.option(
 @click.option("--overlap", default=_default("overlap_range"), show_default=True, callback=_numbers(float, 2, "lo,hi"),
               metavar="LO,HI", help="Range of the two crops' overlap (intersection / smaller crop), realised "
                                     "exactly per pair and logged.")
-@click.option("--local-control", type=click.Choice(["none", "shuffled"]), default="none", show_default=True,
+@click.option("--local-control", type=click.Choice(["none", "shuffled"]), default=_DEFAULT("local_control"),
+              show_default=True,
               help="shuffled: the control run, whose local loss matches target features at randomly permuted "
                    "positions (no correspondence); its local loss should end clearly above an aligned run's.")
-@click.option("--rotate/--no-rotate", default=False, show_default=True,
+@click.option("--rotate/--no-rotate", default=_DEFAULT("rotate"), show_default=True,
               help="Also rotate views by random multiples of 90 degrees in the axial plane.")
 @NON_HU_OPTION
 @click.option("--workers", type=int, default=None,
               help="Data-loading processes per rank (0: load in the main process). Default: CPU count per rank, <= 8.")
 @JOBS_OPTION
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation, views and augmentations.")
-@click.option("--checkpoint-every", default=500, show_default=True, type=NON_NEGATIVE_INT,
+@click.option("--seed", default=_DEFAULT("seed"), show_default=True, type=int,
+              help="Seed of initialisation, views and augmentations.")
+@click.option("--checkpoint-every", default=_DEFAULT("checkpoint_every"), show_default=True, type=NON_NEGATIVE_INT,
               help="Write checkpoint.pt (atomically) every N steps (0: only at the end and on Ctrl-C, when it is "
                    "always written).")
 @click.option("--log-every", type=click.IntRange(min=1), default=None,
@@ -133,11 +145,11 @@ JOBS_OPTION = click.option(
               help="Allow an --out folder that holds other files (they are kept, but config.json, metrics.jsonl, "
                    "summary.json and loss.png are replaced). Without it --out must be new, empty, or a pretraining "
                    "run that stopped before its first checkpoint; a run with a checkpoint needs --resume.")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default="auto", show_default=True,
+@click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default=_DEFAULT("amp"), show_default=True,
               help="Mixed precision: bf16 autocast on CUDA (auto/bf16); CPU always runs float32.")
 @click.option("--compile", "compile_", is_flag=True, help="Wrap the online network in torch.compile.")
 @CACHE_OPTION
-@click.option("--device", default="auto", show_default=True,
+@click.option("--device", default=_DEFAULT("device"), show_default=True,
               help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda or cuda:N.")
 @click.pass_context
 def pretrain_cmd(ctx: click.Context, **options) -> None:
