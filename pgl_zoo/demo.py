@@ -42,6 +42,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import OverwriteError, PglZooError
+from .imaging import geometry_differences, read_image
 from .runs import LOCK_NAME, RunLock, atomic_write_json
 
 __all__ = ["DEFAULT_MODEL", "TEST_CASE", "TRAIN_CASES", "DemoRecipe", "DemoConfig", "run_demo", "lung_dice"]
@@ -176,14 +177,9 @@ def _remove_outputs(out: Path) -> None:
 
 
 def _check_geometry(written: Path, reference: sitk.Image) -> None:
-    label = sitk.ReadImage(str(written))
-    same = (label.GetSize() == reference.GetSize()
-            and np.allclose(label.GetSpacing(), reference.GetSpacing(), rtol=0, atol=1e-6)
-            and np.allclose(label.GetOrigin(), reference.GetOrigin(), rtol=0, atol=1e-4)
-            and np.allclose(label.GetDirection(), reference.GetDirection(), rtol=0, atol=1e-6))
-    if not same:
-        raise PglZooError(f"{written}: label geometry differs from the input's (size {label.GetSize()} against "
-                          f"{reference.GetSize()}, spacing {label.GetSpacing()} against {reference.GetSpacing()})")
+    differences = geometry_differences(read_image(written), reference)
+    if differences:
+        raise PglZooError(f"{written}: label geometry differs from the input's ({'; '.join(differences)})")
 
 
 def _segment_and_score(image_path: Path, expert: np.ndarray, target: Path, model, lung_values: tuple[int, ...],

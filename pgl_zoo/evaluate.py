@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_write
 from .errors import DataError
-from .imaging import has_volume_suffix, read_image, strip_volume_suffix
+from .imaging import geometry_differences, has_volume_suffix, read_image, strip_volume_suffix
 from .metrics import dice_per_class, hd95_per_class, nanmean
 from .partial_labels import LabelledClasses
 
@@ -132,22 +132,6 @@ def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> tuple[dict[str, tupl
     preds = {_nnunet_case(name, gts, preds): path for name, path in preds.items()}
     pairs = {name: (preds[name], gts[name]) for name in gts if name in preds}
     return pairs, sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
-
-
-def geometry_differences(pred: sitk.Image, gt: sitk.Image, tolerance: float = 1e-3) -> list[str]:
-    """What differs between two grids ("size ... vs ...", "origin ... vs ...", ...; spacing, origin and
-    direction within ``tolerance``); empty when they are the same."""
-    def shown(values) -> str:
-        return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
-
-    differences = []
-    if pred.GetSize() != gt.GetSize():
-        differences.append(f"size {pred.GetSize()} vs {gt.GetSize()}")
-    for name in ("Spacing", "Origin", "Direction"):
-        a, b = getattr(pred, f"Get{name}")(), getattr(gt, f"Get{name}")()
-        if len(a) != len(b) or not np.allclose(a, b, rtol=0, atol=tolerance):
-            differences.append(f"{name.lower()} {shown(a)} vs {shown(b)}")
-    return differences
 
 
 def evaluate_folders(

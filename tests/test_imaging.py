@@ -120,3 +120,24 @@ def test_write_is_atomic_and_round_trips(tmp_path):
     assert np.allclose(again.GetSpacing(), image.GetSpacing())
     assert [p.name for p in path.parent.iterdir()] == ["label.nii.gz"]
     assert path.stat().st_mode & 0o777 == default_file_mode()  # not mkstemp's private 0o600
+
+
+def test_geometry_differences_is_the_one_comparison_of_grids():
+    from pgl_zoo.imaging import geometry_differences
+
+    def grid(spacing=(0.8, 0.8, 2.5), origin=(-200.0, -180.0, 40.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+             size=(8, 9, 10)):
+        image = sitk.Image(list(size), sitk.sitkUInt8)
+        image.SetSpacing(spacing)
+        image.SetOrigin(origin)
+        image.SetDirection([float(d) for d in direction])
+        return image
+
+    base = grid()
+    assert geometry_differences(base, grid()) == []
+    assert geometry_differences(base, grid(origin=(-200.0, -180.0, 40.00005))) == []  # well below a voxel
+    assert [d.split()[0] for d in geometry_differences(base, grid(spacing=(0.8, 0.8, 2.52)))] == ["spacing"]
+    assert [d.split()[0] for d in geometry_differences(base, grid(origin=(-199.5, -180.0, 40.0)))] == ["origin"]
+    flipped = grid(direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert [d.split()[0] for d in geometry_differences(base, flipped)] == ["direction"]
+    assert geometry_differences(base, grid(size=(8, 9, 11)))[0].startswith("size (8, 9, 10) vs (8, 9, 11)")

@@ -23,7 +23,14 @@ import SimpleITK as sitk
 
 from ..cards import Preprocessing
 from ..errors import DataError
-from ..imaging import has_volume_suffix, preprocess_image, preprocess_label, read_image, strip_volume_suffix
+from ..imaging import (
+    geometry_differences,
+    has_volume_suffix,
+    preprocess_image,
+    preprocess_label,
+    read_image,
+    strip_volume_suffix,
+)
 
 __all__ = [
     "CasePair",
@@ -36,7 +43,6 @@ __all__ = [
     "sample_patch",
 ]
 
-GEOMETRY_TOLERANCE = 1e-3  # relative to the spacing, for spacing and origin; absolute for direction
 
 
 @dataclass(frozen=True)
@@ -168,18 +174,9 @@ def label_names_from_file(path: str | Path) -> dict[str, str] | None:
 
 
 def check_same_geometry(image: sitk.Image, label: sitk.Image, image_path: Path, label_path: Path) -> None:
-    """Raise DataError naming both files unless size, spacing, origin and direction agree."""
-    problems = []
-    if image.GetSize() != label.GetSize():
-        problems.append(f"size {image.GetSize()} vs {label.GetSize()}")
-    spacing = np.asarray(image.GetSpacing())
-    tol = GEOMETRY_TOLERANCE * float(spacing.min())
-    if not np.allclose(spacing, label.GetSpacing(), rtol=GEOMETRY_TOLERANCE, atol=0):
-        problems.append(f"spacing {image.GetSpacing()} vs {label.GetSpacing()}")
-    if not np.allclose(image.GetOrigin(), label.GetOrigin(), rtol=0, atol=max(tol, 1e-4)):
-        problems.append(f"origin {image.GetOrigin()} vs {label.GetOrigin()}")
-    if not np.allclose(image.GetDirection(), label.GetDirection(), rtol=0, atol=GEOMETRY_TOLERANCE):
-        problems.append("direction differs")
+    """Raise DataError naming both files unless they lie on the same grid
+    (:func:`pgl_zoo.imaging.geometry_differences`)."""
+    problems = geometry_differences(image, label)
     if problems:
         raise DataError(f"{label_path} does not match the geometry of {image_path}: {'; '.join(problems)}")
 
