@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_write
 from .errors import DataError
-from .imaging import geometry_differences, has_volume_suffix, read_image, strip_volume_suffix
+from .imaging import geometry_differences, has_volume_suffix, nnunet_channel, read_image, strip_volume_suffix
 from .metrics import dice_per_class, hd95_per_class, nanmean
 from .partial_labels import LabelledClasses
 
@@ -115,9 +115,9 @@ def _volumes(folder: Path) -> dict[str, Path]:
 
 def _nnunet_case(name: str, gts: dict[str, Path], preds: dict[str, Path]) -> str:
     """``CASE_0000`` -> ``CASE`` when only the latter is a ground-truth case and no prediction has that name."""
-    if name in gts or len(name) < 6 or name[-5] != "_" or not name[-4:].isdigit():
+    case, channel = nnunet_channel(name)
+    if name in gts or channel is None:
         return name
-    case = name[:-5]
     return case if case in gts and case not in preds else name
 
 

@@ -100,6 +100,15 @@ def strip_volume_suffix(name: str) -> str:
     return name
 
 
+def nnunet_channel(name: str) -> tuple[str, str | None]:
+    """``("CASE", "0000")`` for an nnU-Net image name ``CASE_0000`` (a four-digit channel after the last
+    underscore, suffix already stripped), else ``(name, None)``. The one home of nnU-Net's image naming."""
+    stem, _, channel = name.rpartition("_")
+    if stem and len(channel) == 4 and channel.isdigit():
+        return stem, channel
+    return name, None
+
+
 @dataclass(frozen=True)
 class VolumeRef:
     """One volume on disk: a file, or one DICOM series (``series_uid``) inside a folder."""

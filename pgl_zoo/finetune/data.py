@@ -26,6 +26,7 @@ from ..errors import DataError
 from ..imaging import (
     geometry_differences,
     has_volume_suffix,
+    nnunet_channel,
     preprocess_image,
     preprocess_label,
     read_image,
@@ -88,8 +89,8 @@ def _pairs_from_folder(root: Path) -> list[CasePair]:
         if image.name.startswith(".") or not has_volume_suffix(image.name):
             continue
         name = _case_name(image)
-        stem, _, channel = name.rpartition("_")
-        if name not in labels and len(channel) == 4 and channel.isdigit() and stem in labels:
+        stem, channel = nnunet_channel(name)
+        if name not in labels and channel is not None and stem in labels:
             if channel != "0000":
                 continue  # another channel of a multi-channel nnU-Net case: only channel 0000 is used
             name = stem
