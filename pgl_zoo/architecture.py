@@ -207,6 +207,31 @@ def validate_arch(arch: Any) -> dict[str, Any]:
 
     Only ``ResidualEncoderUNet`` on 3D convolutions is supported: every pgl-zoo network is one.
     """
+    kwargs = _arch_kwargs(arch)
+    n = kwargs["n_stages"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"arch_kwargs.n_stages must be an integer >= 2, got {n!r}")
+    if n > MAX_STAGES:
+        raise ValueError(f"arch_kwargs.n_stages {n} is above the bound {MAX_STAGES}")
+    kwargs = dict(kwargs)
+    imports = _check_ops(arch, kwargs)
+    if "conv_bias" in kwargs and not isinstance(kwargs["conv_bias"], bool):
+        raise ValueError(f"arch_kwargs.conv_bias must be true or false, got {kwargs['conv_bias']!r}")
+    stem = kwargs.get("stem_channels")
+    if stem is not None and (isinstance(stem, bool) or not isinstance(stem, int) or not 1 <= stem <= MAX_WIDTH):
+        raise ValueError(f"arch_kwargs.stem_channels must be null or an integer in [1, {MAX_WIDTH}], got {stem!r}")
+    _normalise_stage_sizes(kwargs, n)
+    params = estimated_parameters(kwargs)
+    if params > MAX_PARAMETERS:
+        raise ValueError(f"arch describes about {params / 1e6:.0f} M parameters, above the bound "
+                         f"{MAX_PARAMETERS / 1e6:.0f} M")
+    return {"network_class_name": NETWORK_CLASS, "arch_kwargs": kwargs, "_kw_requires_import": list(imports)}
+
+
+def _arch_kwargs(arch: Any) -> dict[str, Any]:
+    """The ``arch_kwargs`` of an architecture block (as given, not copied), after checking the block's
+    keys and network class, and that the kwargs have no unknown and all required keys and the default
+    residual block."""
     if not isinstance(arch, dict):
         raise ValueError(f"arch must be an object, got {type(arch).__name__}")
     unknown = set(arch) - {"network_class_name", "arch_kwargs", "_kw_requires_import"}
@@ -226,12 +251,12 @@ def validate_arch(arch: Any) -> dict[str, Any]:
         raise ValueError(f"arch_kwargs lacks {missing}")
     if kwargs.get("block") is not None or kwargs.get("bottleneck_channels") is not None:
         raise ValueError("arch_kwargs: only the default BasicBlockD residual block is supported")
-    n = kwargs["n_stages"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"arch_kwargs.n_stages must be an integer >= 2, got {n!r}")
-    if n > MAX_STAGES:
-        raise ValueError(f"arch_kwargs.n_stages {n} is above the bound {MAX_STAGES}")
-    kwargs = dict(kwargs)
+    return kwargs
+
+
+def _check_ops(arch: dict[str, Any], kwargs: dict[str, Any]) -> list:
+    """Check the operation classes (convolution, norm, dropout, nonlinearity) and their kwargs, writing the
+    checked op kwargs into ``kwargs``; returns ``arch["_kw_requires_import"]`` once it lists every class used."""
     classes = {key: op_class(key, kwargs.get(key)) for key in REQUIRES_IMPORT}
     for key, name in classes.items():
         checked = _check_op_kwargs(key, name, kwargs)
@@ -242,11 +267,13 @@ def validate_arch(arch: Any) -> dict[str, Any]:
     if not isinstance(imports, list) or not set(imports) <= set(REQUIRES_IMPORT) or not needed <= set(imports):
         raise ValueError(f"arch._kw_requires_import must list {sorted(needed)} (a subset of {REQUIRES_IMPORT}), "
                          f"got {imports!r}")
-    if "conv_bias" in kwargs and not isinstance(kwargs["conv_bias"], bool):
-        raise ValueError(f"arch_kwargs.conv_bias must be true or false, got {kwargs['conv_bias']!r}")
-    stem = kwargs.get("stem_channels")
-    if stem is not None and (isinstance(stem, bool) or not isinstance(stem, int) or not 1 <= stem <= MAX_WIDTH):
-        raise ValueError(f"arch_kwargs.stem_channels must be null or an integer in [1, {MAX_WIDTH}], got {stem!r}")
+    return imports
+
+
+def _normalise_stage_sizes(kwargs: dict[str, Any], n: int) -> None:
+    """Replace the per-stage sizes in ``kwargs`` by checked lists of ints: widths, blocks per stage and
+    decoder convolutions (one per stage, ``n - 1`` for the decoder), strides and odd kernel sizes as one
+    (z, y, x) triple per stage; each within its bound."""
     kwargs["features_per_stage"] = _int_list("features_per_stage", kwargs["features_per_stage"], n)
     kwargs["n_blocks_per_stage"] = _int_list("n_blocks_per_stage", kwargs["n_blocks_per_stage"], n)
     kwargs["n_conv_per_stage_decoder"] = _int_list("n_conv_per_stage_decoder", kwargs["n_conv_per_stage_decoder"],
@@ -262,11 +289,6 @@ def validate_arch(arch: Any) -> dict[str, Any]:
         flat = [v for item in values for v in item] if name in ("kernel_sizes", "strides") else values
         if max(flat) > bound:
             raise ValueError(f"arch_kwargs.{name} {values} exceeds the bound {bound}")
-    params = estimated_parameters(kwargs)
-    if params > MAX_PARAMETERS:
-        raise ValueError(f"arch describes about {params / 1e6:.0f} M parameters, above the bound "
-                         f"{MAX_PARAMETERS / 1e6:.0f} M")
-    return {"network_class_name": NETWORK_CLASS, "arch_kwargs": kwargs, "_kw_requires_import": list(imports)}
 
 
 def estimated_parameters(arch_kwargs: dict[str, Any]) -> int:

@@ -297,6 +297,31 @@ def _write_verified(dataset, out_path: str | Path, check) -> Path:
         raise ImageWriteError(f"{out_path}: cannot be written ({exc.strerror or exc}); nothing was replaced") from None
 
 
+@dataclass
+class _SeriesLabels:
+    """A label map matched to the DICOM series it was computed on: ``headers`` the slices' headers (no
+    pixels; in the order of :func:`series_files`), ``where`` the series as messages name it, ``array`` the
+    (z, y, x) label map, ``indices`` the z index of each header's slice in it, ``names`` class id -> name
+    of every class."""
+
+    headers: list
+    where: str
+    array: np.ndarray
+    indices: list[int]
+    names: dict[int, str]
+
+
+def _match_series(label: sitk.Image | np.ndarray, source: str | Path | Sequence[str | Path],
+                  label_names: dict[str, str] | None, series_uid: str | None) -> _SeriesLabels:
+    """Read the headers of the series ``source`` (``series_uid`` picks one of several) and match ``label``'s
+    slices to them (ImageWriteError when it does not lie on the series' grid)."""
+    files = series_files(source, series_uid)
+    where = str(source if isinstance(source, (str, Path)) else files[0].parent)
+    headers = _read_headers(files, where)
+    array, indices = _label_on_series(label, headers, where)
+    return _SeriesLabels(headers, where, array, indices, _class_names(label_names, array))
+
+
 def write_dicom_seg(
     label: sitk.Image | np.ndarray,
     source: str | Path | Sequence[str | Path],
@@ -315,29 +340,10 @@ def write_dicom_seg(
     Segment number = class id. Returns ``out_path``, written atomically and read back.
     """
     hd = _require("highdicom")
-    from pydicom.sr.codedict import codes
-
-    files = series_files(source, series_uid)
-    where = str(source if isinstance(source, (str, Path)) else files[0].parent)
-    headers = _read_headers(files, where)
-    array, indices = _label_on_series(label, headers, where)
-    names = _class_names(label_names, array)
-    coded = _codes_of(names)
-    algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, family=codes.cid7162.ArtificialIntelligence,
-                                                   version=algorithm_version or "unverified")
-    descriptions = []
-    for class_id, name in names.items():
-        category, type_, modifier = coded[class_id].codes()
-        description = hd.seg.SegmentDescription(
-            segment_number=class_id, segment_label=name[:64], segmented_property_category=category,
-            segmented_property_type=type_, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-        )
-        if modifier is not None:  # inside the type's item, as DICOM places it
-            description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-                hd.sr.CodedConcept.from_code(modifier)]
-        descriptions.append(description)
-    frames = np.stack([array[k] for k in indices])
+    series = _match_series(label, source, label_names, series_uid)
+    headers, where, names = series.headers, series.where, series.names
+    descriptions = _segment_descriptions(hd, names, algorithm_name, algorithm_version)
+    frames = np.stack([series.array[k] for k in series.indices])
     frames = frames.astype(np.uint8 if len(names) < 256 else np.uint16, copy=False)
     version = algorithm_version or "unverified"
     with warnings.catch_warnings():  # about the scan's own patient name, which the SEG copies as it is
@@ -366,6 +372,29 @@ def write_dicom_seg(
     return _write_verified(seg, out_path, check)
 
 
+def _segment_descriptions(hd, names: dict[int, str], algorithm_name: str, algorithm_version: str | None) -> list:
+    """highdicom's SegmentDescription of every class (segment number = class id), coded with SNOMED CT
+    (one warning per name without a code) and identified as the model's automatic segmentation."""
+    from pydicom.sr.codedict import codes
+
+    coded = _codes_of(names)
+    algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, family=codes.cid7162.ArtificialIntelligence,
+                                                   version=algorithm_version or "unverified")
+    descriptions = []
+    for class_id, name in names.items():
+        category, type_, modifier = coded[class_id].codes()
+        description = hd.seg.SegmentDescription(
+            segment_number=class_id, segment_label=name[:64], segmented_property_category=category,
+            segmented_property_type=type_, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        if modifier is not None:  # inside the type's item, as DICOM places it
+            description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+                hd.sr.CodedConcept.from_code(modifier)]
+        descriptions.append(description)
+    return descriptions
+
+
 def write_rtstruct(
     label: sitk.Image | np.ndarray,
     source: str | Path | Sequence[str | Path],
@@ -387,11 +416,8 @@ def write_rtstruct(
     rt_utils = _require("rt_utils")
     from rt_utils import ds_helper, image_helper
 
-    files = series_files(source, series_uid)
-    where = str(source if isinstance(source, (str, Path)) else files[0].parent)
-    headers = _read_headers(files, where)
-    array, indices = _label_on_series(label, headers, where)
-    names = _class_names(label_names, array)
+    series = _match_series(label, source, label_names, series_uid)
+    headers, array, indices, names = series.headers, series.array, series.indices, series.names
     _codes_of(names)  # the same warning as for DICOM SEG for a name without a code
     for ds in headers:  # attributes rt-utils copies unconditionally
         for keyword in ("StudyID", "StudyDate", "StudyTime"):
@@ -413,7 +439,23 @@ def write_rtstruct(
         del mask
     _anchor_contours(rtstruct.ds, series_data, image_helper.get_pixel_to_patient_transformation_matrix(series_data))
     ds = rtstruct.ds
-    first = series_data[0]
+    _describe_structure_set(ds, series_data[0], algorithm_name, version)
+    contours = sum(len(getattr(roi, "ContourSequence", [])) for roi in ds.ROIContourSequence)
+
+    def check(back) -> str | None:
+        if [r.ROIName for r in back.StructureSetROISequence] != [n[:64] for n in names.values()]:
+            return "the ROIs read back differ"
+        if sum(len(getattr(roi, "ContourSequence", [])) for roi in back.ROIContourSequence) != contours:
+            return "the contours read back differ"
+        return None
+
+    return _write_verified(ds, out_path, check)
+
+
+def _describe_structure_set(ds, first, algorithm_name: str, version: str) -> None:
+    """The attributes of the structure set ``ds`` that rt-utils leaves out or sets otherwise: character set
+    and type 2 attributes from the series' ``first`` slice, the model (name, weights' sha256 ``version``) as
+    manufacturer, device and structure set names, series number 1001 above the scan's, ROIs of type ORGAN."""
     if first.get("SpecificCharacterSet"):  # else rt-utils' ISO_IR 100, a superset of the default repertoire
         ds.SpecificCharacterSet = first.SpecificCharacterSet
     for keyword in ("ReferringPhysicianName", "AccessionNumber"):  # type 2 attributes rt-utils leaves out
@@ -433,16 +475,6 @@ def write_rtstruct(
     for observation in ds.RTROIObservationsSequence:
         observation.ROIObservationDescription = ""
         observation.RTROIInterpretedType = "ORGAN"
-    contours = sum(len(getattr(roi, "ContourSequence", [])) for roi in ds.ROIContourSequence)
-
-    def check(back) -> str | None:
-        if [r.ROIName for r in back.StructureSetROISequence] != [n[:64] for n in names.values()]:
-            return "the ROIs read back differ"
-        if sum(len(getattr(roi, "ContourSequence", [])) for roi in back.ROIContourSequence) != contours:
-            return "the contours read back differ"
-        return None
-
-    return _write_verified(ds, out_path, check)
 
 
 @contextlib.contextmanager

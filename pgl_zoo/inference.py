@@ -19,6 +19,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from .imaging import (
     has_volume_suffix,
     preprocess_image,
     restore_label,
+    warn_stderr,
     write_image,
 )
 
@@ -301,40 +303,74 @@ def predict_label(
     try:
         device = _model_device(network)
         roi = tuple(int(r) for r in roi_zyx)
-        if intensity is not None and any(n < r for n, r in zip(np.shape(array_zyx), roi, strict=True)):
-            # smaller than the window: padding belongs to the normalised input, and the volume is small
-            array_zyx = intensity.apply_(torch.from_numpy(np.array(array_zyx, dtype=np.float32))).numpy()
-            intensity = None
-        dtype = None if intensity is not None else np.float32
-        volume = torch.from_numpy(np.ascontiguousarray(array_zyx, dtype=dtype))[None, None].to(device)
+        volume, intensity = _input_volume(array_zyx, roi, intensity, device)
         volume, crop, size, starts = _window_grid(volume, roi, overlap)
         batch = sw_batch_size or default_window_batch(device)
         run = compile_for_inference(network) if compile and not hasattr(network, "pgl_fixed_batch") else network
         fixed = bool(getattr(run, "pgl_fixed_batch", False))
         weight = gaussian_importance_map(roi).to(device)  # MONAI's sigma_scale 0.125, as above
-        label: np.ndarray | None = None
-        scores: Tensor | None = None  # planes [low, low + roi[0]) of the weighted sums
-        low = 0
         with torch.inference_mode():
-            for _, (z, y, x), result in _window_outputs(run, volume, roi, starts, batch, fixed, progress, intensity):
-                if scores is None:
-                    classes = result.shape[0]
-                    label = np.empty(size, dtype=np.uint8 if classes <= 256 else np.uint16)
-                    scores = torch.zeros((classes, roi[0], size[1], size[2]), dtype=torch.float32, device=device)
-                if z > low:  # planes below z are final: no later window starts below z
-                    done = min(z - low, roi[0])
-                    _argmax_into(label[low : low + done], scores[:, :done])
-                    for plane in range(roi[0] - done):  # shift the rest down (ascending: never overwrites a source)
-                        scores[:, plane].copy_(scores[:, plane + done])
-                    scores[:, roi[0] - done :].zero_()
-                    low = z
-                scores[:, z - low : z - low + roi[0], y : y + roi[1], x : x + roi[2]].addcmul_(result, weight)
-            assert label is not None and scores is not None
-            _argmax_into(label[low:], scores[:, : size[0] - low])
-        del volume, scores
+            label = _streamed_argmax(_window_outputs(run, volume, roi, starts, batch, fixed, progress, intensity),
+                                     size, roi, weight, device)
+        del volume
     finally:
         network.train(was_training)
     return label[tuple(crop)]
+
+
+def _input_volume(array_zyx: np.ndarray, roi: tuple[int, ...], intensity: IntensityMap | None,
+                  device: torch.device) -> tuple[Tensor, IntensityMap | None]:
+    """``array_zyx`` (z, y, x) as a (1, 1, z, y, x) tensor on ``device``, and the intensity map still to
+    apply per window. Scan values stay as they are (no float32 copy) while ``intensity`` maps each window;
+    a volume smaller than the window along any axis is mapped here instead (padding belongs to the
+    normalised input), and the map returned is then None. Without ``intensity`` the tensor is float32."""
+    if intensity is not None and any(n < r for n, r in zip(np.shape(array_zyx), roi, strict=True)):
+        # smaller than the window: padding belongs to the normalised input, and the volume is small
+        array_zyx = intensity.apply_(torch.from_numpy(np.array(array_zyx, dtype=np.float32))).numpy()
+        intensity = None
+    dtype = None if intensity is not None else np.float32
+    return torch.from_numpy(np.ascontiguousarray(array_zyx, dtype=dtype))[None, None].to(device), intensity
+
+
+def _streamed_argmax(windows, size: tuple[int, ...], roi: tuple[int, ...], weight: Tensor,
+                     device: torch.device) -> np.ndarray:
+    """Labels (z, y, x) of the padded grid ``size`` from ``windows`` (``_window_outputs``: (image, (z, y, x)
+    start, (K, *roi) output), in z order), each weighted by ``weight`` (*roi). The weighted sums are kept
+    for ``roi[0]`` planes from the lowest open plane only; planes no later window reaches become labels
+    as soon as a window starts above them. uint8 labels, uint16 beyond 256 classes."""
+    label: np.ndarray | None = None
+    scores: Tensor | None = None  # planes [low, low + roi[0]) of the weighted sums
+    low = 0
+    for _, (z, y, x), result in windows:
+        if scores is None:
+            classes = result.shape[0]
+            label = np.empty(size, dtype=np.uint8 if classes <= 256 else np.uint16)
+            scores = torch.zeros((classes, roi[0], size[1], size[2]), dtype=torch.float32, device=device)
+        if z > low:  # planes below z are final: no later window starts below z
+            done = min(z - low, roi[0])
+            _argmax_into(label[low : low + done], scores[:, :done])
+            for plane in range(roi[0] - done):  # shift the rest down (ascending: never overwrites a source)
+                scores[:, plane].copy_(scores[:, plane + done])
+            scores[:, roi[0] - done :].zero_()
+            low = z
+        scores[:, z - low : z - low + roi[0], y : y + roi[1], x : x + roi[2]].addcmul_(result, weight)
+    assert label is not None and scores is not None
+    _argmax_into(label[low:], scores[:, : size[0] - low])
+    return label
+
+
+@dataclass(frozen=True)
+class _WindowSettings:
+    """How a preprocessed scan is predicted (:func:`predict_label`): ``roi_zyx`` window size (z, y, x) in
+    voxels (None: the card's ``patch_size_zyx``), ``overlap`` fraction of a window shared with its
+    neighbours, ``sw_batch_size`` windows per forward pass (None: :func:`default_window_batch`),
+    ``progress`` bar over window batches, ``compile`` the network first."""
+
+    roi_zyx: Sequence[int] | None = None
+    overlap: float = 0.5
+    sw_batch_size: int | None = None
+    progress: bool = False
+    compile: bool = False
 
 
 def segment_image(
@@ -353,17 +389,18 @@ def segment_image(
     ``roi_zyx`` defaults to the card's ``patch_size_zyx``.
     """
     prepared = preprocess_image(image, card.preprocessing, defer_intensity=True)
-    return _segment_prepared(prepared, network, card, overlap, sw_batch_size, roi_zyx, progress, compile)
+    settings = _WindowSettings(roi_zyx, overlap, sw_batch_size, progress, compile)
+    return _segment_prepared(prepared, network, card, settings)
 
 
-def _segment_prepared(prepared: PreprocessedVolume, network: torch.nn.Module, card: ModelCard, overlap: float,
-                      sw_batch_size: int | None, roi_zyx: Sequence[int] | None, progress: bool,
-                      compile: bool) -> sitk.Image:
+def _segment_prepared(prepared: PreprocessedVolume, network: torch.nn.Module, card: ModelCard,
+                      settings: _WindowSettings) -> sitk.Image:
     """Labels of a preprocessed scan on its original geometry. Takes the float32 array out of
     ``prepared``, so it is freed once the labels exist, before they are mapped back."""
-    roi = tuple(roi_zyx) if roi_zyx is not None else tuple(card.patch_size_zyx)
+    roi = tuple(settings.roi_zyx) if settings.roi_zyx is not None else tuple(card.patch_size_zyx)
     array, prepared.array = prepared.array, None
-    label = predict_label(network, array, roi, overlap, sw_batch_size, progress, compile, prepared.intensity)
+    label = predict_label(network, array, roi, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size,
+                          progress=settings.progress, compile=settings.compile, intensity=prepared.intensity)
     del array
     return restore_label(label, prepared.grid, prepared.original)
 
@@ -547,14 +584,32 @@ def segment_files(
     DICOM series, ``out`` is a ``.dcm`` file for one series or a folder receiving ``NAME_seg.dcm`` /
     ``NAME_rtstruct.dcm``. Both are checked before the model is loaded.
     """
-    from .errors import ImageReadError, PglZooError
-    from .imaging import label_map_reason, non_hu_reason, warn_stderr
+    from .errors import PglZooError
 
     warn = warn or warn_stderr
     if output_format not in OUTPUT_FORMATS:
         raise PglZooError(f"unknown output format {output_format!r}; one of {', '.join(OUTPUT_FORMATS)}")
     if not 0 <= overlap < 1:
         raise PglZooError(f"overlap must be in [0, 1), got {overlap}")
+    refs = _input_volumes(inputs, output_format, warn)
+    targets = plan_outputs(refs, inputs, out, output_format, overwrite=overwrite, preview=preview)
+    names = _output_names(refs)
+    pngs = preview_paths(preview, names) or [None] * len(refs)
+    loaded = _segmentation_model(model, device, compile)
+    settings = _WindowSettings(roi_zyx, overlap, sw_batch_size, progress, compile=False)  # compiled above
+    written: list[Path] = []
+    for ref, name, target, png in zip(refs, names, targets, pngs, strict=True):
+        written.append(_segment_scan(ref, target, loaded, settings, output_format, png, name, warn))
+        if progress:
+            print(f"{ref} -> {target}", flush=True)
+    return written
+
+
+def _input_volumes(inputs: Sequence[str | Path], output_format: str, warn: Callable[[str], None]) -> list[VolumeRef]:
+    """Every volume of every input (ImageReadError for an input that holds none); for a DICOM
+    ``output_format``, checked to be DICOM series and the ``pgl-zoo[dicom]`` extra to be installed."""
+    from .errors import ImageReadError
+
     refs: list[VolumeRef] = []
     for item in inputs:
         found = discover_volumes(item, warn=warn)
@@ -566,8 +621,23 @@ def segment_files(
 
         check_dicom_inputs(refs, output_format)
         require_dicom_extra(output_format)
-    targets = plan_outputs(refs, inputs, out, output_format, overwrite=overwrite, preview=preview)
-    pngs = preview_paths(preview, _output_names(refs))
+    return refs
+
+
+@dataclass(frozen=True)
+class _SegmentationModel:
+    """A network ready to segment with, its card, and the sha256 that names it in DICOM output (None:
+    "unverified")."""
+
+    network: torch.nn.Module
+    card: ModelCard
+    digest: str | None
+
+
+def _segmentation_model(model: str | Path | tuple[torch.nn.Module, ModelCard], device: str,
+                        compile: bool) -> _SegmentationModel:
+    """The network (compiled once for all the scans with ``compile``) and card of ``model``, and the sha256
+    that names the model in DICOM output: the loaded weights' (their load report), else the card's."""
     if isinstance(model, tuple):
         network, card = model
     else:
@@ -578,35 +648,47 @@ def segment_files(
     digest = getattr(report, "sha256", None) or card.sha256
     if compile:  # once for all the scans
         network = compile_for_inference(network)
-    names = _output_names(refs)
-    written: list[Path] = []
-    for i, (ref, name, target) in enumerate(zip(refs, names, targets, strict=True)):
-        image = ref.read()
-        raw = sitk.GetArrayViewFromImage(image)
-        for problem in (non_hu_reason(raw, card.modality), label_map_reason(raw)):
-            if problem is not None:
-                expected = f"a {card.modality} scan" + (" in HU" if "HU" in problem else "")
-                warn(f"{ref}: {problem}, but the model {card.name} expects {expected}: the labels may be meaningless")
-        del raw
-        prepared = preprocess_image(image, card.preprocessing, defer_intensity=True)
-        if preview is None:  # keep only the geometry: the scan's pixels are freed before prediction
-            prepared.original = ImageGeometry.of(image)
-            del image
-        label = _segment_prepared(prepared, network, card, overlap, sw_batch_size, roi_zyx, progress, False)
-        del prepared
-        if output_format == "nifti":
-            written.append(write_image(label, target))
-        else:
-            written.append(_write_dicom(output_format, label, ref, target, card, digest))
-        if preview is not None:
-            from .preview import write_preview
+    return _SegmentationModel(network, card, digest)
 
-            write_preview(image, label, pngs[i], card.label_names, title=name)
-            del image
-        del label
-        if progress:
-            print(f"{ref} -> {target}", flush=True)
+
+def _segment_scan(ref: VolumeRef, target: Path, model: _SegmentationModel, settings: _WindowSettings,
+                  output_format: str, png: Path | None, title: str, warn: Callable[[str], None]) -> Path:
+    """Segment one scan and write its labels to ``target`` in ``output_format``, and with ``png`` a preview
+    titled ``title``; returns the label file. The scan's pixels are kept only for the preview."""
+    prepared, image = _read_scan(ref, model.card, png is not None, warn)
+    label = _segment_prepared(prepared, model.network, model.card, settings)
+    del prepared
+    if output_format == "nifti":
+        written = write_image(label, target)
+    else:
+        written = _write_dicom(output_format, label, ref, target, model.card, model.digest)
+    if image is not None:
+        from .preview import write_preview
+
+        write_preview(image, label, png, model.card.label_names, title=title)
     return written
+
+
+def _read_scan(ref: VolumeRef, card: ModelCard, keep_image: bool,
+               warn: Callable[[str], None]) -> tuple[PreprocessedVolume, sitk.Image | None]:
+    """One scan read and preprocessed for ``card`` (intensity mapping deferred to the windows), after a
+    warning when it looks wrong for the model (not in HU for a CT model, a label map). Returns the
+    preprocessed volume and, with ``keep_image`` (for a preview), the scan; without it only the scan's
+    geometry is kept, so its pixels are freed before prediction."""
+    from .imaging import label_map_reason, non_hu_reason
+
+    image = ref.read()
+    raw = sitk.GetArrayViewFromImage(image)
+    for problem in (non_hu_reason(raw, card.modality), label_map_reason(raw)):
+        if problem is not None:
+            expected = f"a {card.modality} scan" + (" in HU" if "HU" in problem else "")
+            warn(f"{ref}: {problem}, but the model {card.name} expects {expected}: the labels may be meaningless")
+    del raw
+    prepared = preprocess_image(image, card.preprocessing, defer_intensity=True)
+    if not keep_image:  # keep only the geometry: the scan's pixels are freed before prediction
+        prepared.original = ImageGeometry.of(image)
+        return prepared, None
+    return prepared, image
 
 
 def _write_dicom(output_format: str, label: sitk.Image, ref: VolumeRef, target: Path, card: ModelCard,

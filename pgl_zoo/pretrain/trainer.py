@@ -261,13 +261,59 @@ def _restore(checkpoint: dict[str, Any], ckpt_path: Path, online, target, optimi
     return int(checkpoint["step"])
 
 
-def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoint: dict[str, Any] | None,
-              card: ModelCard, patch: tuple[int, ...], warn) -> RunResult:
-    out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT_NAME
-    say = print if info.is_main else (lambda *a, **k: None)
+@dataclass
+class _Networks:
+    """The online and target networks with their optimiser and scheduler. ``model`` is ``online`` or its
+    DDP/compiled wrapper (what the forward pass runs); ``levels``: the decoder levels of the local loss."""
 
-    # Model.
+    online: OnlineNetwork
+    target: torch.nn.Module
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    levels: tuple[int, ...]
+
+
+@dataclass
+class _Run:
+    """One rank's pretraining run: its settings, networks, the step reached (advanced by :func:`_train_step`)
+    and the step it stops at (``end``)."""
+
+    cfg: PretrainConfig
+    info: DistInfo
+    card: ModelCard
+    patch: tuple[int, ...]
+    nets: _Networks
+    data_record: dict[str, Any]
+    step: int
+    end: int
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / METRICS_NAME
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What checkpoint.pt holds at the current step (RNG states read now)."""
+        nets = self.nets
+        return {"online": nets.online.state_dict(), "target": nets.target.state_dict(),
+                "optimizer": nets.optimizer.state_dict(), "scheduler": nets.scheduler.state_dict(),
+                "step": self.step, "rng": rng_state(), "config": self.cfg.to_dict(), "card": self.card.name,
+                "card_file": card_file_of(self.cfg.model), "local_levels": list(self.nets.levels),
+                "data": self.data_record}
+
+
+def _build_networks(cfg: PretrainConfig, info: DistInfo, card: ModelCard,
+                    checkpoint: dict[str, Any] | None) -> tuple[_Networks, int]:
+    """Seeded networks, optimiser and scheduler, restored from ``checkpoint`` when resuming (RNG states
+    included), then wrapped for DDP and ``torch.compile`` as configured; returns them and the start step."""
     torch.manual_seed(cfg.seed)
     levels = cfg.local_levels if cfg.local_levels is not None else default_local_levels(len(stage_widths(card.arch)))
     online = OnlineNetwork(card.arch, levels).to(info.device)
@@ -276,8 +322,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoin
     scheduler = make_scheduler(optimizer, cfg.steps, cfg.resolved_warmup)
     step = 0
     if checkpoint is not None:
-        step = _restore(checkpoint, ckpt_path, online, target, optimizer, scheduler)
-        say(f"resumed {out} at step {step}", flush=True)
+        step = _restore(checkpoint, Path(cfg.out) / CHECKPOINT_NAME, online, target, optimizer, scheduler)
+        if info.is_main:
+            print(f"resumed {Path(cfg.out)} at step {step}", flush=True)
     model: torch.nn.Module = online
     if info.distributed:
         unused = cfg.local_weight == 0 or min(levels) > 0
@@ -286,125 +333,200 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoin
             find_unused_parameters=unused)
     if cfg.compile:
         model = torch.compile(model)
-    use_amp = info.device.type == "cuda" and cfg.amp in ("auto", "bf16")
+    return _Networks(online, target, model, optimizer, scheduler, levels), step
 
+
+def _build_loader(cfg: PretrainConfig, info: DistInfo, data: PreparedData, patch: tuple[int, ...], step: int):
+    """The loader of this rank's view pairs for steps ``step`` to the run's end (``cfg.steps``, or
+    ``cfg.stop_after`` steps later); returns (loader, end step). ``patch``: (z, y, x) voxels."""
     dataset = ViewPairDataset(data.volumes, patch, cfg.seed,
                               ViewOptions(cfg.scale_range, cfg.overlap_range, 0.5, cfg.rotate), IntensityAugment())
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, step + cfg.stop_after)
     sampler = StepSampler(step, end, cfg.batch_size, info.rank, info.world_size)
     loader = make_loader(dataset, sampler, cfg.resolved_workers, pin_memory=info.device.type == "cuda")
+    return loader, end
 
-    data_record = {"count": len(data.volumes), "sources": [v.source for v in data.volumes],
-                   "skipped": [list(s) for s in data.skipped]}
 
-    def state() -> dict[str, Any]:
-        return {"online": online.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "rng": rng_state(), "config": cfg.to_dict(),
-                "card": card.name, "card_file": card_file_of(cfg.model),
-                "local_levels": list(levels), "data": data_record}
+def _data_record(data: PreparedData) -> dict[str, Any]:
+    """The data a run trained on, as checkpoint.pt and summary.json record it."""
+    return {"count": len(data.volumes), "sources": [v.source for v in data.volumes],
+            "skipped": [list(s) for s in data.skipped]}
 
-    metrics_path = out / METRICS_NAME
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        check_out(cfg)  # again, under the lock
-        atomic_write_json(out / "config.json", {**cfg.to_dict(), "stop_after": None, "resume": False,
-                                                "overwrite": False})
-        _trim_metrics(metrics_path, step, warn)
-    history: list[dict[str, Any]] = []  # the logged records
-    views_total, views_count = {"overlap": 0.0, "scale_ratio": 0.0}, 0  # realised geometry of every step's pairs
-    collapse_warned: set[str] = set()
-    interrupted = False
-    progress = None
-    if info.is_main:
-        from tqdm.auto import tqdm
 
-        progress = tqdm(total=end, initial=step, unit="step", dynamic_ncols=True, desc="pretrain")
-    views_per_step = 2 * cfg.batch_size * info.world_size
-    log_every = cfg.resolved_log_every(info.device.type)
-    metrics_file = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115
-    try:
-        with StopFlag() as flag:
-            online.train()
-            target.train()
-            batches = iter(loader)
-            # The losses stay on the device between checks (steplog.py): only logged and checkpoint steps
-            # wait for the GPU. Under DDP the ranks agree on Ctrl-C (an all_reduce) only after such a step.
-            watch = LossWatch(info, out)
-            t_last, step_last = time.perf_counter(), step
-            stop_due = True
-            while step < end:
-                if stop_due and _any_rank(flag.stop, info):
-                    interrupted = True
-                    break
-                view_a, view_b, to_a, to_b = next(batches)
-                batch = (view_a.to(info.device, non_blocking=True), view_b.to(info.device, non_blocking=True),
-                         to_a, to_b)
-                lr = optimizer.param_groups[0]["lr"]
-                momentum = cosine_momentum(step, cfg.steps, cfg.base_momentum)
-                losses = train_step(model, online, target, optimizer, batch, cfg.local_weight, momentum,
-                                    cfg.clip_grad, scheduler, use_amp, cfg.local_control)
-                step += 1
-                watch.add(losses, step)
-                geometry = [pair_geometry(a, b, patch) for a, b in zip(to_a, to_b, strict=True)]  # host affines
-                realised = {"overlap": [round(g[0], 4) for g in geometry],
-                            "scale_ratio": [round(g[1], 4) for g in geometry]}
-                for key, values in realised.items():
-                    views_total[key] += sum(values)
-                views_count += len(geometry)
-                log_now = step % log_every == 0 or step == end  # the same on every rank
-                checkpoint_now = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < end
-                if log_now or checkpoint_now:
-                    total, glob, loc = watch.check()  # one host sync; raises on a non-finite loss
-                if log_now:
-                    now = time.perf_counter()
-                    rate = views_per_step * (step - step_last) / max(now - t_last, 1e-9)
-                    t_last, step_last = now, step
-                    record = {"step": step, "loss": total, "loss_global": glob,
-                              "loss_local": loc if losses.local is not None else None,
-                              "lr": lr, "momentum": momentum, "views_per_s": rate, "time": time.time(),
-                              **(losses.indicators or {}), **realised}
-                    for branch in ("global", "local"):
-                        if record.get(f"collapsed_{branch}") and branch not in collapse_warned:
-                            collapse_warned.add(branch)
-                            warn(f"step {step}: the {branch} branch looks collapsed (std of its normalised "
-                                 f"projections {record.get('std_' + branch, record.get('std_local_voxels')):.2e}); "
-                                 "see metrics.jsonl")
-                    history.append(record)
-                    if info.is_main:
-                        try:
-                            metrics_file.write(json.dumps(record) + "\n")
-                            metrics_file.flush()
-                        except OSError as exc:  # a full disk: one line naming the file
-                            raise write_failure(metrics_path, exc) from None
-                        progress.set_postfix(loss=f"{total:.4f}", views_s=f"{rate:.1f}")
-                if info.is_main:
-                    progress.update(1)
-                    if checkpoint_now:
-                        save_checkpoint(state(), ckpt_path)
-                stop_due = not info.distributed or log_now or checkpoint_now
-                del losses  # the target's projections (read for the indicators) are not kept into the next step
-            if watch.unchecked:  # stopped between checks: never a checkpoint after a non-finite loss
-                watch.check()
-    finally:
+def _open_run_folder(cfg: PretrainConfig, step: int, warn) -> None:
+    """Rank 0, before the first step: the --out folder (checked again, under the lock), config.json, and
+    metrics.jsonl trimmed to ``step``."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_out(cfg)  # again, under the lock
+    atomic_write_json(out / "config.json", {**cfg.to_dict(), "stop_after": None, "resume": False,
+                                            "overwrite": False})
+    _trim_metrics(out / METRICS_NAME, step, warn)
+
+
+class _RunLog:
+    """The run's bookkeeping: the logged records and collapse warnings (every rank), the realised
+    geometry of every step's view pairs, and on rank 0 metrics.jsonl (appended) and the progress bar.
+    A context manager: leaving it closes the progress bar and metrics.jsonl."""
+
+    def __init__(self, info: DistInfo, metrics_path: Path, step: int, end: int, views_per_step: int, warn) -> None:
+        self.info, self.metrics_path, self.views_per_step, self.warn = info, metrics_path, views_per_step, warn
+        self.history: list[dict[str, Any]] = []  # the logged records
+        self.views_total, self.views_count = {"overlap": 0.0, "scale_ratio": 0.0}, 0
+        self.collapse_warned: set[str] = set()
+        self.start_clock(step)
+        self.progress = None
         if info.is_main:
-            progress.close()
-            metrics_file.close()
+            from tqdm.auto import tqdm
+
+            self.progress = tqdm(total=end, initial=step, unit="step", dynamic_ncols=True, desc="pretrain")
+        self.metrics_file = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115
+
+    def __enter__(self) -> _RunLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.info.is_main:
+            self.progress.close()
+            self.metrics_file.close()
+
+    def start_clock(self, step: int) -> None:
+        """The time and step the first logged rate (views/s) is measured from."""
+        self.t_last, self.step_last = time.perf_counter(), step
+
+    def add_views(self, to_a, to_b, patch: tuple[int, ...]) -> dict[str, list[float]]:
+        """Realised (overlap, scale ratio) of a step's view pairs (from the host affines ``to_a``, ``to_b``),
+        added to the run's totals; returns them rounded, as a logged record holds them."""
+        geometry = [pair_geometry(a, b, patch) for a, b in zip(to_a, to_b, strict=True)]
+        realised = {"overlap": [round(g[0], 4) for g in geometry],
+                    "scale_ratio": [round(g[1], 4) for g in geometry]}
+        for key, values in realised.items():
+            self.views_total[key] += sum(values)
+        self.views_count += len(geometry)
+        return realised
+
+    def log_step(self, step: int, total: float, glob: float, loc: float | None, lr: float, momentum: float,
+                 indicators: dict[str, Any] | None, realised: dict[str, list[float]]) -> None:
+        """Record a logged step (losses averaged over ranks, ``loc`` None without a local loss), warn once
+        per branch that looks collapsed, and on rank 0 append it to metrics.jsonl and the progress bar."""
+        now = time.perf_counter()
+        rate = self.views_per_step * (step - self.step_last) / max(now - self.t_last, 1e-9)
+        self.t_last, self.step_last = now, step
+        record = {"step": step, "loss": total, "loss_global": glob, "loss_local": loc,
+                  "lr": lr, "momentum": momentum, "views_per_s": rate, "time": time.time(),
+                  **(indicators or {}), **realised}
+        for branch in ("global", "local"):
+            if record.get(f"collapsed_{branch}") and branch not in self.collapse_warned:
+                self.collapse_warned.add(branch)
+                self.warn(f"step {step}: the {branch} branch looks collapsed (std of its normalised "
+                          f"projections {record.get('std_' + branch, record.get('std_local_voxels')):.2e}); "
+                          "see metrics.jsonl")
+        self.history.append(record)
+        if self.info.is_main:
+            try:
+                self.metrics_file.write(json.dumps(record) + "\n")
+                self.metrics_file.flush()
+            except OSError as exc:  # a full disk: one line naming the file
+                raise write_failure(self.metrics_path, exc) from None
+            self.progress.set_postfix(loss=f"{total:.4f}", views_s=f"{rate:.1f}")
+
+    def final_means(self) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """Final losses and collapse indicators (means of the last 10 logged records) and the mean realised
+        view geometry of the run's steps; empty when nothing was logged."""
+        last = self.history[-10:]
+        final = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "loss_global")} if last else {}
+        if last and last[-1]["loss_local"] is not None:
+            final["loss_local"] = sum(r["loss_local"] for r in last) / len(last)
+        indicators = {k: sum(float(r[k]) for r in last) / len(last) for k in INDICATOR_KEYS if last and k in last[-1]}
+        views = {k: float(v / self.views_count) for k, v in self.views_total.items()} if self.views_count else {}
+        return final, indicators, views
+
+
+def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoint: dict[str, Any] | None,
+              card: ModelCard, patch: tuple[int, ...], warn) -> RunResult:
+    """One rank's run once its data is prepared: networks (restored from ``checkpoint``), loader, rank 0's
+    run folder, the steps, then the last checkpoint and summary. Raises KeyboardInterrupt after Ctrl-C."""
+    nets, step = _build_networks(cfg, info, card, checkpoint)
+    loader, end = _build_loader(cfg, info, data, patch, step)
+    run = _Run(cfg, info, card, patch, nets, _data_record(data), step, end)
     if info.is_main:
-        save_checkpoint(state(), ckpt_path)  # at the end, or after Ctrl-C at a step boundary
-    last = history[-10:]
-    final = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "loss_global")} if last else {}
-    if last and last[-1]["loss_local"] is not None:
-        final["loss_local"] = sum(r["loss_local"] for r in last) / len(last)
-    indicators = {k: sum(float(r[k]) for r in last) / len(last) for k in INDICATOR_KEYS if last and k in last[-1]}
-    views = {k: float(v / views_count) for k, v in views_total.items()} if views_count else {}
+        _open_run_folder(cfg, step, warn)
+    log = _RunLog(info, run.metrics_path, step, end, 2 * cfg.batch_size * info.world_size, warn)
+    with log, StopFlag() as flag:
+        interrupted = _train(run, loader, log, flag)
+    return _finish(run, log, interrupted)
+
+
+def _train(run: _Run, loader, log: _RunLog, flag: StopFlag) -> bool:
+    """The steps from ``run.step`` to ``run.end``; returns whether a stop was asked (Ctrl-C or SIGTERM on
+    any rank), in which case the run stopped at a step boundary."""
+    run.nets.online.train()
+    run.nets.target.train()
+    batches = iter(loader)
+    # The losses stay on the device between checks (steplog.py): only logged and checkpoint steps
+    # wait for the GPU. Under DDP the ranks agree on Ctrl-C (an all_reduce) only after such a step.
+    watch = LossWatch(run.info, run.out)
+    log.start_clock(run.step)
+    log_every = run.cfg.resolved_log_every(run.info.device.type)
+    use_amp = run.info.device.type == "cuda" and run.cfg.amp in ("auto", "bf16")
+    interrupted = False
+    stop_due = True
+    while run.step < run.end:
+        if stop_due and _any_rank(flag.stop, run.info):
+            interrupted = True
+            break
+        # the step's losses (and the target's projections read for the indicators) are freed on return
+        stop_due = _train_step(run, next(batches), watch, log, log_every, use_amp)
+    if watch.unchecked:  # stopped between checks: never a checkpoint after a non-finite loss
+        watch.check()
+    return interrupted
+
+
+def _train_step(run: _Run, batch, watch: LossWatch, log: _RunLog, log_every: int, use_amp: bool) -> bool:
+    """One step of the run and its bookkeeping: :func:`train_step` on ``batch`` (view_a, view_b: (N, C, z,
+    y, x) on the host; to_a, to_b: the views' host affines), then the logged record and the checkpoint when
+    due. Returns whether the ranks should agree on a stop before the next step."""
+    cfg, info, nets = run.cfg, run.info, run.nets
+    view_a, view_b, to_a, to_b = batch
+    batch = (view_a.to(info.device, non_blocking=True), view_b.to(info.device, non_blocking=True), to_a, to_b)
+    lr = nets.optimizer.param_groups[0]["lr"]
+    momentum = cosine_momentum(run.step, cfg.steps, cfg.base_momentum)
+    losses = train_step(nets.model, nets.online, nets.target, nets.optimizer, batch, cfg.local_weight, momentum,
+                        cfg.clip_grad, nets.scheduler, use_amp, cfg.local_control)
+    run.step += 1
+    step = run.step
+    watch.add(losses, step)
+    realised = log.add_views(to_a, to_b, run.patch)
+    log_now = step % log_every == 0 or step == run.end  # the same on every rank
+    checkpoint_now = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < run.end
+    if log_now or checkpoint_now:
+        total, glob, loc = watch.check()  # one host sync; raises on a non-finite loss
+    if log_now:
+        log.log_step(step, total, glob, loc if losses.local is not None else None, lr, momentum,
+                     losses.indicators, realised)
     if info.is_main:
-        summary = {"step": step, "steps": cfg.steps, "final_losses": final, "final_indicators": indicators,
-                   "views_mean": views, "local_control": cfg.local_control, "data": data_record,
-                   "card": card.name, "local_levels": list(levels), "interrupted": interrupted}
-        atomic_write_json(out / "summary.json", summary)
-        write_loss_curve(metrics_path, out / "loss.png")
-        say(f"{'stopped' if interrupted else 'done'} at step {step}/{cfg.steps}; checkpoint: {ckpt_path}", flush=True)
-    result = RunResult(step, final, out, interrupted, parameter_digest(online, target))
+        log.progress.update(1)
+        if checkpoint_now:
+            save_checkpoint(run.checkpoint_state(), run.ckpt_path)
+    return not info.distributed or log_now or checkpoint_now
+
+
+def _finish(run: _Run, log: _RunLog, interrupted: bool) -> RunResult:
+    """The last checkpoint (at the end, or after Ctrl-C at a step boundary), summary.json, loss.png and the
+    closing line (rank 0); the run's result, or KeyboardInterrupt when it was stopped."""
+    cfg, info = run.cfg, run.info
+    if info.is_main:
+        save_checkpoint(run.checkpoint_state(), run.ckpt_path)
+    final, indicators, views = log.final_means()
+    if info.is_main:
+        summary = {"step": run.step, "steps": cfg.steps, "final_losses": final, "final_indicators": indicators,
+                   "views_mean": views, "local_control": cfg.local_control, "data": run.data_record,
+                   "card": run.card.name, "local_levels": list(run.nets.levels), "interrupted": interrupted}
+        atomic_write_json(run.out / "summary.json", summary)
+        write_loss_curve(run.metrics_path, run.out / "loss.png")
+        print(f"{'stopped' if interrupted else 'done'} at step {run.step}/{cfg.steps}; checkpoint: {run.ckpt_path}",
+              flush=True)
+    result = RunResult(run.step, final, run.out, interrupted, parameter_digest(run.nets.online, run.nets.target))
     if interrupted:
         raise KeyboardInterrupt
     return result
