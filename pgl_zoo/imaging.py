@@ -119,6 +119,18 @@ class VolumeRef:
     def read(self) -> sitk.Image:
         return read_image(self.path, self.series_uid)
 
+    def files(self) -> list[Path]:
+        """The files the volume is read from, found without opening any: a DICOM folder's visible regular
+        files (every series of the folder), or the file and, for a detached header (.mhd, .nhdr), its data
+        file(s). The one home of "the files of a volume" (segment's overwrite check, the pretraining cache)."""
+        if self.path.is_dir():
+            with os.scandir(self.path) as entries:
+                return sorted(Path(e.path) for e in entries if not e.name.startswith(".") and e.is_file())
+        files = [self.path]
+        if self.path.name.lower().endswith(DETACHED_HEADER_SUFFIXES):
+            files += sorted(p for p in self.path.parent.glob(self.path.stem + ".*") if p != self.path)
+        return files
+
     @property
     def stem(self) -> str:
         """A name for outputs: the file name without suffix, or the DICOM folder's name."""

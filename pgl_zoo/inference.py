@@ -190,9 +190,9 @@ def _window_outputs(network: Callable[[Tensor], Tensor], volume: Tensor, roi: tu
     jobs = [(b, s) for b in range(volume.shape[0]) for s in starts]
     batches = range(0, len(jobs), sw_batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        batches = tqdm(batches, desc="windows", unit="batch", leave=False)
+        batches = progress_bar(batches, desc="windows", unit="batch", leave=False)
     buffer = torch.empty((min(sw_batch_size, len(jobs)), volume.shape[1], *roi), dtype=torch.float32,
                          device=volume.device)
     for first in batches:
@@ -226,7 +226,7 @@ def sliding_window_predict(
         overlap: fraction of the window shared by neighbouring windows, in [0, 1).
         sw_batch_size: windows per forward pass (None: :func:`default_window_batch` of the volume's device).
         sigma_scale: Gaussian sigma as a fraction of the window size.
-        progress: show a tqdm bar over window batches.
+        progress: show a progress bar over window batches (:mod:`pgl_zoo.progress`).
         normalize: divide by the summed weights (False: the weighted sum, whose argmax is the same;
             saves a volume-sized float32 map).
         fixed_batch: always feed ``sw_batch_size`` windows (for a compiled network).
@@ -452,16 +452,6 @@ def _output_suffix(ref: VolumeRef) -> str:
     return {".nhdr": ".nrrd", ".mhd": ".mha", ".nii": ".nii.gz"}.get(suffix, suffix)
 
 
-def _input_files(ref: VolumeRef) -> list[Path]:
-    """The files a volume is read from (a DICOM folder's files, a detached header's data file)."""
-    if ref.path.is_dir():
-        return [p for p in ref.path.iterdir() if p.is_file()]
-    files = [ref.path]
-    if ref.path.name.lower().endswith((".mhd", ".nhdr")):
-        files += [p for p in ref.path.parent.glob(ref.path.name.rsplit(".", 1)[0] + ".*") if p != ref.path]
-    return files
-
-
 # --format of segment -> the name ending of each output in a folder (None: the input's own format).
 OUTPUT_FORMATS = {"nifti": None, "dicom-seg": "_seg.dcm", "rtstruct": "_rtstruct.dcm"}
 
@@ -525,7 +515,7 @@ def plan_outputs(refs: Sequence[VolumeRef], inputs: Sequence[str | Path], out: s
             raise ImageWriteError(f"{first[key]} and {ref} would both be written to {target}; rename one or "
                                   "segment them separately (nothing was written)")
         first[key] = ref
-    inputs_by_file = {os.path.realpath(f): ref for ref in refs for f in _input_files(ref)}
+    inputs_by_file = {os.path.realpath(f): ref for ref in refs for f in ref.files()}
     folders = [os.path.realpath(p) for p in inputs if Path(p).is_dir()]
     for target in targets:
         real = os.path.realpath(target)

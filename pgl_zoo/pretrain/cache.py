@@ -47,7 +47,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..atomic import atomic_write
-from ..imaging import DETACHED_HEADER_SUFFIXES, IntensityMap, VolumeRef, list_dicom_series
+from ..imaging import IntensityMap, VolumeRef, list_dicom_series
 
 CACHE_VERSION = "pgl-pretrain-cache-4"
 CLAIM_STALE_S = 3600.0
@@ -68,35 +68,23 @@ def params_digest(params: dict) -> str:
 
 
 def content_files(ref: VolumeRef) -> list[Path]:
-    """The files whose bytes make the scan: the file (and a detached header's data file), or a DICOM
-    series' instances (read from their headers by GDCM: done once, when an entry is made)."""
+    """The files whose bytes make the scan: :meth:`VolumeRef.files`, except that a DICOM series is its own
+    instances (read from their headers by GDCM: done once, when an entry is made)."""
     if ref.path.is_dir():
         files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(ref.path), ref.series_uid or "")
         return [Path(f) for f in files]
-    files = [ref.path]
-    if ref.path.name.lower().endswith(DETACHED_HEADER_SUFFIXES):  # header + data file(s)
-        files += sorted(p for p in ref.path.parent.glob(ref.path.stem + ".*") if p != ref.path)
-    return files
-
-
-def stat_files(ref: VolumeRef) -> list[Path]:
-    """The files whose stat decides whether an entry is still valid: those of :func:`content_files`,
-    except that a DICOM series is represented by every visible regular file of its folder (a listing,
-    no header read; a change to any file of the folder re-hashes its series)."""
-    if ref.path.is_dir():
-        return folder_files(ref.path)
-    return content_files(ref)
+    return ref.files()
 
 
 def folder_files(folder: Path) -> list[Path]:
     """The visible regular files directly inside ``folder`` (a listing: no file is opened)."""
-    with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries if not e.name.startswith(".") and e.is_file())
+    return VolumeRef(folder).files()
 
 
 def stat_signature(ref: VolumeRef) -> list[list]:
-    """[[name, size in bytes, mtime in ns], ...] of :func:`stat_files` (raises OSError for a dangling link)."""
-    return _signature(stat_files(ref))
+    """[[name, size in bytes, mtime in ns], ...] of :meth:`VolumeRef.files` (a DICOM series: every file of its
+    folder, so a change anywhere in the folder re-hashes it; raises OSError for a dangling link)."""
+    return _signature(ref.files())
 
 
 def _signature(paths: list[Path]) -> list[list]:

@@ -377,9 +377,9 @@ class _RunLog:
         self.start_clock(step)
         self.progress = None
         if info.is_main:
-            from tqdm.auto import tqdm
+            from ..progress import progress_bar
 
-            self.progress = tqdm(total=end, initial=step, unit="step", dynamic_ncols=True, desc="pretrain")
+            self.progress = progress_bar(total=end, initial=step, unit="step", dynamic_ncols=True, desc="pretrain")
         self.metrics_file = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115
 
     def __enter__(self) -> _RunLog:
