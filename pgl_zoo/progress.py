@@ -26,13 +26,23 @@ def log_interval() -> float:
 
 
 def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
-    """A tqdm bar (``tqdm.auto``) over ``iterable`` with ``kwargs``; refreshed rarely when not on a terminal."""
+    """A tqdm bar (``tqdm.auto``) over ``iterable`` with ``kwargs``; refreshed rarely when not on a terminal
+    (there ``set_postfix`` and ``set_description`` wait for the next refresh instead of forcing one)."""
     from tqdm.auto import tqdm
 
-    if not _on_terminal():
-        kwargs["mininterval"] = max(float(kwargs.get("mininterval", 0.1)), log_interval())
-        kwargs["dynamic_ncols"] = False
-    return tqdm(iterable, **kwargs)
+    if _on_terminal():
+        return tqdm(iterable, **kwargs)
+
+    class LogBar(tqdm):
+        def set_postfix(self, ordered_dict=None, refresh=False, **values):  # noqa: ARG002 - never forced
+            super().set_postfix(ordered_dict, refresh=False, **values)
+
+        def set_description(self, desc=None, refresh=False):  # noqa: ARG002 - never forced
+            super().set_description(desc, refresh=False)
+
+    kwargs["mininterval"] = max(float(kwargs.get("mininterval", 0.1)), log_interval())
+    kwargs["dynamic_ncols"] = False
+    return LogBar(iterable, **kwargs)
 
 
 def _on_terminal() -> bool:
