@@ -60,6 +60,7 @@ from .cache import (  # noqa: F401 - CACHE_VERSION and default_cache_dir are par
 
 NON_HU_POLICIES = ("skip", "rescale", "keep")
 POLL_S = 1.0  # how often a process waiting for sources that others prepare looks again
+MIN_POOL_SCANS = 4  # fewer uncached scans are prepared in this process (starting -j workers costs 1-2 s)
 
 
 @dataclass
@@ -289,7 +290,8 @@ class _Preparation:
             self.bar = progress_bar(total=len(order), unit="scan", desc="prepare", dynamic_ncols=True)
         try:
             self.cache.ensure_writable()
-            held = self._in_pool(order, jobs) if jobs > 1 and len(order) > 1 else self._here(order)
+            pool = jobs > 1 and len(order) >= MIN_POOL_SCANS
+            held = self._in_pool(order, jobs) if pool else self._here(order)
             self._wait_for(held)
         except OSError as exc:  # full or read-only disk: go on without the cache
             warn(f"cache {self.cache.folder} cannot be written ({exc.strerror or exc}); continuing without a cache "
