@@ -245,3 +245,21 @@ def test_a_dicom_folder_is_listed_and_read_once(tmp_path):
     (folder / "new.dcm").write_bytes(b"\0" * 10)
     with pytest.raises(Exception, match="no volumes found|no usable volume"):
         prepare_volumes(folder, CT, cache_dir=tmp_path / "cache", warn=lambda m: None)
+
+
+def test_a_damaged_record_is_prepared_again_not_misread(tmp_path):
+    folder = _scans(tmp_path / "data", 1)
+    cache = tmp_path / "cache"
+    first = prepare_volumes(folder, CT, cache_dir=cache, warn=lambda m: None)
+    record = first.volumes[0].array_path.with_suffix(".json")
+    meta = json.loads(record.read_text())
+    del meta["intensity"]  # a record cut short by hand or by another tool
+    record.write_text(json.dumps(meta))
+    index = next((cache / "index").glob("[0-9a-f]*.json"))
+    entry = json.loads(index.read_text())
+    second = prepare_volumes(folder, CT, cache_dir=cache, warn=lambda m: None)
+    assert second.prepared == 1 and second.volumes[0].intensity == first.volumes[0].intensity
+    entry["key"] = "../" + entry["key"]  # an index pointing outside the cache is never followed
+    index.write_text(json.dumps(entry))
+    third = prepare_volumes(folder, CT, cache_dir=cache, warn=lambda m: None)
+    assert third.prepared == 0 and third.cache_hits == 1  # the same bytes: its own entry, found by content

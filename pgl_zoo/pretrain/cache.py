@@ -215,21 +215,25 @@ class PretrainCache:
 
     # -- lookup
     def entry(self, key: str) -> Entry | None:
-        """The entry ``key`` when its record (and, for ok, its array file) exist and are readable."""
+        """The entry ``key`` when its record (and, for ok, its array file) exist and read as this version
+        wrote them; None otherwise (a damaged or foreign record is prepared again, never misread)."""
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):  # a sha256, never a path
+            return None
         try:
             meta = json.loads((self.folder / f"{key}.json").read_text())
-        except (OSError, ValueError, RecursionError):
-            return None
-        if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
-            return None
-        array_path = self.folder / f"{key}.npy"
-        if meta.get("status") == "ok":
+            if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
+                return None
+            array_path = self.folder / f"{key}.npy"
+            if meta.get("status") != "ok":
+                return Entry(key, str(meta.get("source", "")), "skipped", str(meta.get("note", "")), None, None, None)
             if not array_path.is_file():
                 return None
             m = meta["intensity"]
-            return Entry(key, meta["source"], "ok", meta.get("note", ""), tuple(meta["shape_zyx"]), array_path,
+            shape = tuple(int(n) for n in meta["shape_zyx"])
+            return Entry(key, str(meta["source"]), "ok", str(meta.get("note", "")), shape, array_path,
                          IntensityMap(None, float(m["scale"]), float(m["shift"])), float(meta["minimum"]))
-        return Entry(key, meta.get("source", ""), "skipped", meta.get("note", ""), None, None, None)
+        except (OSError, ValueError, RecursionError, KeyError, TypeError):
+            return None
 
     def lookup(self, ref: VolumeRef) -> Entry | None:
         """The entry of ``ref`` when the index says its files are unchanged since the entry was made
