@@ -210,7 +210,6 @@ def prepare_cmd(data, model, spacing, window, non_hu, cache_dir, jobs, no_progre
     """
     import time
 
-    from .config import PretrainConfig
     from .data import default_cache_dir, prepare_volumes
     from .trainer import resolve_preprocessing
 
