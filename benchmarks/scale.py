@@ -178,6 +178,8 @@ def compact_vs_float32(folders, cache: Path, prep_dict: dict, pairs: int = 60) -
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pgl_zoo.runs import atomic_write_json
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/pgl_scale"), help="archive and caches (GBs)")
     parser.add_argument("--sizes", default="100,1000,5000")
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     prep = {"spacing_xyz_mm": [2.0, 2.0, 3.0], "window": [-1024.0, 325.0], "normalization": "zscore"}
     if any(n % args.per_folder for n in sizes):
         parser.error("every size must be a multiple of --per-folder")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     archive = args.work / f"archive_{args.per_folder}"
     folders = build_archive(archive, max(sizes), args.per_folder)
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -216,23 +219,16 @@ def main(argv: list[str] | None = None) -> None:
               f"every byte ({archive_bytes / 1e9:.2f} GB) {hashed:.1f} s; streaming: peak RSS "
               f"{stream['peak_rss_mib']:.0f} MiB, {stream['view_pairs_per_s']:.1f} view pairs/s", flush=True)
         results["sizes"][str(n)] = row
-        _write(args.out, results)
+        atomic_write_json(args.out, results)
     results["compact_vs_float32"] = compact_vs_float32(folders[:1], args.work / "cache_compact", prep)
     print(json.dumps(results["compact_vs_float32"]), flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["benchmark_peak_rss_mib"] = peak
-    _write(args.out, results)
+    atomic_write_json(args.out, results)
     if not args.keep:
         for cache in args.work.glob("cache_*"):
             shutil.rmtree(cache, ignore_errors=True)
     print(f"written {args.out}")
-
-
-def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

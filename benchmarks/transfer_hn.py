@@ -532,14 +532,30 @@ def run_report(runs: Path, out: Path, name: str = "transfer_v3") -> Path:
     lines += ["", "Paired differences of mean Dice per subset, mean and 95 % bootstrap interval over subsets.", "",
               "| K | comparison | subsets | difference [95 % interval] |", "|---|---|---|---|"]
     for row in table["differences"]:
-        lines.append(f"| {row['k']} | {row['comparison']} | {row['n']} | {row['mean']:+.3f} "
-                     f"[{row['low']:+.3f}, {row['high']:+.3f}] |")
+        lines.append(f"| {row['k']} | {row['comparison']} | {row['n']} | {interval_text(row)} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     _plot(table, out / f"{name}_probe.png")
     return out / f"{name}.md"
 
 
 def _plot(table: dict, path: Path) -> None:
+    def draw(ax) -> None:
+        for arm in PROBE_ARMS:
+            rows = [r for r in table["means"] if r["arm"] == arm]
+            if rows:
+                ks = [r["k"] for r in rows]
+                ax.plot(ks, [r["mean_dice"] for r in rows], marker="o", label=arm)
+                ax.fill_between(ks, [r["low"] for r in rows], [r["high"] for r in rows], alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training patients K")
+        ax.set_ylabel("mean Dice (probe, test patients)\nband: 95 % bootstrap over subsets")
+
+    write_figure(path, draw)
+
+
+def write_figure(path: Path, draw) -> None:
+    """A 6 x 4 inch figure drawn by ``draw(ax)``, with its legend, saved to ``path`` (nothing when matplotlib
+    is not installed: the studies' plots are optional)."""
     try:
         import matplotlib
 
@@ -548,19 +564,16 @@ def _plot(table: dict, path: Path) -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for arm in PROBE_ARMS:
-        rows = [r for r in table["means"] if r["arm"] == arm]
-        if rows:
-            ks = [r["k"] for r in rows]
-            ax.plot(ks, [r["mean_dice"] for r in rows], marker="o", label=arm)
-            ax.fill_between(ks, [r["low"] for r in rows], [r["high"] for r in rows], alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled training patients K")
-    ax.set_ylabel("mean Dice (probe, test patients)\nband: 95 % bootstrap over subsets")
+    draw(ax)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def interval_text(row: dict) -> str:
+    """A paired difference and its 95 % bootstrap interval as the reports write it: ``+0.012 [-0.003, +0.027]``."""
+    return f"{row['mean']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -138,6 +138,7 @@ def score_on_test(runs: Path, run: Path, plan: Plan) -> dict:
     from pgl_zoo.evaluate import evaluate_folders
     from pgl_zoo.finetune.data import read_label_names
     from pgl_zoo.partial_labels import read_labelled_classes
+    from pgl_zoo.runs import atomic_write_json
 
     result = run / "test.json"
     if result.exists():
@@ -152,9 +153,7 @@ def score_on_test(runs: Path, run: Path, plan: Plan) -> dict:
     evaluation = evaluate_folders(predictions, folder / "labels", len(study.ORGANS) + 1, names,
                                   labelled_classes=labelled)
     record = evaluation.to_dict()
-    tmp = result.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(result)
+    atomic_write_json(result, record)
     return record
 
 
@@ -247,33 +246,24 @@ def run_report(runs: Path, out: Path, plan: Plan, name: str) -> Path:
                                   for o in study.ORGANS) + " |")
     lines += ["", "| comparison | subsets | difference of test mean Dice [95 % bootstrap interval] |", "|---|---|---|"]
     for row in table["differences"]:
-        lines.append(f"| {row['comparison']} | {row['n']} | {row['mean']:+.3f} "
-                     f"[{row['low']:+.3f}, {row['high']:+.3f}] |")
+        lines.append(f"| {row['comparison']} | {row['n']} | {study.interval_text(row)} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     _plot_curves(table, out / f"{name}_curves.png")
     return out / f"{name}.md"
 
 
 def _plot_curves(table: dict, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
     colours = {"random": "tab:gray", "byol": "tab:blue", "pgl": "tab:red"}
-    for row in table["runs"]:
-        curve = [r for r in row["curve"] if r["val_dice"] is not None]
-        ax.plot([r["step"] for r in curve], [r["val_dice"] for r in curve], color=colours.get(row["arm"]),
-                label=row["arm"] if row["subset"] == 0 else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"validation mean Dice ({VAL_CASES} patients)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+    def draw(ax) -> None:
+        for row in table["runs"]:
+            curve = [r for r in row["curve"] if r["val_dice"] is not None]
+            ax.plot([r["step"] for r in curve], [r["val_dice"] for r in curve], color=colours.get(row["arm"]),
+                    label=row["arm"] if row["subset"] == 0 else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"validation mean Dice ({VAL_CASES} patients)")
+
+    study.write_figure(path, draw)
 
 
 def main(argv: list[str] | None = None) -> None:

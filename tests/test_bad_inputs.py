@@ -432,7 +432,10 @@ def test_a_full_cache_disk_falls_back_to_no_cache(tmp_path, pretrain_data, monke
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module, "atomic_write", no_space)  # every cache file goes through it
+    from pgl_zoo import runs
+
+    monkeypatch.setattr(cache_module, "atomic_write", no_space)  # the arrays
+    monkeypatch.setattr(runs, "atomic_write", no_space)  # the JSON records (runs.atomic_write_json)
     warnings: list[str] = []
     prep = Preprocessing(spacing_xyz_mm=None, window=(-1024.0, 325.0), normalization="zscore")
     data = data_module.prepare_volumes(pretrain_data["data"], prep, cache_dir=tmp_path / "cache",

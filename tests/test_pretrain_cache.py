@@ -166,12 +166,17 @@ def test_killing_preparation_loses_no_finished_scan(tmp_path):
     assert "40 usable volume(s), 1 skipped" in line
 
 
-def test_an_entry_of_another_cache_version_is_never_read(tmp_path):
+def _one_prepared_scan(tmp_path: Path):
+    """(folder, cache, the prepared data, its scan's record path, the record) for one scan and one mask."""
     folder = _scans(tmp_path / "data", 1)
     cache = tmp_path / "cache"
     first = prepare_volumes(folder, CT, cache_dir=cache, warn=lambda m: None)
     record = first.volumes[0].array_path.with_suffix(".json")
-    meta = json.loads(record.read_text())
+    return folder, cache, first, record, json.loads(record.read_text())
+
+
+def test_an_entry_of_another_cache_version_is_never_read(tmp_path):
+    folder, cache, first, record, meta = _one_prepared_scan(tmp_path)
     assert meta["version"] == CACHE_VERSION
     meta["version"] = "pgl-pretrain-cache-3"
     record.write_text(json.dumps(meta))
@@ -248,11 +253,7 @@ def test_a_dicom_folder_is_listed_and_read_once(tmp_path):
 
 
 def test_a_damaged_record_is_prepared_again_not_misread(tmp_path):
-    folder = _scans(tmp_path / "data", 1)
-    cache = tmp_path / "cache"
-    first = prepare_volumes(folder, CT, cache_dir=cache, warn=lambda m: None)
-    record = first.volumes[0].array_path.with_suffix(".json")
-    meta = json.loads(record.read_text())
+    folder, cache, first, record, meta = _one_prepared_scan(tmp_path)
     del meta["intensity"]  # a record cut short by hand or by another tool
     record.write_text(json.dumps(meta))
     index = next((cache / "index").glob("[0-9a-f]*.json"))

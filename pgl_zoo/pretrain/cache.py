@@ -48,6 +48,7 @@ import SimpleITK as sitk
 
 from ..atomic import atomic_write
 from ..imaging import IntensityMap, VolumeRef, list_dicom_series
+from ..runs import atomic_write_json
 
 CACHE_VERSION = "pgl-pretrain-cache-4"
 CLAIM_STALE_S = 3600.0
@@ -76,20 +77,11 @@ def content_files(ref: VolumeRef) -> list[Path]:
     return ref.files()
 
 
-def folder_files(folder: Path) -> list[Path]:
-    """The visible regular files directly inside ``folder`` (a listing: no file is opened)."""
-    return VolumeRef(folder).files()
-
-
 def stat_signature(ref: VolumeRef) -> list[list]:
     """[[name, size in bytes, mtime in ns], ...] of :meth:`VolumeRef.files` (a DICOM series: every file of its
     folder, so a change anywhere in the folder re-hashes it; raises OSError for a dangling link)."""
-    return _signature(ref.files())
-
-
-def _signature(paths: list[Path]) -> list[list]:
     out = []
-    for path in paths:
+    for path in ref.files():
         st = path.stat()
         out.append([path.name, st.st_size, st.st_mtime_ns])
     return out
@@ -201,7 +193,7 @@ class PretrainCache:
         file, 40 minutes for 3 million slices, at every start without this)."""
         name = hashlib.sha256(os.path.abspath(folder).encode()).hexdigest()[:40]
         path = self.folder / "index" / f"series-{name}.json"
-        files = _signature(folder_files(folder))
+        files = stat_signature(VolumeRef(folder))  # the folder's listing, as for its series' entries
         try:
             record = json.loads(path.read_text())
             if isinstance(record, dict) and record.get("files") == files and isinstance(record.get("series"), list):
@@ -278,7 +270,7 @@ class PretrainCache:
     @staticmethod
     def _write_json(path: Path, data: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+        atomic_write_json(path, data)
 
     # -- claims
     @contextlib.contextmanager
