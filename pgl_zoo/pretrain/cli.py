@@ -1,4 +1,5 @@
-"""``pgl-zoo pretrain`` and ``pgl-zoo export``: thin click commands over the pretrain package."""
+"""``pgl-zoo pretrain`` and ``pgl-zoo prepare``: thin click commands over the pretrain package
+(``pgl-zoo export`` lives in :mod:`pgl_zoo.cli_export`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Projector / predictor heads (BYOL style): a global MLP and a local 1x1x1-conv version.
 
-Widths are project defaults (the paper does not state them): see ``PGLModel``.
+Widths are project defaults (the paper does not state them); :mod:`pgl_zoo.pretrain.model` chooses them
+(:class:`~pgl_zoo.pretrain.model.OnlineNetwork`).
 """
 
 from __future__ import annotations
