@@ -72,13 +72,8 @@ def compare_with_monai(network, array: np.ndarray, roi: tuple[int, ...], device:
     matrix product giving the limit. Needs MONAI."""
     from monai.inferers import sliding_window_inference
 
-    from pgl_zoo.inference import (
-        compile_for_inference,
-        default_window_batch,
-        predict_label,
-        sliding_window_predict,
-        window_starts,
-    )
+    from pgl_zoo.compile import compile_for_inference
+    from pgl_zoo.sliding_window import default_window_batch, predict_label, sliding_window_predict, window_starts
 
     volume = torch.from_numpy(array)[None, None].to(device)
     batch = batch or default_window_batch(device)

@@ -31,7 +31,7 @@ from rt_utils import RTStructBuilder
 
 from pgl_zoo.dicom_output import SNOMED_CODES, coded_class, write_dicom_seg, write_rtstruct
 from pgl_zoo.imaging import VolumeRef, read_image
-from pgl_zoo.inference import plan_outputs
+from pgl_zoo.output_plan import plan_outputs
 from pgl_zoo.registry import get_card
 
 CT = DATA_DIR / "ct"

@@ -7,8 +7,9 @@ import pytest
 import torch
 from _seg_helpers import MICRO_ARCH, micro_card
 
-from pgl_zoo.inference import gaussian_importance_map, segment_array, sliding_window_predict, window_starts
+from pgl_zoo.inference import segment_array
 from pgl_zoo.nets import build_unet
+from pgl_zoo.sliding_window import gaussian_importance_map, sliding_window_predict, window_starts
 
 monai = pytest.importorskip("monai")
 

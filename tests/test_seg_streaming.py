@@ -8,8 +8,9 @@ import pytest
 import torch
 from _seg_helpers import MICRO_ARCH
 
-from pgl_zoo.inference import compile_for_inference, default_window_batch, predict_label, sliding_window_predict
+from pgl_zoo.compile import compile_for_inference
 from pgl_zoo.nets import build_unet
+from pgl_zoo.sliding_window import default_window_batch, predict_label, sliding_window_predict
 
 
 @pytest.fixture(scope="module")

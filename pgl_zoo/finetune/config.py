@@ -89,7 +89,7 @@ class FinetuneConfig:
     layer_decay: float = 1.0
     foreground_probability: float = 0.33
     overlap: float = 0.5
-    sw_batch_size: int | None = None  # validation windows per pass; None: inference.default_window_batch
+    sw_batch_size: int | None = None  # validation windows per pass; None: sliding_window.default_window_batch
     seed: int = 0
     resume: bool = False
     overwrite: bool = False

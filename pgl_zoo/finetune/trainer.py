@@ -29,7 +29,6 @@ import torch
 
 from ..cards import LINEAR_PROBE
 from ..errors import DataError, OverwriteError, RunError
-from ..inference import predict_label
 from ..metrics import dice_per_class, nanmean
 from ..nets import LinearProbe3d, build_probe
 from ..partial_labels import LabelledClasses, labelled_classes_from, read_labelled_classes
@@ -49,6 +48,7 @@ from ..runs import (
     trim_jsonl,
     warmup_cosine,
 )
+from ..sliding_window import predict_label
 from .config import FinetuneConfig, resolve_preprocessing
 from .data import Case, CasePair, find_cases, load_cases, read_label_names, sample_patch
 from .export import export_segmentation_model
