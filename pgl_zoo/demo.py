@@ -41,9 +41,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import OverwriteError, PglZooError
+from .errors import PglZooError
 from .imaging import geometry_differences, read_image
-from .runs import LOCK_NAME, RunLock, atomic_write_json
+from .runs import RunLock, atomic_write_json
+from .training import check_out_folder
 
 __all__ = ["DEFAULT_MODEL", "TEST_CASE", "TRAIN_CASES", "DemoRecipe", "DemoConfig", "run_demo", "lung_dice"]
 
@@ -159,12 +160,8 @@ def _load_zoo_model(model: str, device: str):
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """Refuse a file, or a folder holding anything but a stale lock, unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise OverwriteError(f"{out}: exists and is not a folder")
-    held = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) if out.is_dir() else []
-    if held and not overwrite:
-        raise OverwriteError(f"{out}: folder is not empty ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); "
-                             "choose another --out or pass --overwrite to replace the demo's outputs there")
+    check_out_folder(out, overwrite, lambda held: f"{out}: folder is not empty ({held}); choose another --out or pass "
+                     "--overwrite to replace the demo's outputs there", not_folder=f"{out}: exists and is not a folder")
 
 
 def _remove_outputs(out: Path) -> None:

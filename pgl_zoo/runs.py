@@ -1,6 +1,6 @@
-"""What pretraining and fine-tuning runs share: the run-folder lock, atomic checkpoints and JSON files,
-reading back ``metrics.jsonl`` and ``config.json`` after a crash, the resume policy, the stop flag
-(Ctrl-C and SIGTERM), RNG state and the warm-up cosine learning-rate schedule.
+"""The parts of a run folder: the run-folder lock, atomic checkpoints and JSON files, reading back
+``metrics.jsonl`` and ``config.json`` after a crash, the stop flag (Ctrl-C and SIGTERM) and RNG state.
+The frame that puts them together for both trainers (resume policy, warm-up) is :mod:`pgl_zoo.training`.
 
 Torch is imported only by the functions that save, load or seed tensors.
 """
@@ -10,10 +10,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import math
 import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,7 @@ LOCK_NAME = ".lock"
 
 __all__ = [
     "RunLock", "StopFlag", "append_line", "atomic_write_json", "read_json", "read_jsonl", "trim_jsonl",
-    "save_checkpoint", "load_checkpoint", "load_state", "state_dict_mismatch", "sigterm_as_interrupt",
-    "resume_differences", "warmup_cosine", "rng_state", "set_rng_state",
+    "save_checkpoint", "load_checkpoint", "load_state", "state_dict_mismatch", "rng_state", "set_rng_state",
 ]
 
 
@@ -212,46 +210,6 @@ def state_dict_mismatch(module: Any, state: dict[str, Any], exc: Exception | Non
     if not parts and exc is not None:
         parts.append(" ".join(str(exc).split())[:300])
     return "weights do not fit the network (" + "; ".join(parts) + ")"
-
-
-class sigterm_as_interrupt:  # noqa: N801 - used like a function
-    """Within the block, SIGTERM raises KeyboardInterrupt like Ctrl-C (the run stops, keeps its last
-    checkpoint, releases its lock; the CLI exits 130)."""
-
-    def __enter__(self) -> None:
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-
-    @staticmethod
-    def _handle(signum, frame) -> None:
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def resume_differences(stored: dict[str, Any], now: dict[str, Any], may_change: Iterable[str]) -> list[str]:
-    """``"key: run X vs now Y"`` for every option that shapes the run and differs from the stored one."""
-    allowed = set(may_change)
-    keys = sorted((set(stored) | set(now)) - allowed)
-    return [f"{k}: run {stored.get(k)!r} vs now {now.get(k)!r}" for k in keys
-            if _normal(stored.get(k)) != _normal(now.get(k))]
-
-
-def _normal(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Multiplier of the base lr at ``step``: linear warm-up from 1/warmup to 1, then cosine decay to 0
-    at ``total_steps`` (the one schedule of pretraining and fine-tuning)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def rng_state() -> dict[str, Any]:

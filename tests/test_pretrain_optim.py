@@ -7,7 +7,8 @@ import torch
 
 from pgl_zoo.errors import PglZooError
 from pgl_zoo.pretrain.config import PretrainConfig
-from pgl_zoo.pretrain.optim import LARS, make_optimizer, param_groups, warmup_cosine
+from pgl_zoo.pretrain.optim import LARS, make_optimizer, param_groups
+from pgl_zoo.training import warmup_cosine
 
 
 def test_warmup_then_cosine():

@@ -59,7 +59,7 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--weight-decay", default=_DEFAULT("weight_decay"), show_default=True, type=float,
               help="AdamW weight decay.")
 @click.option("--warmup-steps", type=NON_NEGATIVE_INT,
-              help="Linear warm-up steps (>= 0) before cosine decay (default: one epoch, at most 10% of all steps).")
+              help="Linear warm-up steps (>= 0) before cosine decay (default: 5% of all steps).")
 @click.option("--init", type=click.Choice(["encoder+decoder", "encoder"]), default=_DEFAULT("init"),
               show_default=True, help="What to take from the pretrained file: encoder and decoder (when the "
                                       "file has one; PGL trains decoder levels) or the encoder only. The head is "

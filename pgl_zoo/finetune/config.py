@@ -12,6 +12,7 @@ from ..cards import Preprocessing
 from ..errors import PglZooError
 from ..options import OptionError, in_range, spacing, voxel_sizes, window
 from ..registry import default_encoder
+from ..training import default_warmup
 from .data import Case, CasePair
 
 NATIVE = "native"  # spacing override: keep each scan's own spacing
@@ -19,6 +20,9 @@ NO_WINDOW = "none"  # window override: clip nothing
 # What a pretrained start takes from the zoo file: the encoder only, or encoder and (when the file has
 # one, as PGL files do: the local loss trains decoder levels) the decoder too. The head is always new.
 INITS = ("encoder+decoder", "encoder")
+# Options that may differ when a run is resumed; any other difference is refused (it would change the run).
+RESUMABLE_OVERRIDES = ("out", "epochs", "resume", "progress", "device", "name", "modality", "on_epoch_end", "extra",
+                       "overlap", "sw_batch_size", "overwrite", "label_names")
 
 
 @dataclass
@@ -49,7 +53,7 @@ class FinetuneConfig:
 
     Schedule: ``epochs`` of ``steps_per_epoch`` optimiser steps on batches of ``batch_size``
     random patches (``foreground_probability`` of them centred on a labelled voxel); AdamW with a
-    linear warm-up over ``warmup_steps`` (default: one epoch, at most 10 % of all steps) then cosine
+    linear warm-up over ``warmup_steps`` (default: 5 % of all steps, as in pretraining) then cosine
     decay to 0. ``freeze_encoder`` trains the frozen-encoder linear probe instead of a U-Net
     (:mod:`pgl_zoo.nets.probe`; the encoder never changes; with ``encoder=None`` the random-encoder
     probe); ``freeze_encoder_epochs`` keeps a U-Net's encoder fixed for the first epochs;
@@ -130,6 +134,11 @@ class FinetuneConfig:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+    @property
+    def resolved_warmup(self) -> int:
+        """``warmup_steps``, or the default of both trainers (:func:`pgl_zoo.training.default_warmup`)."""
+        return self.warmup_steps if self.warmup_steps is not None else default_warmup(self.total_steps)
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,28 +27,15 @@ import numpy as np
 import torch
 
 from ..cards import LINEAR_PROBE
-from ..errors import DataError, OverwriteError, RunError
+from ..errors import DataError, RunError
 from ..metrics import dice_per_class, nanmean
 from ..nets import LinearProbe3d, build_probe
 from ..partial_labels import LabelledClasses, labelled_classes_from, read_labelled_classes
 from ..registry import default_encoder
-from ..runs import (
-    LOCK_NAME,
-    RunLock,
-    append_line,
-    atomic_write_json,
-    load_checkpoint,
-    load_state,
-    resume_differences,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    sigterm_as_interrupt,
-    trim_jsonl,
-    warmup_cosine,
-)
+from ..runs import LOCK_NAME, StopFlag, load_state, rng_state, set_rng_state
 from ..sliding_window import predict_label
-from .config import FinetuneConfig, resolve_preprocessing
+from ..training import TrainingRun, check_out_folder, warmup_cosine
+from .config import RESUMABLE_OVERRIDES, FinetuneConfig, resolve_preprocessing
 from .data import Case, CasePair, find_cases, load_cases, read_label_names, sample_patch
 from .export import export_segmentation_model
 from .losses import DiceCELoss
@@ -125,11 +111,6 @@ def _param_groups(net: torch.nn.Module, config: FinetuneConfig) -> list[dict[str
     return layer_decay_groups(net, config.lr, config.layer_decay)
 
 
-# Options that may differ when a run is resumed; any other difference is refused (it would change the run).
-RESUMABLE = ("out", "epochs", "resume", "progress", "device", "name", "modality", "on_epoch_end", "extra",
-             "overlap", "sw_batch_size", "overwrite", "label_names")
-
-
 def _validate(net: torch.nn.Module, cases: list[Case], config: FinetuneConfig, patch: tuple[int, ...],
               class_names: dict[int, str], labelled: LabelledClasses | None) -> dict[str, float]:
     """Mean Dice per class over the validation cases (with partial labels: over the cases contouring it)."""
@@ -158,10 +139,6 @@ def _labelled_classes(config: FinetuneConfig, cases: list[Case]) -> LabelledClas
     return labelled
 
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    save_checkpoint(payload, path)  # unique temporary name, fsync, rename
-
-
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "model", LOCK_NAME)
 
 
@@ -176,25 +153,38 @@ def _check_out(run_dir: Path, config: FinetuneConfig) -> None:
         return
     if is_run:
         raise RunError(f"{run_dir}: already holds a run; pass resume (--resume) or choose another --out")
-    if run_dir.is_file():
-        raise OverwriteError(f"{run_dir}: is a file, not a run folder")
-    others = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES) if run_dir.is_dir() else []
-    leftovers = sorted(p.name for p in run_dir.iterdir() if p.name in RUN_FILES and p.name != LOCK_NAME) \
-        if run_dir.is_dir() else []
-    if (others or leftovers) and not config.overwrite:
-        shown = ", ".join((others or leftovers)[:3])
-        raise OverwriteError(f"{run_dir}: is not empty and not a run ({shown}); choose an empty --out or pass "
-                             "--overwrite")
+    check_out_folder(run_dir, config.overwrite, lambda held: f"{run_dir}: is not empty and not a run ({held}); "
+                     "choose an empty --out or pass --overwrite", not_folder=f"{run_dir}: is a file, not a run folder",
+                     order=lambda name: (name in RUN_FILES, name))
 
 
-def _check_resume(config: FinetuneConfig, state: dict[str, Any], last_path: Path) -> None:
-    stored = state.get("config")
-    if stored is None:
-        return
-    now = json.loads(config.to_json())
-    diff = resume_differences(stored, now, RESUMABLE)
-    if diff:
-        raise RunError(f"{last_path}: cannot resume with different options ({'; '.join(diff)})")
+class FinetuneRun(TrainingRun):
+    """The run folder of a fine-tuning run (:class:`pgl_zoo.training.TrainingRun`): ``checkpoints/last.pt``
+    (and ``best.pt``), ``config.json`` (the options as ``FinetuneConfig.to_json`` writes them),
+    ``metrics.jsonl`` trimmed by ``epoch``; the --out policy :func:`_check_out`; a resumed run may change
+    :data:`pgl_zoo.finetune.config.RESUMABLE_OVERRIDES` only."""
+
+    metrics_key = "epoch"
+    config_indent = 2
+    may_change = RESUMABLE_OVERRIDES
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        super().__init__(config.out, config.resume, config.overwrite)
+        self.config = config
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoints" / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "checkpoints" / "best.pt"
+
+    def check_out(self) -> None:
+        _check_out(self.out, self.config)
+
+    def stored_config(self) -> dict[str, Any]:
+        return json.loads(self.config.to_json())
 
 
 def _class_names(config: FinetuneConfig) -> dict[int, str]:
@@ -204,10 +194,9 @@ def _class_names(config: FinetuneConfig) -> dict[int, str]:
 
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune (or train from scratch) a segmentation network; see :class:`FinetuneConfig`."""
-    run_dir = Path(config.out)
-    _check_out(run_dir, config)
-    with RunLock(run_dir), sigterm_as_interrupt():
-        return _finetune(config, run_dir)
+    run = FinetuneRun(config)
+    with run.locked():
+        return _finetune(config, run)
 
 
 @dataclass
@@ -221,12 +210,10 @@ class _Progress:
     best_dice: dict[str, float] = field(default_factory=dict)
 
 
-def _restore(config: FinetuneConfig, last_path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def _restore(state: dict[str, Any], last_path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
              rng: np.random.Generator) -> _Progress:
-    """The resume policy: the checkpoint must exist and match the options; network, optimiser, RNG states
-    and progress come back from it."""
-    state = load_checkpoint(last_path)
-    _check_resume(config, state, last_path)
+    """Network, optimiser, RNG states and progress from the checkpoint ``state`` (read and checked against
+    the options by :meth:`FinetuneRun.resume_point`)."""
     load_state(net, state["model"], f"{last_path}")
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"] if "rng" in state else {"torch": state["torch_rng"]})
@@ -235,47 +222,98 @@ def _restore(config: FinetuneConfig, last_path: Path, net: torch.nn.Module, opti
                      int(state["best_epoch"]), state["best_dice"])
 
 
-def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
-                 cases: list[Case], patch: tuple[int, ...], rng: np.random.Generator, epoch: int, warmup: int,
-                 config: FinetuneConfig, run_dir: Path, labelled: LabelledClasses | None) -> list[float]:
-    """One epoch of ``steps_per_epoch`` optimiser steps on random patches; returns the step losses.
-    A non-finite loss stops the run (RunError) before the step is taken. ``labelled``: partial labels
-    (the marginal loss), or None."""
-    net.freeze_encoder(config.freeze_encoder or epoch < config.freeze_encoder_epochs)
-    net.train()
-    losses: list[float] = []
-    steps = range(config.steps_per_epoch)
-    if config.progress:
-        from ..progress import progress_bar
+@dataclass
+class _Epochs:
+    """What the epochs of a run work on: its folder, network, optimiser (each group's ``base_lr`` scaled by
+    the schedule), loss, seeded generator, patch size (z, y, x), cases, class names and partial labels."""
 
-        steps = progress_bar(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
-    for i in steps:
-        factor = warmup_cosine(epoch * config.steps_per_epoch + i, config.total_steps, warmup)
-        for group in optimizer.param_groups:
+    run: FinetuneRun
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: torch.nn.Module
+    rng: np.random.Generator
+    patch: tuple[int, ...]
+    train_cases: list[Case]
+    val_cases: list[Case]
+    class_names: dict[int, str]
+    labelled: LabelledClasses | None
+
+    def train(self, epoch: int, flag: StopFlag) -> list[float]:
+        """One epoch of ``steps_per_epoch`` optimiser steps on random patches; returns the step losses.
+        A non-finite loss stops the run (RunError) before the step is taken; a stop asked for (Ctrl-C,
+        SIGTERM) raises KeyboardInterrupt between steps, the last epoch's checkpoints kept."""
+        config, net = self.run.config, self.net
+        net.freeze_encoder(config.freeze_encoder or epoch < config.freeze_encoder_epochs)
+        net.train()
+        losses: list[float] = []
+        steps = range(config.steps_per_epoch)
+        bar = self.run.progress_bar(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False) \
+            if config.progress else None
+        for i in bar if bar is not None else steps:
+            if flag.stop:
+                raise KeyboardInterrupt
+            value = self._step(epoch, i)
+            losses.append(value)
+            if bar is not None:
+                bar.set_postfix(loss=f"{value:.3f}")
+        return losses
+
+    def _step(self, epoch: int, i: int) -> float:
+        """Step ``i`` of ``epoch``: the scheduled lr, a batch of patches (N, 1, z, y, x), the loss (with
+        partial labels: the marginal loss), one optimiser step; returns the loss."""
+        config, cases, rng = self.run.config, self.train_cases, self.rng
+        factor = warmup_cosine(epoch * config.steps_per_epoch + i, config.total_steps, config.resolved_warmup)
+        for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         picks = rng.integers(len(cases), size=config.batch_size)
-        patches = [sample_patch(cases[j], patch, rng, config.foreground_probability) for j in picks]
+        patches = [sample_patch(cases[j], self.patch, rng, config.foreground_probability) for j in picks]
         images = torch.from_numpy(np.stack([p[0] for p in patches])[:, None]).to(config.device)
         labels = torch.from_numpy(np.stack([p[1] for p in patches])).to(config.device)
-        contoured = None if labelled is None else torch.from_numpy(
-            np.stack([labelled.mask(cases[j].name) for j in picks])).to(config.device)
-        loss = loss_fn(net(images), labels, contoured)
+        contoured = None if self.labelled is None else torch.from_numpy(
+            np.stack([self.labelled.mask(cases[j].name) for j in picks])).to(config.device)
+        loss = self.loss_fn(self.net(images), labels, contoured)
         value = loss.item()
         if not math.isfinite(value):
-            raise RunError(f"{run_dir}: the loss became {value} at epoch {epoch + 1}, step {i + 1}; stopped "
+            raise RunError(f"{self.run.out}: the loss became {value} at epoch {epoch + 1}, step {i + 1}; stopped "
                            "(checkpoints of the last good epoch kept); check the data or lower --lr")
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        losses.append(value)
+        self.optimizer.step()
+        return value
+
+    def epoch(self, epoch: int, progress: _Progress, flag: StopFlag) -> None:
+        """Train and validate one epoch; its record into metrics.jsonl, then best.pt (when it is the best)
+        and last.pt; a stop asked for during the epoch is honoured after them (KeyboardInterrupt)."""
+        config, run = self.run.config, self.run
+        started = time.perf_counter()
+        losses = self.train(epoch, flag)
+        dice = _validate(self.net, self.val_cases, config, self.patch, self.class_names, self.labelled)
+        mean = nanmean(list(dice.values()))
+        record = {"epoch": epoch + 1, "step": (epoch + 1) * config.steps_per_epoch,
+                  "train_loss": float(np.mean(losses)), "lr": self.optimizer.param_groups[-1]["lr"],
+                  "val_dice": dice, "val_mean_dice": mean, "seconds": round(time.perf_counter() - started, 3)}
+        progress.history.append(record)
+        run.append_metrics(record)
         if config.progress:
-            steps.set_postfix(loss=f"{value:.3f}")
-    return losses
+            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, val Dice "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + f", mean {mean:.3f}", flush=True)
+        if not math.isnan(mean) and mean > progress.best_mean:
+            progress.best_mean, progress.best_epoch, progress.best_dice = mean, epoch + 1, dice
+            run.save({"model": self.net.state_dict(), "epoch": epoch + 1, "val_dice": dice}, run.best_path)
+        run.save({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch + 1,
+                  "history": progress.history, "best_mean": progress.best_mean, "best_epoch": progress.best_epoch,
+                  "best_dice": progress.best_dice, "rng": rng_state(), "numpy_rng": self.rng.bit_generator.state,
+                  "config": run.stored_config()})
+        if config.on_epoch_end is not None:
+            config.on_epoch_end(record)
+        if flag.stop:
+            raise KeyboardInterrupt
 
 
-def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
-    last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
-    _check_out(run_dir, config)  # again, under the lock
+def _finetune(config: FinetuneConfig, run: FinetuneRun) -> FinetuneResult:
+    """Under the run lock: the checkpoint to resume (checked first), the cases, network and optimiser, the
+    run folder, the epochs, then the best network exported."""
+    checkpoint = run.resume_point()
     if config.label_names is None and config.data is not None:
         config.label_names = read_label_names(config.data)
     pairs = list(config.cases) if config.cases is not None else find_cases(config.data)
@@ -295,43 +333,15 @@ def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
     optimizer = torch.optim.AdamW(_param_groups(net, config), lr=config.lr, weight_decay=config.weight_decay)
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
-    total = config.total_steps
-    warmup = config.warmup_steps if config.warmup_steps is not None else min(config.steps_per_epoch, total // 10)
-    loss_fn = DiceCELoss()
-    run = _restore(config, last_path, net, optimizer, rng) if config.resume else _Progress()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stored_config = json.loads(config.to_json())
-    atomic_write_json(run_dir / "config.json", stored_config, indent=2)
-    trim_jsonl(run_dir / "metrics.jsonl", "epoch", run.start_epoch,
-               warn=lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
-
-    for epoch in range(run.start_epoch, config.epochs):
-        started = time.perf_counter()
-        losses = _train_epoch(net, optimizer, loss_fn, train_cases, patch, rng, epoch, warmup, config, run_dir,
-                              labelled)
-        dice = _validate(net, val_cases, config, patch, class_names, labelled)
-        mean = nanmean(list(dice.values()))
-        record = {"epoch": epoch + 1, "step": (epoch + 1) * config.steps_per_epoch,
-                  "train_loss": float(np.mean(losses)), "lr": optimizer.param_groups[-1]["lr"],
-                  "val_dice": dice, "val_mean_dice": mean, "seconds": round(time.perf_counter() - started, 3)}
-        run.history.append(record)
-        append_line(run_dir / "metrics.jsonl", json.dumps(record))  # a torn last line is dropped on resume
-        if config.progress:
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, val Dice "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + f", mean {mean:.3f}", flush=True)
-        if not math.isnan(mean) and mean > run.best_mean:
-            run.best_mean, run.best_epoch, run.best_dice = mean, epoch + 1, dice
-            _save(best_path, {"model": net.state_dict(), "epoch": epoch + 1, "val_dice": dice})
-        _save(last_path, {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-            "history": run.history, "best_mean": run.best_mean, "best_epoch": run.best_epoch,
-            "best_dice": run.best_dice, "rng": rng_state(), "numpy_rng": rng.bit_generator.state,
-            "config": stored_config,
-        })
-        if config.on_epoch_end is not None:
-            config.on_epoch_end(record)
-    return _export_best(config, run_dir, net, base_card, prep, patch, class_names, pairs, train_pairs, val_pairs,
-                        run)
+    epochs = _Epochs(run, net, optimizer, DiceCELoss(), rng, patch, train_cases, val_cases, class_names, labelled)
+    progress = _restore(checkpoint, run.checkpoint_path, net, optimizer, rng) if checkpoint is not None \
+        else _Progress()
+    run.open_folder(progress.start_epoch)
+    with run.stopping() as flag:
+        for epoch in range(progress.start_epoch, config.epochs):
+            epochs.epoch(epoch, progress, flag)
+    return _export_best(config, run.out, net, base_card, prep, patch, class_names, pairs, train_pairs, val_pairs,
+                        progress)
 
 
 def _export_best(config: FinetuneConfig, run_dir: Path, net: torch.nn.Module, base_card, prep, patch,

@@ -19,10 +19,11 @@ from typing import Any
 
 from ..errors import PglZooError
 from ..options import OptionError, in_range, spacing, voxel_sizes, window
+from ..training import default_warmup
 
-# Options that may differ between a run and its resumption; all others must match the checkpoint.
 LOCAL_CONTROLS = ("none", "shuffled")
 
+# Options that may differ between a run and its resumption; all others must match the checkpoint.
 RESUMABLE_OVERRIDES = ("out", "steps", "stop_after", "workers", "jobs", "checkpoint_every", "device", "compile",
                        "resume", "cache_dir", "data", "log_every", "overwrite")
 
@@ -48,7 +49,7 @@ class PretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     optimizer: str = "adamw"
-    warmup_steps: int | None = None  # None: 5 % of steps
+    warmup_steps: int | None = None  # None: 5 % of steps (training.default_warmup)
     clip_grad: float = 1.0
     base_momentum: float = 0.996
     local_weight: float = 1.0
@@ -120,7 +121,7 @@ class PretrainConfig:
 
     @property
     def resolved_warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 20)
+        return self.warmup_steps if self.warmup_steps is not None else default_warmup(self.steps)
 
     def resolved_log_every(self, device_type: str) -> int:
         """``log_every``, or its default for the device: 1 on the CPU (every step logged, as before), 10 on
@@ -155,14 +156,6 @@ class PretrainConfig:
             return cls(**{k: v for k, v in data.items() if k in known})
         except PglZooError as exc:
             raise PglZooError(f"{where}{exc}") from None
-
-    def check_resumable(self, stored: dict[str, Any]) -> None:
-        """Raise if an option that shapes the run differs from the checkpoint's."""
-        mine = self.to_dict()
-        diff = [k for k, v in stored.items() if k in mine and k not in RESUMABLE_OVERRIDES and mine[k] != v]
-        if diff:
-            detail = ", ".join(f"{k}: run {stored[k]!r} vs now {mine[k]!r}" for k in diff)
-            raise PglZooError(f"{self.out}: cannot resume with different options ({detail})")
 
 
 def _has_type(value: Any, hint: Any) -> bool:

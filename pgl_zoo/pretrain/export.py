@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ..architecture import stage_widths
 from ..cards import NOT_PUBLISHED
-from ..errors import OverwriteError, PglZooError
+from ..errors import PglZooError
 from ..registry import get_card
 from ..runs import read_jsonl
+from ..training import check_out_folder
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .trainer import METRICS_NAME, load_card
 
@@ -53,10 +54,9 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_deco
     from ..weights import save_pretrained
 
     run_dir, out = Path(run_dir), Path(out_dir)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())) \
-            and not _exported_from(out, run_dir):
-        raise OverwriteError(f"{out}: exists and is not empty (not an export of {run_dir}); choose another --out "
-                             "or pass --overwrite")
+    check_out_folder(out, overwrite, lambda held: f"{out}: exists and is not empty (not an export of {run_dir}); "
+                     "choose another --out or pass --overwrite",
+                     accept=lambda folder, held: _exported_from(folder, run_dir))
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
     cfg = ckpt["config"]
     base = load_card(ckpt["card_file"]) if ckpt.get("card_file") else get_card(ckpt["card"])

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..runs import warmup_cosine
+from ..training import warmup_cosine
 
-__all__ = ["LARS", "param_groups", "make_optimizer", "make_scheduler", "warmup_cosine"]
+__all__ = ["LARS", "param_groups", "make_optimizer", "make_scheduler"]
 
 
 class LARS(torch.optim.Optimizer):

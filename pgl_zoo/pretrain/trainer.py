@@ -22,17 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from ..architecture import cumulative_strides, stage_strides, stage_widths
-from ..atomic import write_failure
 from ..cards import ModelCard
 from ..errors import OverwriteError, PglZooError
 from ..resolve import resolve_model
-from ..runs import LOCK_NAME, RunLock, StopFlag, atomic_write_json, load_state, read_jsonl, trim_jsonl
+from ..runs import StopFlag, atomic_write_json, load_state, read_jsonl
+from ..training import TrainingRun, check_out_folder
 from .augment import IntensityAugment
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import PretrainConfig
+from .checkpoint import CHECKPOINT_NAME, rng_state, set_rng_state
+from .config import RESUMABLE_OVERRIDES, PretrainConfig
 from .data import PreparedData, PreparedVolume, prepare_volumes
 from .dataset import StepSampler, ViewOptions, ViewPairDataset, make_loader
 from .distributed import DistInfo, cleanup, launch_rank, setup
@@ -96,12 +95,6 @@ def default_local_levels(n_stages: int) -> tuple[int, ...]:
     return (n_stages - 2,)
 
 
-def _trim_metrics(path: Path, step: int, warn=None) -> None:
-    """Drop metric lines past ``step`` (logged after the checkpoint a resumed run starts from) and a
-    partial last line left by a crash."""
-    trim_jsonl(path, "step", step, warn)
-
-
 def train_step(model: torch.nn.Module, online: OnlineNetwork, target: torch.nn.Module,
                optimizer: torch.optim.Optimizer, batch, local_weight: float, momentum: float,
                clip_grad: float = 0.0, scheduler=None, amp: bool = False, local_control: str = "none"):
@@ -149,10 +142,10 @@ def pretrain(cfg: PretrainConfig, volumes: list[PreparedVolume] | None = None) -
     group exists, so no collective waits on preparation however large the archive; then training.
     """
     cfg.model = card_file_of(cfg.model) or cfg.model  # a card path is stored absolute
-    check_out(cfg)  # before the lock creates the folder
     rank, world = launch_rank()
-    with RunLock(cfg.out) if rank == 0 else contextlib.nullcontext():
-        checkpoint = _resume_point(cfg, Path(cfg.out) / CHECKPOINT_NAME)
+    run = PretrainRun(cfg, rank == 0)
+    with run.locked():
+        checkpoint = run.resume_point()
         if not cfg.data:
             raise PglZooError("no --data given")
         card, prep = resolve_preprocessing(cfg)
@@ -161,17 +154,13 @@ def pretrain(cfg: PretrainConfig, volumes: list[PreparedVolume] | None = None) -
         if any(p % s for p, s in zip(patch, stride, strict=True)):  # refused before any data is prepared
             raise PglZooError(f"--patch-size {'x'.join(map(str, patch))} must be a multiple of the network's "
                               f"total stride {'x'.join(map(str, stride))} (z, y, x)")
-        say = print if rank == 0 else (lambda *a, **k: None)
-
-        def warn(msg: str) -> None:
-            say(f"warning: {msg}", flush=True)
-
         data = PreparedData(list(volumes)) if volumes is not None else _load_data(cfg, (rank, world), prep,
-                                                                                   card.modality, patch, warn)
-        say(f"data: {data.summary()}", flush=True)
+                                                                                   card.modality, patch, run.warn)
+        if run.is_main:
+            print(f"data: {data.summary()}", flush=True)
         info = setup(cfg.device)
         try:
-            return _pretrain(cfg, info, data, checkpoint, card, patch, warn)
+            return _pretrain(run, info, data, checkpoint, card, patch)
         finally:
             cleanup()
 
@@ -198,20 +187,23 @@ def check_out(cfg: PretrainConfig) -> None:
         return
     if (out / CHECKPOINT_NAME).exists():
         raise PglZooError(f"{out}: already holds a checkpoint; pass --resume to continue it or choose another --out")
-    held = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME and not _own_temporary(p.name))
-    if not held or cfg.overwrite:
-        return
-    if set(held) <= {"config.json", METRICS_NAME} and _is_pretrain_config(out / "config.json"):
-        try:
-            logged = len(read_jsonl(out / METRICS_NAME))
-        except PglZooError:
-            logged = -1
-        if logged == 0:
-            return  # a run that stopped before its first step: started again
-        raise OverwriteError(f"{out}: holds a pretraining run that logged steps but wrote no checkpoint to resume; "
-                             "pass --overwrite to start it again (metrics.jsonl is emptied) or choose another --out")
-    raise OverwriteError(f"{out}: is not empty and not a pretraining run ({', '.join(held[:3])}"
-                         f"{', ...' if len(held) > 3 else ''}); choose an empty --out or pass --overwrite")
+    check_out_folder(out, cfg.overwrite, lambda held: f"{out}: is not empty and not a pretraining run ({held}); "
+                     "choose an empty --out or pass --overwrite", ignore=_own_temporary, accept=_restartable)
+
+
+def _restartable(out: Path, held: list[str]) -> bool:
+    """Whether ``out`` holds a pretraining run that stopped before its first step (started again); one
+    that logged steps but wrote no checkpoint is refused."""
+    if not (set(held) <= {"config.json", METRICS_NAME} and _is_pretrain_config(out / "config.json")):
+        return False
+    try:
+        logged = len(read_jsonl(out / METRICS_NAME))
+    except PglZooError:
+        logged = -1
+    if logged == 0:
+        return True
+    raise OverwriteError(f"{out}: holds a pretraining run that logged steps but wrote no checkpoint to resume; "
+                         "pass --overwrite to start it again (metrics.jsonl is emptied) or choose another --out")
 
 
 def _is_pretrain_config(path: Path) -> bool:
@@ -223,17 +215,35 @@ def _is_pretrain_config(path: Path) -> bool:
     return isinstance(stored, dict) and {"scale_range", "overlap_range", "local_weight", "base_momentum"} <= set(stored)
 
 
-def _resume_point(cfg: PretrainConfig, ckpt_path: Path) -> dict[str, Any] | None:
-    """The resume policy: with ``resume`` the checkpoint must exist and match the options; without it,
-    an existing checkpoint is refused (never silently restarted over)."""
-    if cfg.resume:
-        checkpoint = load_checkpoint(ckpt_path)
-        cfg.check_resumable(checkpoint["config"])
-        return checkpoint
-    if ckpt_path.exists():
-        raise PglZooError(f"{ckpt_path.parent}: already holds a checkpoint; pass --resume to continue it or choose "
-                          "another --out")
-    return None
+class PretrainRun(TrainingRun):
+    """The run folder of a pretraining run (:class:`pgl_zoo.training.TrainingRun`): ``checkpoint.pt``,
+    ``config.json`` (the options, ``stop_after``, ``resume`` and ``overwrite`` reset), ``metrics.jsonl``
+    trimmed by ``step``; the --out policy :func:`check_out`; a resumed run's options compared with
+    ``cfg.to_dict()`` (:data:`pgl_zoo.pretrain.config.RESUMABLE_OVERRIDES` may change)."""
+
+    may_change = RESUMABLE_OVERRIDES
+    metrics_name = METRICS_NAME
+    warning_stream = "stdout"  # with the run's other lines (data, resumed, done)
+
+    def __init__(self, cfg: PretrainConfig, is_main: bool = True) -> None:
+        super().__init__(cfg.out, cfg.resume, cfg.overwrite, is_main)
+        self.cfg = cfg
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+    def check_out(self) -> None:
+        check_out(self.cfg)
+
+    def stored_config(self) -> dict[str, Any]:
+        return {**self.cfg.to_dict(), "stop_after": None, "resume": False, "overwrite": False}
+
+    def resume_config(self) -> dict[str, Any]:
+        return self.cfg.to_dict()
+
+    def resume_where(self) -> str:
+        return self.cfg.out
 
 
 def _load_data(cfg: PretrainConfig, share: tuple[int, int], prep, modality: str, patch: tuple[int, ...], warn):
@@ -276,9 +286,10 @@ class _Networks:
 
 @dataclass
 class _Run:
-    """One rank's pretraining run: its settings, networks, the step reached (advanced by :func:`_train_step`)
-    and the step it stops at (``end``)."""
+    """One rank's pretraining run: its folder, settings, networks, the step reached (advanced by
+    :func:`_train_step`) and the step it stops at (``end``)."""
 
+    folder: PretrainRun
     cfg: PretrainConfig
     info: DistInfo
     card: ModelCard
@@ -290,15 +301,11 @@ class _Run:
 
     @property
     def out(self) -> Path:
-        return Path(self.cfg.out)
+        return self.folder.out
 
     @property
     def ckpt_path(self) -> Path:
-        return self.out / CHECKPOINT_NAME
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.out / METRICS_NAME
+        return self.folder.checkpoint_path
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What checkpoint.pt holds at the current step (RNG states read now)."""
@@ -353,42 +360,25 @@ def _data_record(data: PreparedData) -> dict[str, Any]:
             "skipped": [list(s) for s in data.skipped]}
 
 
-def _open_run_folder(cfg: PretrainConfig, step: int, warn) -> None:
-    """Rank 0, before the first step: the --out folder (checked again, under the lock), config.json, and
-    metrics.jsonl trimmed to ``step``."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_out(cfg)  # again, under the lock
-    atomic_write_json(out / "config.json", {**cfg.to_dict(), "stop_after": None, "resume": False,
-                                            "overwrite": False})
-    _trim_metrics(out / METRICS_NAME, step, warn)
-
-
 class _RunLog:
     """The run's bookkeeping: the logged records and collapse warnings (every rank), the realised
-    geometry of every step's view pairs, and on rank 0 metrics.jsonl (appended) and the progress bar.
-    A context manager: leaving it closes the progress bar and metrics.jsonl."""
+    geometry of every step's view pairs, and on rank 0 metrics.jsonl (appended through the run folder)
+    and the progress bar. A context manager: leaving it closes the progress bar."""
 
-    def __init__(self, info: DistInfo, metrics_path: Path, step: int, end: int, views_per_step: int, warn) -> None:
-        self.info, self.metrics_path, self.views_per_step, self.warn = info, metrics_path, views_per_step, warn
+    def __init__(self, folder: PretrainRun, step: int, end: int, views_per_step: int) -> None:
+        self.folder, self.views_per_step = folder, views_per_step
         self.history: list[dict[str, Any]] = []  # the logged records
         self.views_total, self.views_count = {"overlap": 0.0, "scale_ratio": 0.0}, 0
         self.collapse_warned: set[str] = set()
         self.start_clock(step)
-        self.progress = None
-        if info.is_main:
-            from ..progress import progress_bar
-
-            self.progress = progress_bar(total=end, initial=step, unit="step", dynamic_ncols=True, desc="pretrain")
-        self.metrics_file = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115
+        self.progress = folder.progress_bar(total=end, initial=step, unit="step", dynamic_ncols=True, desc="pretrain")
 
     def __enter__(self) -> _RunLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.info.is_main:
+        if self.progress is not None:
             self.progress.close()
-            self.metrics_file.close()
 
     def start_clock(self, step: int) -> None:
         """The time and step the first logged rate (views/s) is measured from."""
@@ -418,16 +408,12 @@ class _RunLog:
         for branch in ("global", "local"):
             if record.get(f"collapsed_{branch}") and branch not in self.collapse_warned:
                 self.collapse_warned.add(branch)
-                self.warn(f"step {step}: the {branch} branch looks collapsed (std of its normalised "
+                self.folder.warn(f"step {step}: the {branch} branch looks collapsed (std of its normalised "
                           f"projections {record.get('std_' + branch, record.get('std_local_voxels')):.2e}); "
                           "see metrics.jsonl")
         self.history.append(record)
-        if self.info.is_main:
-            try:
-                self.metrics_file.write(json.dumps(record) + "\n")
-                self.metrics_file.flush()
-            except OSError as exc:  # a full disk: one line naming the file
-                raise write_failure(self.metrics_path, exc) from None
+        self.folder.append_metrics(record)  # rank 0; a full disk: one line naming the file
+        if self.progress is not None:
             self.progress.set_postfix(loss=f"{total:.4f}", views_s=f"{rate:.1f}")
 
     def final_means(self) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
@@ -442,17 +428,17 @@ class _RunLog:
         return final, indicators, views
 
 
-def _pretrain(cfg: PretrainConfig, info: DistInfo, data: PreparedData, checkpoint: dict[str, Any] | None,
-              card: ModelCard, patch: tuple[int, ...], warn) -> RunResult:
+def _pretrain(folder: PretrainRun, info: DistInfo, data: PreparedData, checkpoint: dict[str, Any] | None,
+              card: ModelCard, patch: tuple[int, ...]) -> RunResult:
     """One rank's run once its data is prepared: networks (restored from ``checkpoint``), loader, rank 0's
     run folder, the steps, then the last checkpoint and summary. Raises KeyboardInterrupt after Ctrl-C."""
+    cfg = folder.cfg
     nets, step = _build_networks(cfg, info, card, checkpoint)
     loader, end = _build_loader(cfg, info, data, patch, step)
-    run = _Run(cfg, info, card, patch, nets, _data_record(data), step, end)
-    if info.is_main:
-        _open_run_folder(cfg, step, warn)
-    log = _RunLog(info, run.metrics_path, step, end, 2 * cfg.batch_size * info.world_size, warn)
-    with log, StopFlag() as flag:
+    run = _Run(folder, cfg, info, card, patch, nets, _data_record(data), step, end)
+    folder.open_folder(step)
+    log = _RunLog(folder, step, end, 2 * cfg.batch_size * info.world_size)
+    with log, folder.stopping() as flag:
         interrupted = _train(run, loader, log, flag)
     return _finish(run, log, interrupted)
 
@@ -472,7 +458,7 @@ def _train(run: _Run, loader, log: _RunLog, flag: StopFlag) -> bool:
     interrupted = False
     stop_due = True
     while run.step < run.end:
-        if stop_due and _any_rank(flag.stop, run.info):
+        if stop_due and run.folder.stop_requested(flag, run.info.device, run.info.distributed):
             interrupted = True
             break
         # the step's losses (and the target's projections read for the indicators) are freed on return
@@ -504,10 +490,10 @@ def _train_step(run: _Run, batch, watch: LossWatch, log: _RunLog, log_every: int
     if log_now:
         log.log_step(step, total, glob, loc if losses.local is not None else None, lr, momentum,
                      losses.indicators, realised)
-    if info.is_main:
+    if log.progress is not None:
         log.progress.update(1)
-        if checkpoint_now:
-            save_checkpoint(run.checkpoint_state(), run.ckpt_path)
+    if checkpoint_now and info.is_main:
+        run.folder.save(run.checkpoint_state())
     return not info.distributed or log_now or checkpoint_now
 
 
@@ -516,14 +502,14 @@ def _finish(run: _Run, log: _RunLog, interrupted: bool) -> RunResult:
     closing line (rank 0); the run's result, or KeyboardInterrupt when it was stopped."""
     cfg, info = run.cfg, run.info
     if info.is_main:
-        save_checkpoint(run.checkpoint_state(), run.ckpt_path)
+        run.folder.save(run.checkpoint_state())
     final, indicators, views = log.final_means()
     if info.is_main:
         summary = {"step": run.step, "steps": cfg.steps, "final_losses": final, "final_indicators": indicators,
                    "views_mean": views, "local_control": cfg.local_control, "data": run.data_record,
                    "card": run.card.name, "local_levels": list(run.nets.levels), "interrupted": interrupted}
         atomic_write_json(run.out / "summary.json", summary)
-        write_loss_curve(run.metrics_path, run.out / "loss.png")
+        write_loss_curve(run.folder.metrics_path, run.out / "loss.png")
         print(f"{'stopped' if interrupted else 'done'} at step {run.step}/{cfg.steps}; checkpoint: {run.ckpt_path}",
               flush=True)
     result = RunResult(run.step, final, run.out, interrupted, parameter_digest(run.nets.online, run.nets.target))
@@ -531,11 +517,3 @@ def _finish(run: _Run, log: _RunLog, interrupted: bool) -> RunResult:
         raise KeyboardInterrupt
     return result
 
-
-def _any_rank(flag: bool, info: DistInfo) -> bool:
-    """True on every rank when any rank was asked to stop (so all ranks stop at the same step)."""
-    if not info.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)
