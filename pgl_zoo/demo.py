@@ -42,7 +42,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import OverwriteError, PglZooError
-from .imaging import geometry_differences, read_image
+from .imaging.geometry import geometry_differences
+from .imaging.read import read_image
 from .runs import LOCK_NAME, RunLock, atomic_write_json
 
 __all__ = ["DEFAULT_MODEL", "TEST_CASE", "TRAIN_CASES", "DemoRecipe", "DemoConfig", "run_demo", "lung_dice"]

@@ -29,19 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cards import ModelCard
-from .imaging import (
-    VOLUME_SUFFIXES,
-    ImageGeometry,
-    IntensityMap,
-    PreprocessedVolume,
-    VolumeRef,
-    discover_volumes,
-    has_volume_suffix,
-    preprocess_image,
-    restore_label,
-    warn_stderr,
-    write_image,
-)
+from .imaging.discover import VolumeRef, discover_volumes, warn_stderr
+from .imaging.files import VOLUME_SUFFIXES, has_volume_suffix
+from .imaging.geometry import ImageGeometry
+from .imaging.write import write_image
+from .preprocessing.intensity import IntensityMap
+from .preprocessing.restore import restore_label
+from .preprocessing.scan import PreprocessedVolume, preprocess_image
 
 __all__ = [
     "gaussian_importance_map",
@@ -665,7 +659,7 @@ def _read_scan(ref: VolumeRef, card: ModelCard, keep_image: bool,
     warning when it looks wrong for the model (not in HU for a CT model, a label map). Returns the
     preprocessed volume and, with ``keep_image`` (for a preview), the scan; without it only the scan's
     geometry is kept, so its pixels are freed before prediction."""
-    from .imaging import label_map_reason, non_hu_reason
+    from .imaging.scan_checks import label_map_reason, non_hu_reason
 
     image = ref.read()
     raw = sitk.GetArrayViewFromImage(image)

@@ -22,7 +22,9 @@ from _seg_helpers import DATA_DIR
 
 from pgl_zoo.cards import Preprocessing
 from pgl_zoo.datasets import sample_lungs_ct
-from pgl_zoo.imaging import VolumeRef, preprocess_image, read_image
+from pgl_zoo.imaging.discover import VolumeRef
+from pgl_zoo.imaging.read import read_image
+from pgl_zoo.preprocessing.scan import preprocess_image
 from pgl_zoo.pretrain.augment import IntensityAugment
 from pgl_zoo.pretrain.cache import CACHE_VERSION, PretrainCache, quantisation_bound
 from pgl_zoo.pretrain.data import PreparedVolume, cache_params, prepare_volumes

@@ -23,15 +23,11 @@ import SimpleITK as sitk
 
 from ..cards import Preprocessing
 from ..errors import DataError
-from ..imaging import (
-    geometry_differences,
-    has_volume_suffix,
-    nnunet_channel,
-    preprocess_image,
-    preprocess_label,
-    read_image,
-    strip_volume_suffix,
-)
+from ..imaging.files import has_volume_suffix, nnunet_channel, strip_volume_suffix
+from ..imaging.geometry import geometry_differences
+from ..imaging.read import read_image
+from ..label_maps import check_label_values
+from ..preprocessing.scan import preprocess_image, preprocess_label
 
 __all__ = [
     "CasePair",
@@ -176,7 +172,7 @@ def label_names_from_file(path: str | Path) -> dict[str, str] | None:
 
 def check_same_geometry(image: sitk.Image, label: sitk.Image, image_path: Path, label_path: Path) -> None:
     """Raise DataError naming both files unless they lie on the same grid
-    (:func:`pgl_zoo.imaging.geometry_differences`)."""
+    (:func:`pgl_zoo.imaging.geometry.geometry_differences`)."""
     problems = geometry_differences(image, label)
     if problems:
         raise DataError(f"{label_path} does not match the geometry of {image_path}: {'; '.join(problems)}")
@@ -185,18 +181,13 @@ def check_same_geometry(image: sitk.Image, label: sitk.Image, image_path: Path, 
 def load_case(pair: CasePair, prep: Preprocessing, num_classes: int) -> Case:
     """Read, check and preprocess one pair: intensities as ``prep`` says, label by nearest neighbour.
 
-    Raises DataError when the geometries differ or a label value is not in 0..num_classes-1.
+    Raises DataError when the geometries differ or a label value is not an integer in 0..num_classes-1
+    (:func:`pgl_zoo.label_maps.check_label_values`).
     """
     image = read_image(pair.image)
     label = read_image(pair.label)
     check_same_geometry(image, label, pair.image, pair.label)
-    raw = sitk.GetArrayViewFromImage(label)
-    low, high = raw.min(), raw.max()
-    if high >= num_classes or low < 0:
-        bad = high if high >= num_classes else low
-        raise DataError(f"{pair.label}: label value {bad:g} outside 0..{num_classes - 1} (num_classes={num_classes})")
-    if np.issubdtype(raw.dtype, np.floating) and not np.array_equal(raw, np.round(raw)):
-        raise DataError(f"{pair.label}: label map has non-integer values")
+    check_label_values(sitk.GetArrayViewFromImage(label), pair.label, num_classes)
     prepared = preprocess_image(image, prep)
     return Case(pair.name, prepared.array, preprocess_label(label, prepared.grid))
 

@@ -11,7 +11,7 @@ prepared by ``jobs`` processes, and shared among the ranks of a distributed run.
 Skipped, with one warning line each: unreadable files, 2D or empty volumes, NaN/inf values,
 DICOM series with non-uniform slice spacing (their uniform-grid geometry would be wrong),
 constant volumes, label-like volumes (integer values >= 0, at most ``LABEL_MAX_VALUES`` distinct
-values, and piecewise constant: see :func:`equal_neighbour_fraction`; segmentation masks should not
+values, and piecewise constant: see :mod:`pgl_zoo.imaging.scan_checks`; segmentation masks should not
 be trained on) and, for CT, scans not in HU when
 the policy says so. Non-HU detection (CT only): minimum above ``NON_HU_MIN`` (-500), i.e. no air,
 as in uint8 0..255 or windowed scans. Policies: ``skip`` (default), ``rescale`` (map the scan's own
@@ -34,20 +34,11 @@ import SimpleITK as sitk
 
 from ..cards import Preprocessing
 from ..errors import DataError, PglZooError
-from ..imaging import (  # noqa: F401 - the label and HU constants are re-exported where they used to live
-    LABEL_MAX_VALUES,
-    LABEL_MIN_FLATNESS,
-    NON_HU_MIN,
-    IntensityMap,
-    VolumeRef,
-    discover_volumes,
-    equal_neighbour_fraction,
-    intensity_map,
-    label_map_reason,
-    max_voxels,
-    non_hu_reason,
-    preprocess_image,
-)
+from ..imaging.discover import VolumeRef, discover_volumes
+from ..imaging.header_checks import max_voxels
+from ..imaging.scan_checks import label_map_reason, non_hu_reason
+from ..preprocessing.intensity import IntensityMap, intensity_map
+from ..preprocessing.scan import preprocess_image
 from .cache import (  # noqa: F401 - CACHE_VERSION and default_cache_dir are part of this module's interface
     CACHE_VERSION,
     Entry,
@@ -107,8 +98,8 @@ class PreparedData:
 
 def check_raw(array: np.ndarray, modality: str) -> tuple[str | None, bool]:
     """(reason to skip or None, is_non_hu) for a raw (z, y, x) array as read from disk (the label-map and
-    non-HU checks are :func:`pgl_zoo.imaging.label_map_reason` and :func:`pgl_zoo.imaging.non_hu_reason`,
-    which ``segment`` uses too)."""
+    non-HU checks are :mod:`pgl_zoo.imaging.scan_checks`' ``label_map_reason`` and ``non_hu_reason``, which
+    ``segment`` uses too)."""
     if array.size == 0:
         return "empty volume", False
     finite = np.isfinite(array)
