@@ -8,14 +8,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cards import Preprocessing
+from ..cards import NATIVE, NO_WINDOW, Preprocessing
 from ..errors import PglZooError
 from ..options import OptionError, in_range, spacing, voxel_sizes, window
 from ..registry import default_encoder
 from .data import Case, CasePair
 
-NATIVE = "native"  # spacing override: keep each scan's own spacing
-NO_WINDOW = "none"  # window override: clip nothing
 # What a pretrained start takes from the zoo file: the encoder only, or encoder and (when the file has
 # one, as PGL files do: the local loss trains decoder levels) the decoder too. The head is always new.
 INITS = ("encoder+decoder", "encoder")
@@ -140,16 +138,5 @@ class FinetuneConfig:
 
 
 def resolve_preprocessing(base: Preprocessing, config: FinetuneConfig) -> Preprocessing:
-    """The card's preprocessing with the config's overrides applied."""
-    spacing = base.spacing_xyz_mm
-    if config.spacing_xyz_mm is not None:
-        spacing = None if config.spacing_xyz_mm == NATIVE else tuple(float(s) for s in config.spacing_xyz_mm)
-    window = base.window
-    if config.window is not None:
-        window = None if config.window == NO_WINDOW else tuple(float(w) for w in config.window)
-    normalization = config.normalization or base.normalization
-    try:
-        return Preprocessing(spacing_xyz_mm=spacing, orientation=base.orientation, window=window,
-                             normalization=normalization)
-    except ValueError as exc:
-        raise PglZooError(f"invalid preprocessing: {exc}") from None
+    """The card's preprocessing with the config's overrides applied (:meth:`Preprocessing.with_overrides`)."""
+    return base.with_overrides(config.spacing_xyz_mm, config.window, config.normalization)
