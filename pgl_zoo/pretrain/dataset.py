@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import IntensityAugment
 from .data import PreparedVolume
+from .view_defaults import FLIP_P, OVERLAP_RANGE, SCALE_RANGE
 from .views import sample_view_pair
 
 OPEN_VOLUMES = 64
@@ -28,11 +29,11 @@ OPEN_VOLUMES = 64
 
 @dataclass(frozen=True)
 class ViewOptions:
-    """Spatial view options (see :func:`sample_view_pair`, whose defaults these repeat)."""
+    """Spatial view options (see :func:`sample_view_pair`); defaults from :mod:`.view_defaults`."""
 
-    scale_range: tuple[float, float] = (0.75, 1.5)
-    overlap_range: tuple[float, float] = (0.3, 0.8)
-    flip_p: float = 0.5
+    scale_range: tuple[float, float] = SCALE_RANGE
+    overlap_range: tuple[float, float] = OVERLAP_RANGE
+    flip_p: float = FLIP_P
     rotate: bool = False
 
 

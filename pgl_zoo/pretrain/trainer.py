@@ -41,6 +41,7 @@ from .model import OnlineNetwork, make_target, pgl_losses, update_target
 from .optim import make_optimizer, make_scheduler
 from .report import write_loss_curve
 from .steplog import LossWatch
+from .view_defaults import FLIP_P
 from .views import pair_geometry
 
 METRICS_NAME = "metrics.jsonl"
@@ -340,7 +341,7 @@ def _build_loader(cfg: PretrainConfig, info: DistInfo, data: PreparedData, patch
     """The loader of this rank's view pairs for steps ``step`` to the run's end (``cfg.steps``, or
     ``cfg.stop_after`` steps later); returns (loader, end step). ``patch``: (z, y, x) voxels."""
     dataset = ViewPairDataset(data.volumes, patch, cfg.seed,
-                              ViewOptions(cfg.scale_range, cfg.overlap_range, 0.5, cfg.rotate), IntensityAugment())
+                              ViewOptions(cfg.scale_range, cfg.overlap_range, FLIP_P, cfg.rotate), IntensityAugment())
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, step + cfg.stop_after)
     sampler = StepSampler(step, end, cfg.batch_size, info.rank, info.world_size)
     loader = make_loader(dataset, sampler, cfg.resolved_workers, pin_memory=info.device.type == "cuda")
