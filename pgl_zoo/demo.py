@@ -264,11 +264,11 @@ def _finetune_part(config: DemoConfig, out: Path, sample, pairs, image: sitk.Ima
                    expert: np.ndarray) -> dict[str, Any]:
     """Part (b): fine-tune on the training cases (one epoch), then segment and score the held-out case."""
     from .finetune import FinetuneConfig, finetune
-    from .finetune.data import CasePair
+    from .finetune.data import CaseFiles
 
     recipe = config.recipe
     steps = config.steps if config.steps is not None else recipe.steps
-    cases = [CasePair(name, *pairs[name]) for name in (*TRAIN_CASES, TEST_CASE)]
+    cases = [CaseFiles(name, *pairs[name]) for name in (*TRAIN_CASES, TEST_CASE)]
     _say(config, f"(b) fine-tuning a new network from encoder {config.encoder} on {', '.join(TRAIN_CASES)}: "
                  f"{steps} steps of {recipe.batch_size} patch(es) {'x'.join(map(str, recipe.patch_size_zyx))} "
                  f"at {recipe.spacing_mm:g} mm")

@@ -12,7 +12,7 @@ from ..cards import NATIVE, NO_WINDOW, Preprocessing
 from ..errors import PglZooError
 from ..options import OptionError, in_range, spacing, voxel_sizes, window
 from ..registry import default_encoder
-from .data import Case, CasePair
+from .data import CaseArrays, CaseFiles
 
 # What a pretrained start takes from the zoo file: the encoder only, or encoder and (when the file has
 # one, as PGL files do: the local loss trains decoder levels) the decoder too. The head is always new.
@@ -33,7 +33,7 @@ class FinetuneConfig:
     the architecture of ``architecture`` (default: the default encoder's, so that a from-scratch run
     is the baseline of the default fine-tuning).
     ``init``: "encoder+decoder" (default; the decoder too when the file has one) or "encoder".
-    ``cases`` may hold :class:`Case` objects (preprocessed arrays) instead of files.
+    ``cases`` may hold :class:`CaseArrays` objects (preprocessed arrays) instead of files.
 
     Preprocessing overrides of the encoder card's: ``spacing_xyz_mm`` (a triple, or "native"),
     ``window`` (a (low, high) pair, or "none"), ``normalization`` ("zscore", "minmax", "none").
@@ -62,7 +62,7 @@ class FinetuneConfig:
     out: str | Path
     num_classes: int
     data: str | Path | None = None
-    cases: Sequence[CasePair | Case] | None = None
+    cases: Sequence[CaseFiles | CaseArrays] | None = None
     train_cases: Sequence[str] | None = None
     val_cases: Sequence[str] | None = None
     val_fraction: float = 0.2
@@ -132,7 +132,7 @@ class FinetuneConfig:
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("on_epoch_end")
-        data["cases"] = [{"name": c.name, "in_memory": True} if isinstance(c, Case)
+        data["cases"] = [{"name": c.name, "in_memory": True} if isinstance(c, CaseArrays)
                          else {k: str(v) for k, v in asdict(c).items()} for c in self.cases] if self.cases else None
         return json.dumps(data, indent=2, default=str) + "\n"
 

@@ -50,7 +50,7 @@ from ..runs import (
     warmup_cosine,
 )
 from .config import FinetuneConfig, resolve_preprocessing
-from .data import Case, CasePair, find_cases, load_cases, read_label_names, sample_patch
+from .data import CaseArrays, CaseFiles, find_cases, load_cases, read_label_names, sample_patch
 from .export import export_segmentation_model
 from .losses import DiceCELoss
 from .param_groups import layer_decay_groups
@@ -72,7 +72,7 @@ class FinetuneResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def split_cases(pairs: list[CasePair], config: FinetuneConfig) -> tuple[list[CasePair], list[CasePair]]:
+def split_cases(pairs: list[CaseFiles], config: FinetuneConfig) -> tuple[list[CaseFiles], list[CaseFiles]]:
     """(train, validation) pairs: by the names in the config, or a seeded ``val_fraction`` hold-out."""
     by_name = {p.name: p for p in pairs}
     for names in (config.train_cases, config.val_cases):
@@ -130,7 +130,7 @@ RESUMABLE = ("out", "epochs", "resume", "progress", "device", "name", "modality"
              "overlap", "sw_batch_size", "overwrite", "label_names")
 
 
-def _validate(net: torch.nn.Module, cases: list[Case], config: FinetuneConfig, patch: tuple[int, ...],
+def _validate(net: torch.nn.Module, cases: list[CaseArrays], config: FinetuneConfig, patch: tuple[int, ...],
               class_names: dict[int, str], labelled: LabelledClasses | None) -> dict[str, float]:
     """Mean Dice per class over the validation cases (with partial labels: over the cases contouring it)."""
     per_class: dict[int, list[float]] = {c: [] for c in range(1, config.num_classes)}
@@ -143,7 +143,7 @@ def _validate(net: torch.nn.Module, cases: list[Case], config: FinetuneConfig, p
     return {class_names[c]: nanmean(values) for c, values in per_class.items()}
 
 
-def _labelled_classes(config: FinetuneConfig, cases: list[Case]) -> LabelledClasses | None:
+def _labelled_classes(config: FinetuneConfig, cases: list[CaseArrays]) -> LabelledClasses | None:
     """The run's partial labels (None: every case fully contoured), checked against every case's label map."""
     if config.labelled_classes is None:
         return None
@@ -236,7 +236,7 @@ def _restore(config: FinetuneConfig, last_path: Path, net: torch.nn.Module, opti
 
 
 def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
-                 cases: list[Case], patch: tuple[int, ...], rng: np.random.Generator, epoch: int, warmup: int,
+                 cases: list[CaseArrays], patch: tuple[int, ...], rng: np.random.Generator, epoch: int, warmup: int,
                  config: FinetuneConfig, run_dir: Path, labelled: LabelledClasses | None) -> list[float]:
     """One epoch of ``steps_per_epoch`` optimiser steps on random patches; returns the step losses.
     A non-finite loss stops the run (RunError) before the step is taken. ``labelled``: partial labels
@@ -335,8 +335,8 @@ def _finetune(config: FinetuneConfig, run_dir: Path) -> FinetuneResult:
 
 
 def _export_best(config: FinetuneConfig, run_dir: Path, net: torch.nn.Module, base_card, prep, patch,
-                 class_names: dict[int, str], pairs: list[CasePair], train_pairs: list[CasePair],
-                 val_pairs: list[CasePair], run: _Progress) -> FinetuneResult:
+                 class_names: dict[int, str], pairs: list[CaseFiles], train_pairs: list[CaseFiles],
+                 val_pairs: list[CaseFiles], run: _Progress) -> FinetuneResult:
     """Export the best epoch's network (the last one when no epoch had a finite Dice) to ``RUN/model``."""
     best_path = run_dir / "checkpoints" / "best.pt"
     best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"] if best_path.exists() \

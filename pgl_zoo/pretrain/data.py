@@ -55,7 +55,7 @@ MIN_POOL_SCANS = 4  # fewer uncached scans are prepared in this process (startin
 
 
 @dataclass
-class PreparedVolume:
+class PretrainVolume:
     """One usable, preprocessed volume: its cached array, the map to network input, and its source.
 
     ``load()`` gives the stored (z, y, x) array: int16 scan units or float16/float32 network input
@@ -86,7 +86,7 @@ class PreparedVolume:
 class PreparedData:
     """The result of :func:`prepare_volumes`: usable volumes and the skipped ones with reasons."""
 
-    volumes: list[PreparedVolume]
+    volumes: list[PretrainVolume]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     cache_hits: int = 0
     prepared: int = 0  # entries this call made (the others came from the cache or from other processes)
@@ -251,14 +251,14 @@ def prepare_volumes(
 
 class _Preparation:
     """The state of one :func:`prepare_volumes` call: ``results[i]`` for source ``refs[i]`` is None (not yet
-    known), an :class:`Entry` of the cache, a skip reason, or an in-memory :class:`PreparedVolume` (when the
+    known), an :class:`Entry` of the cache, a skip reason, or an in-memory :class:`PretrainVolume` (when the
     cache cannot be written)."""
 
     def __init__(self, cache: PretrainCache, refs: list[VolumeRef], prep: Preprocessing, modality: str,
                  non_hu: str) -> None:
         self.cache, self.refs = cache, refs
         self.options = (prep, modality, non_hu)
-        self.results: list[Entry | PreparedVolume | str | None] = [None] * len(refs)
+        self.results: list[Entry | PretrainVolume | str | None] = [None] * len(refs)
         self.cache_hits = self.prepared = 0
         self.bar = None
 
@@ -348,7 +348,7 @@ class _Preparation:
         for i in order:
             if self.results[i] is None:
                 array, note, to_input = preprocess_ref(self.refs[i], *self.options)
-                self.results[i] = (PreparedVolume(str(self.refs[i]), None, tuple(array.shape), note, array=array,
+                self.results[i] = (PretrainVolume(str(self.refs[i]), None, tuple(array.shape), note, array=array,
                                                   intensity=to_input) if array is not None else note)
 
     def collect(self, warn) -> PreparedData:
@@ -357,7 +357,7 @@ class _Preparation:
         out = PreparedData(volumes=[], cache_hits=self.cache_hits, prepared=self.prepared)
         for ref, result in zip(self.refs, self.results, strict=True):
             if isinstance(result, Entry):
-                result = (PreparedVolume(str(ref), result.array_path, result.shape_zyx, result.note,
+                result = (PretrainVolume(str(ref), result.array_path, result.shape_zyx, result.note,
                                          intensity=result.intensity, minimum=result.minimum)
                           if result.ok else result.note)
             if isinstance(result, str):

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import IntensityAugment
-from .data import PreparedVolume
+from .data import PretrainVolume
 from .view_defaults import FLIP_P, OVERLAP_RANGE, SCALE_RANGE
 from .views import sample_view_pair
 
@@ -42,7 +42,7 @@ class ViewPairDataset(Dataset):
 
     def __init__(
         self,
-        volumes: Sequence[PreparedVolume],
+        volumes: Sequence[PretrainVolume],
         patch_size: tuple[int, int, int],
         seed: int = 0,
         views: ViewOptions = ViewOptions(),  # noqa: B008 - frozen dataclass

@@ -33,7 +33,7 @@ from ..runs import LOCK_NAME, RunLock, StopFlag, atomic_write_json, load_state, 
 from .augment import IntensityAugment
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import PretrainConfig
-from .data import PreparedData, PreparedVolume, prepare_volumes
+from .data import PreparedData, PretrainVolume, prepare_volumes
 from .dataset import StepSampler, ViewOptions, ViewPairDataset, make_loader
 from .distributed import DistInfo, cleanup, launch_rank, setup
 from .losses import cosine_momentum
@@ -138,10 +138,10 @@ def parameter_digest(*modules: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def pretrain(cfg: PretrainConfig, volumes: list[PreparedVolume] | None = None) -> RunResult:
+def pretrain(cfg: PretrainConfig, volumes: list[PretrainVolume] | None = None) -> RunResult:
     """Run (or resume) PGL pretraining as configured; see the module docstring for the outputs.
 
-    ``volumes``: already preprocessed volumes (``PreparedVolume(source, None, shape, array=...)``,
+    ``volumes``: already preprocessed volumes (``PretrainVolume(source, None, shape, array=...)``,
     float32 (z, y, x) at the card's spacing, windowed and normalised) used instead of reading
     ``cfg.data``; ``cfg.data`` then only names them in the run's records.
 
