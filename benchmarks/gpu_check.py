@@ -325,7 +325,8 @@ def segment(args, budget: Budget, device, simpleitk: bool) -> dict:
     network.eval()
     roi = tuple(card.patch_size_zyx)
     if LUNG_CT.is_file() and simpleitk and not args.quick:
-        from pgl_zoo.imaging import preprocess_image, read_image
+        from pgl_zoo.imaging.read import read_image
+        from pgl_zoo.preprocessing.scan import preprocess_image
 
         array = preprocess_image(read_image(str(LUNG_CT)), card.preprocessing).array
         source = f"{LUNG_CT.name} preprocessed as the card says"

@@ -161,7 +161,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from pgl_zoo.api import load_segmentation_model
-    from pgl_zoo.imaging import preprocess_image, read_image
+    from pgl_zoo.imaging.read import read_image
+    from pgl_zoo.preprocessing.scan import preprocess_image
 
     device = args.device
     network, card = load_segmentation_model(args.model, map_location=device)

@@ -35,7 +35,7 @@ import torch
 
 from pgl_zoo.architecture import stage_widths
 from pgl_zoo.pretrain.config import default_workers
-from pgl_zoo.pretrain.data import PreparedVolume, prepare_volumes
+from pgl_zoo.pretrain.data import PretrainVolume, prepare_volumes
 from pgl_zoo.pretrain.dataset import StepSampler, ViewPairDataset, make_loader
 from pgl_zoo.pretrain.losses import cosine_momentum
 from pgl_zoo.pretrain.model import OnlineNetwork, make_target
@@ -46,11 +46,11 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
 
 
 def synthetic_volumes(n: int = 3, shape_zyx: tuple[int, int, int] = (120, 128, 128), seed: int = 0
-                      ) -> list[PreparedVolume]:
+                      ) -> list[PretrainVolume]:
     """``n`` in-memory volumes already preprocessed (float32, zero mean, unit variance; about a chest CT at
     4 mm), for machines without ../shared/data or without SimpleITK (a lent GPU)."""
     rng = np.random.default_rng(seed)
-    return [PreparedVolume(f"synthetic_{i}", None, shape_zyx, array=rng.standard_normal(shape_zyx, dtype=np.float32))
+    return [PretrainVolume(f"synthetic_{i}", None, shape_zyx, array=rng.standard_normal(shape_zyx, dtype=np.float32))
             for i in range(n)]
 
 
@@ -63,7 +63,7 @@ def simpleitk_usable() -> bool:
     return hasattr(sitk, "ReadImage")
 
 
-def load_volumes(card, cache: Path, real: bool = True) -> tuple[list[PreparedVolume], str]:
+def load_volumes(card, cache: Path, real: bool = True) -> tuple[list[PretrainVolume], str]:
     """(volumes, where from): the real CT of ../shared/data/ct preprocessed as ``card`` says (cached in
     ``cache``) when ``real`` and that folder and SimpleITK are at hand, else :func:`synthetic_volumes`."""
     if real and DATA.is_dir() and simpleitk_usable():

@@ -144,7 +144,7 @@ def hash_everything(folders) -> float:
 def compact_vs_float32(folders, cache: Path, prep_dict: dict, pairs: int = 60) -> dict:
     """Bytes per scan and view-pair rate of the int16 cache against float32 copies of the same volumes."""
     from pgl_zoo.cards import Preprocessing
-    from pgl_zoo.pretrain.data import PreparedVolume, prepare_volumes
+    from pgl_zoo.pretrain.data import PretrainVolume, prepare_volumes
     from pgl_zoo.pretrain.dataset import StepSampler, ViewPairDataset, make_loader
 
     data = prepare_volumes([str(f) for f in folders], Preprocessing(**prep_dict), "CT", "skip", cache,
@@ -156,7 +156,7 @@ def compact_vs_float32(folders, cache: Path, prep_dict: dict, pairs: int = 60) -
         path = f32_dir / f"{i}.npy"
         if not path.exists():
             np.save(path, v.load_normalized())
-        f32.append(PreparedVolume(v.source, path, v.shape_zyx))
+        f32.append(PretrainVolume(v.source, path, v.shape_zyx))
 
     def rate(volumes) -> float:
         dataset = ViewPairDataset(volumes, (32, 64, 64), seed=0)

@@ -1,7 +1,7 @@
 """The transfer study's data, read once from ``../shared/data`` and stored as arrays.
 
 ``python benchmarks/study_data.py --out study_data/`` reads every scan with SimpleITK through the
-package's own preprocessing (``pgl_zoo.imaging``: reorientation to LPS and linear resampling to the
+package's own preprocessing (``pgl_zoo.preprocessing``: reorientation to LPS and linear resampling to the
 study's spacing) and writes two compressed archives, so that the study itself runs anywhere torch
 runs (a GPU machine without SimpleITK included), with the data in memory:
 
@@ -47,7 +47,8 @@ def mri_split(names: list[str], test_count: int = MRI_TEST_COUNT) -> tuple[list[
 def _ct_targets(root: Path, spacing) -> tuple[dict, dict]:
     import SimpleITK as sitk
 
-    from pgl_zoo.imaging import read_image, reorient, resample_to_spacing
+    from pgl_zoo.imaging.read import read_image
+    from pgl_zoo.preprocessing.grid import reorient, resample_to_spacing
 
     images, labels = {}, {}
     for path in sorted((root / "imagesTr").glob("*.nii.gz")):
@@ -79,7 +80,8 @@ def _ct_pool(ct_root: Path | list[str], spacing, exclude: set[str], cache: Path)
 def _mri(root: Path, limit: int | None = None) -> tuple[dict, dict]:
     import SimpleITK as sitk
 
-    from pgl_zoo.imaging import read_image, reorient
+    from pgl_zoo.imaging.read import read_image
+    from pgl_zoo.preprocessing.grid import reorient
 
     images, labels = {}, {}
     for path in [p for p in sorted((root / "imagesTr").glob("*.nii.gz")) if not p.name.startswith(".")][:limit]:
@@ -123,9 +125,10 @@ def prepare(out: Path, shared: Path = SHARED, small: bool = False) -> dict:
 
 def load_study_data(folder: Path, modality: str) -> dict:
     """``{"train": {name: (image, label)}, "test": {...}, "pool": [image, ...], "manifest": {...}}`` with
-    images float32 (z, y, x) windowed and z-scored by ``pgl_zoo.imaging.normalize_intensities``, labels int64.
+    images float32 (z, y, x) windowed and z-scored by ``pgl_zoo.preprocessing.intensity.normalize_intensities``,
+    labels int64.
     The pretraining pool of MRI is the training split's images; of CT, the archive's pool."""
-    from pgl_zoo.imaging import normalize_intensities
+    from pgl_zoo.preprocessing.intensity import normalize_intensities
 
     key = {"CT": "ct", "MRI": "mri"}[modality]
     manifest = json.loads((folder / "manifest.json").read_text())[key]

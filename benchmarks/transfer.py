@@ -237,7 +237,7 @@ def run_job(job: dict) -> dict:
 
 def _pretrain_job(job: dict) -> dict:
     from pgl_zoo.pretrain import PretrainConfig, export_run, pretrain
-    from pgl_zoo.pretrain.data import PreparedVolume
+    from pgl_zoo.pretrain.data import PretrainVolume
 
     target = targets(_SETTINGS["quick"])[job["modality"]]
     work = Path(_SETTINGS["work"])
@@ -245,7 +245,7 @@ def _pretrain_job(job: dict) -> dict:
     card = _card_file(target, work)
     variant = VARIANTS[job["variant"]]
     run = work / target.modality / "pretrain" / job["variant"]
-    volumes = [PreparedVolume(f"pool[{i}]", None, tuple(v.shape), array=v) for i, v in enumerate(data["pool"])]
+    volumes = [PretrainVolume(f"pool[{i}]", None, tuple(v.shape), array=v) for i, v in enumerate(data["pool"])]
     cfg = PretrainConfig(
         data=[s for s in data["manifest"]["pool_sources"]], out=str(run), model=str(card),
         patch_size=target.pretrain_patch, batch_size=target.pretrain_batch, steps=target.pretrain_steps,
@@ -268,14 +268,14 @@ def _pretrain_job(job: dict) -> dict:
 
 def _finetune_job(job: dict) -> dict:
     from pgl_zoo.finetune import FinetuneConfig, finetune
-    from pgl_zoo.finetune.data import Case
+    from pgl_zoo.finetune.data import CaseArrays
 
     target = targets(_SETTINGS["quick"])[job["modality"]]
     work = Path(_SETTINGS["work"])
     data = _data(target.modality)
     card = _card_file(target, work)
     pairs = {**data["train"], **data["test"]}
-    cases = [Case(n, *pairs[n]) for n in job["train"] + job["val"]]
+    cases = [CaseArrays(n, *pairs[n]) for n in job["train"] + job["val"]]
     run = work / target.modality / "finetune" / job["id"]
     encoder = job.get("encoder")
     epochs = target.epochs

@@ -201,7 +201,8 @@ def subsets(budget: Budget, k: int) -> list[list[str]]:
 def prepare_case(case: str, spacing_xyz: tuple[float, float, float]) -> dict[str, np.ndarray]:
     """A case on the study grid, cropped to the body: int16 HU image and uint8 label, (z, y, x)."""
     from pgl_zoo.cards import Preprocessing
-    from pgl_zoo.imaging import preprocess_image, preprocess_label, read_image
+    from pgl_zoo.imaging.read import read_image
+    from pgl_zoo.preprocessing.scan import preprocess_image, preprocess_label
 
     prep = Preprocessing(spacing_xyz_mm=spacing_xyz, orientation="LPS", window=None, normalization="none")
     volume = preprocess_image(read_image(OPENKBP / "imagesTr" / f"{case}.nii.gz"), prep)
@@ -286,7 +287,7 @@ def encode(encoder, card, image_hu: np.ndarray):
     """The encoder's stage maps (1, C_l, ...) of an int16 HU volume, mapped with the card's intensity map."""
     import torch
 
-    from pgl_zoo.imaging import normalize_intensities
+    from pgl_zoo.preprocessing.intensity import normalize_intensities
 
     prep = card.preprocessing
     x = normalize_intensities(image_hu.astype(np.float32), prep.window, prep.normalization)

@@ -27,6 +27,8 @@ BUNDLED = "bundled"
 STATUSES = (NOT_PUBLISHED, PUBLISHED, BUNDLED)
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
+NATIVE = "native"  # spacing override: keep each scan's own spacing
+NO_WINDOW = "none"  # window override: clip nothing
 # ModelCard.architecture: the network built on ``arch``: nnU-Net's ResidualEncoderUNet, or the frozen-encoder
 # linear probe (pgl_zoo.nets.probe) that `pgl-zoo finetune --freeze-encoder` trains.
 UNET = "nnunet-resenc-unet3d"
@@ -76,6 +78,26 @@ class Preprocessing:
             object.__setattr__(self, "spacing_xyz_mm", tuple(float(s) for s in self.spacing_xyz_mm))
         if self.window is not None:
             object.__setattr__(self, "window", tuple(float(w) for w in self.window))
+
+    def with_overrides(self, spacing_xyz_mm: Any = None, window: Any = None,
+                       normalization: str | None = None) -> Preprocessing:
+        """This preprocessing with a run's overrides: None keeps the card's value; ``spacing_xyz_mm`` is
+        (x, y, z) mm or NATIVE ("native": each scan's own spacing), ``window`` (low, high) in scan units or
+        NO_WINDOW ("none": no clipping). The one place a card's preprocessing is overridden (fine-tuning,
+        pretraining, export). An impossible result (minmax without a window) raises PglZooError."""
+        from .errors import PglZooError
+
+        changes: dict[str, Any] = {}
+        if spacing_xyz_mm is not None:
+            changes["spacing_xyz_mm"] = None if spacing_xyz_mm == NATIVE else tuple(spacing_xyz_mm)
+        if window is not None:
+            changes["window"] = None if window == NO_WINDOW else tuple(window)
+        if normalization:
+            changes["normalization"] = normalization
+        try:
+            return replace(self, **changes)
+        except ValueError as exc:
+            raise PglZooError(f"invalid preprocessing: {exc}") from None
 
 
 @dataclass(frozen=True)

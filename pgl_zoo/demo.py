@@ -42,7 +42,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import PglZooError
-from .imaging import geometry_differences, read_image
+from .imaging.geometry import geometry_differences
+from .imaging.read import read_image
 from .runs import RunLock, atomic_write_json
 from .training import check_out_folder
 
@@ -173,10 +174,13 @@ def _remove_outputs(out: Path) -> None:
             path.unlink()
 
 
-def _check_geometry(written: Path, reference: sitk.Image) -> None:
-    differences = geometry_differences(read_image(written), reference)
+def _read_checked(written: Path, reference: sitk.Image) -> sitk.Image:
+    """The label map ``segment`` wrote, read back; refused unless it lies on the input's grid."""
+    label = read_image(written)
+    differences = geometry_differences(label, reference)
     if differences:
         raise PglZooError(f"{written}: label geometry differs from the input's ({'; '.join(differences)})")
+    return label
 
 
 def _segment_and_score(image_path: Path, expert: np.ndarray, target: Path, model, lung_values: tuple[int, ...],
@@ -187,8 +191,7 @@ def _segment_and_score(image_path: Path, expert: np.ndarray, target: Path, model
     started = time.perf_counter()
     segment_files([image_path], target, model, device=device, progress=False)
     seconds = time.perf_counter() - started
-    _check_geometry(target, reference)
-    label = sitk.ReadImage(str(target))
+    label = _read_checked(target, reference)
     return lung_dice(sitk.GetArrayFromImage(label), expert, lung_values), label, seconds
 
 
@@ -221,7 +224,7 @@ def _run(config: DemoConfig, out: Path, zoo_model, lung_values: tuple[int, ...])
     sample = sample_lungs_ct()
     pairs = dict(zip(sample.case_ids, sample.pairs, strict=True))
     image_path, expert_path = pairs[TEST_CASE]
-    image, expert_image = sitk.ReadImage(str(image_path)), sitk.ReadImage(str(expert_path))
+    image, expert_image = read_image(image_path), read_image(expert_path)
     expert = sitk.GetArrayFromImage(expert_image)
     _say(config, f"sample data: {len(sample.case_ids)} LCTSC chest CTs with expert lung labels (CC BY 3.0), "
                  f"held-out case {TEST_CASE}")
@@ -258,11 +261,11 @@ def _finetune_part(config: DemoConfig, out: Path, sample, pairs, image: sitk.Ima
                    expert: np.ndarray) -> dict[str, Any]:
     """Part (b): fine-tune on the training cases (one epoch), then segment and score the held-out case."""
     from .finetune import FinetuneConfig, finetune
-    from .finetune.data import CasePair
+    from .finetune.data import CaseFiles
 
     recipe = config.recipe
     steps = config.steps if config.steps is not None else recipe.steps
-    cases = [CasePair(name, *pairs[name]) for name in (*TRAIN_CASES, TEST_CASE)]
+    cases = [CaseFiles(name, *pairs[name]) for name in (*TRAIN_CASES, TEST_CASE)]
     _say(config, f"(b) fine-tuning a new network from encoder {config.encoder} on {', '.join(TRAIN_CASES)}: "
                  f"{steps} steps of {recipe.batch_size} patch(es) {'x'.join(map(str, recipe.patch_size_zyx))} "
                  f"at {recipe.spacing_mm:g} mm")

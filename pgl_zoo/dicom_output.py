@@ -138,23 +138,16 @@ def require_dicom_extra(output_format: str) -> None:
 
 def series_files(source: str | Path | Sequence[str | Path], series_uid: str | None = None) -> list[Path]:
     """The files of one DICOM series: a folder (with ``series_uid`` when it holds several series), or
-    the files themselves. Uses the same discovery as :func:`pgl_zoo.imaging.read_image`."""
-    from .imaging import list_dicom_series
+    the files themselves. Chosen as :func:`pgl_zoo.imaging.read.read_image` chooses them
+    (:func:`pgl_zoo.imaging.dicom.dicom_series_files`)."""
+    from .imaging.dicom import dicom_series_files
 
     if not isinstance(source, (str, Path)):
         return [Path(p) for p in source]
     folder = Path(source)
     if not folder.is_dir():
         raise ImageReadError(f"{folder}: not a DICOM series folder")
-    series = list_dicom_series(folder)
-    if series_uid is None:
-        if len(series) != 1:
-            raise ImageReadError(f"{folder}: holds {len(series)} DICOM series; name one"
-                                 + (f" of: {', '.join(series)}" if series else ""))
-        series_uid = series[0]
-    elif series_uid not in series:
-        raise ImageReadError(f"{folder}: no DICOM series {series_uid}")
-    return [Path(p) for p in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)]
+    return [Path(p) for p in dicom_series_files(folder, series_uid)]
 
 
 def _read_headers(files: Sequence[Path], where: str) -> list:

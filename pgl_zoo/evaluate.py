@@ -21,7 +21,10 @@ import SimpleITK as sitk
 
 from .atomic import atomic_write
 from .errors import DataError
-from .imaging import geometry_differences, has_volume_suffix, nnunet_channel, read_image, strip_volume_suffix
+from .imaging.files import has_volume_suffix, nnunet_channel, strip_volume_suffix
+from .imaging.geometry import geometry_differences
+from .imaging.read import read_image
+from .label_maps import check_label_values
 from .metrics import dice_per_class, hd95_per_class, nanmean
 from .partial_labels import LabelledClasses
 
@@ -185,26 +188,12 @@ def evaluate_folders(
     return evaluation
 
 
-MAX_INFERRED_CLASSES = 1000
-
-
 def _labels(image: sitk.Image, path: Path, num_classes: int | None) -> np.ndarray:
-    """The label array, refused (DataError naming the file) when a value is negative, fractional, or not
-    below ``num_classes`` (without it: above MAX_INFERRED_CLASSES, which needs an explicit --num-classes)."""
+    """The label array, refused (DataError naming the file) as :func:`pgl_zoo.label_maps.check_label_values`
+    says: a negative or fractional value, or one not below ``num_classes`` (without it: one that needs an
+    explicit --num-classes)."""
     array = sitk.GetArrayFromImage(image)
-    if array.size == 0:
-        return array
-    low, high = array.min(), array.max()
-    if low < 0:
-        raise DataError(f"{path}: negative label value {low:g}; labels must be 0..K-1")
-    if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.floor(array)):
-        bad = array[array != np.floor(array)].flat[0]
-        raise DataError(f"{path}: fractional label value {bad:g}; labels must be integers 0..K-1")
-    if num_classes is not None and high >= num_classes:
-        raise DataError(f"{path}: label value {high:g} is not below --num-classes {num_classes}")
-    if num_classes is None and high >= MAX_INFERRED_CLASSES:
-        raise DataError(f"{path}: label value {high:g} implies more than {MAX_INFERRED_CLASSES} classes; "
-                        "pass --num-classes if that is right")
+    check_label_values(array, path, num_classes)
     return array if np.issubdtype(array.dtype, np.integer) else array.astype(np.int64)
 
 

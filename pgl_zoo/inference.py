@@ -24,17 +24,12 @@ import torch
 
 from .cards import ModelCard
 from .compile import compile_for_inference
-from .imaging import (
-    ImageGeometry,
-    PreprocessedVolume,
-    VolumeRef,
-    discover_volumes,
-    preprocess_image,
-    restore_label,
-    warn_stderr,
-    write_image,
-)
+from .imaging.discover import VolumeRef, discover_volumes, warn_stderr
+from .imaging.geometry import ImageGeometry
+from .imaging.write import write_image
 from .output_plan import OUTPUT_FORMATS, check_dicom_inputs, output_names, plan_outputs, preview_paths
+from .preprocessing.restore import restore_label
+from .preprocessing.scan import PreprocessedVolume, preprocess_image
 from .sliding_window import WindowSettings, predict_label_with
 
 __all__ = [
@@ -237,7 +232,7 @@ def _read_scan(ref: VolumeRef, card: ModelCard, keep_image: bool,
     warning when it looks wrong for the model (not in HU for a CT model, a label map). Returns the
     preprocessed volume and, with ``keep_image`` (for a preview), the scan; without it only the scan's
     geometry is kept, so its pixels are freed before prediction."""
-    from .imaging import label_map_reason, non_hu_reason
+    from .imaging.scan_checks import label_map_reason, non_hu_reason
 
     image = ref.read()
     raw = sitk.GetArrayViewFromImage(image)

@@ -9,7 +9,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .imaging import VOLUME_SUFFIXES, VolumeRef, has_volume_suffix
+from .imaging.discover import VolumeRef
+from .imaging.files import VOLUME_SUFFIXES, has_volume_suffix
 
 __all__ = ["OUTPUT_FORMATS", "check_dicom_inputs", "output_names", "plan_outputs", "preview_paths"]
 

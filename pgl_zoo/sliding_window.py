@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .compile import compile_for_inference
-from .imaging import IntensityMap
+from .preprocessing.intensity import IntensityMap
 
 __all__ = [
     "WindowSettings",
@@ -274,7 +274,7 @@ def predict_label(
     :func:`pgl_zoo.compile.compile_for_inference` (pays off from a few hundred windows on; a network
     that already went through it is used as is). ``intensity``: ``array_zyx`` holds scan values (e.g.
     int16 HU) and this map turns each window into network input as it is cut out
-    (:func:`pgl_zoo.imaging.preprocess_image` with ``defer_intensity``), so no float32 copy of the
+    (:func:`pgl_zoo.preprocessing.scan.preprocess_image` with ``defer_intensity``), so no float32 copy of the
     volume is made; the labels equal those of the normalised float32 array.
     """
     settings = WindowSettings(roi_zyx, overlap, sw_batch_size, progress=progress, compile=compile)

@@ -288,7 +288,7 @@ def test_a_tiny_file_claiming_a_huge_volume_is_refused_before_reading(capsys, tm
 
 def test_the_voxel_limit_is_checked_before_reading(tmp_path, monkeypatch):
     from pgl_zoo.errors import ImageReadError
-    from pgl_zoo.imaging import read_image
+    from pgl_zoo.imaging.read import read_image
 
     source = write(tmp_path / "a.nrrd", scan())
     monkeypatch.setenv("PGL_ZOO_MAX_VOXELS", "1000")

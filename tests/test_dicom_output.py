@@ -30,7 +30,8 @@ from pydicom.sr.codedict import codes
 from rt_utils import RTStructBuilder
 
 from pgl_zoo.dicom_output import SNOMED_CODES, coded_class, write_dicom_seg, write_rtstruct
-from pgl_zoo.imaging import VolumeRef, read_image
+from pgl_zoo.imaging.discover import VolumeRef
+from pgl_zoo.imaging.read import read_image
 from pgl_zoo.output_plan import plan_outputs
 from pgl_zoo.registry import get_card
 

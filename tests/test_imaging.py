@@ -11,15 +11,13 @@ import SimpleITK as sitk
 from pgl_zoo.atomic import default_file_mode
 from pgl_zoo.cards import Preprocessing
 from pgl_zoo.errors import ImageReadError
-from pgl_zoo.imaging import (
-    discover_volumes,
-    normalize_intensities,
-    preprocess_image,
-    read_image,
-    resample_to_spacing,
-    restore_label,
-    write_image,
-)
+from pgl_zoo.imaging.discover import discover_volumes
+from pgl_zoo.imaging.read import read_image
+from pgl_zoo.imaging.write import write_image
+from pgl_zoo.preprocessing.grid import resample_to_spacing
+from pgl_zoo.preprocessing.intensity import normalize_intensities
+from pgl_zoo.preprocessing.restore import restore_label
+from pgl_zoo.preprocessing.scan import preprocess_image
 
 CT = Preprocessing(spacing_xyz_mm=(2.0, 2.0, 2.0), window=(-1024.0, 325.0), normalization="zscore")
 
@@ -123,7 +121,7 @@ def test_write_is_atomic_and_round_trips(tmp_path):
 
 
 def test_geometry_differences_is_the_one_comparison_of_grids():
-    from pgl_zoo.imaging import geometry_differences
+    from pgl_zoo.imaging.geometry import geometry_differences
 
     def grid(spacing=(0.8, 0.8, 2.5), origin=(-200.0, -180.0, 40.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
              size=(8, 9, 10)):

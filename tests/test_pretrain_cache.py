@@ -22,10 +22,12 @@ from _seg_helpers import DATA_DIR
 
 from pgl_zoo.cards import Preprocessing
 from pgl_zoo.datasets import sample_lungs_ct
-from pgl_zoo.imaging import VolumeRef, preprocess_image, read_image
+from pgl_zoo.imaging.discover import VolumeRef
+from pgl_zoo.imaging.read import read_image
+from pgl_zoo.preprocessing.scan import preprocess_image
 from pgl_zoo.pretrain.augment import IntensityAugment
 from pgl_zoo.pretrain.cache import CACHE_VERSION, PretrainCache, quantisation_bound
-from pgl_zoo.pretrain.data import PreparedVolume, cache_params, prepare_volumes
+from pgl_zoo.pretrain.data import PretrainVolume, cache_params, prepare_volumes
 from pgl_zoo.pretrain.dataset import ViewPairDataset
 
 CT = Preprocessing(spacing_xyz_mm=(3.0, 3.0, 3.0), window=(-1024.0, 325.0), normalization="zscore")
@@ -205,7 +207,7 @@ def test_the_compact_cache_gives_the_float32_input_within_its_bound(tmp_path, re
     assert stored.nbytes * 2 == reference.nbytes
     # per view: the dataset's views from int16 + map equal the float32 volume's views within the bound
     # (before intensity augmentation, whose contrast and gamma would scale the difference)
-    float_volume = PreparedVolume("float32", None, reference.shape, array=reference)
+    float_volume = PretrainVolume("float32", None, reference.shape, array=reference)
     plain = IntensityAugment(noise_p=0, blur_p=0, brightness_p=0, contrast_p=0, gamma_p=0)
     compact = ViewPairDataset([volume], (16, 32, 32), seed=4, augment=plain)
     full = ViewPairDataset([float_volume], (16, 32, 32), seed=4, augment=plain)

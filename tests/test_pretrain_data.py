@@ -114,7 +114,7 @@ def test_degenerate_files_are_skipped_one_line_each(tmp_path):
 
 
 def test_cache_key_follows_content_and_parameters(tmp_path):
-    from pgl_zoo.imaging import VolumeRef
+    from pgl_zoo.imaging.discover import VolumeRef
 
     path = _write(tmp_path / "a.nii.gz", np.arange(512, dtype=np.int16).reshape(8, 8, 8) - 1000)
     ref = VolumeRef(path)

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from pgl_zoo.cards import Preprocessing
 from pgl_zoo.errors import DataError
-from pgl_zoo.finetune.data import Case, find_cases, load_case, read_label_names, sample_patch
+from pgl_zoo.finetune.data import CaseArrays, find_cases, load_case, read_label_names, sample_patch
 
 
 def _volume(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)) -> Path:
@@ -94,7 +94,7 @@ def test_load_case_resamples_labels_by_nearest_neighbour(tmp_path):
 def test_foreground_patches_contain_labels_and_small_volumes_are_padded():
     label = np.zeros((10, 12, 14), np.int64)
     label[8, 1, 12] = 1
-    case = Case("c", np.ones((10, 12, 14), np.float32), label)
+    case = CaseArrays("c", np.ones((10, 12, 14), np.float32), label)
     rng = np.random.default_rng(0)
     for _ in range(20):
         image, patch = sample_patch(case, (6, 6, 6), rng, foreground_probability=1.0)

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from _seg_helpers import DATA_DIR, save_micro_segmenter
 
 from pgl_zoo.finetune.export import load_model
-from pgl_zoo.imaging import read_image
+from pgl_zoo.imaging.read import read_image
 from pgl_zoo.inference import segment_files, segment_image
 
 pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"real data folder {DATA_DIR} is absent")

@@ -73,7 +73,7 @@ def test_compiled_network_gives_the_same_labels(network):
 
 def test_deferred_intensities_give_the_labels_of_the_normalised_volume(network):
     """An int16 scan mapped window by window equals the float32 volume normalised first."""
-    from pgl_zoo.imaging import intensity_map, normalize_intensities
+    from pgl_zoo.preprocessing.intensity import intensity_map, normalize_intensities
 
     hu = np.random.default_rng(4).normal(-300, 500, size=(48, 40, 44)).astype(np.int16)
     for normalization in ("zscore", "minmax"):

@@ -19,9 +19,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 study = importlib.import_module("transfer_hn")  # benchmarks/transfer_hn.py
 finetune_half = importlib.import_module("transfer_hn_finetune")  # benchmarks/transfer_hn_finetune.py
 
-from pgl_zoo.imaging import normalize_intensities  # noqa: E402
 from pgl_zoo.nets import build_encoder  # noqa: E402
 from pgl_zoo.nets.probe import LinearProbe3d  # noqa: E402
+from pgl_zoo.preprocessing.intensity import normalize_intensities  # noqa: E402
 
 needs_openkbp = pytest.mark.skipif(not study.OPENKBP.is_dir(), reason=f"{study.OPENKBP} is absent")
 

@@ -8,15 +8,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cards import Preprocessing
+from ..cards import NATIVE, NO_WINDOW, Preprocessing
 from ..errors import PglZooError
 from ..options import OptionError, in_range, spacing, voxel_sizes, window
 from ..registry import default_encoder
 from ..training import default_warmup
-from .data import Case, CasePair
+from .data import CaseArrays, CaseFiles
 
-NATIVE = "native"  # spacing override: keep each scan's own spacing
-NO_WINDOW = "none"  # window override: clip nothing
 # What a pretrained start takes from the zoo file: the encoder only, or encoder and (when the file has
 # one, as PGL files do: the local loss trains decoder levels) the decoder too. The head is always new.
 INITS = ("encoder+decoder", "encoder")
@@ -39,7 +37,7 @@ class FinetuneConfig:
     the architecture of ``architecture`` (default: the default encoder's, so that a from-scratch run
     is the baseline of the default fine-tuning).
     ``init``: "encoder+decoder" (default; the decoder too when the file has one) or "encoder".
-    ``cases`` may hold :class:`Case` objects (preprocessed arrays) instead of files.
+    ``cases`` may hold :class:`CaseArrays` objects (preprocessed arrays) instead of files.
 
     Preprocessing overrides of the encoder card's: ``spacing_xyz_mm`` (a triple, or "native"),
     ``window`` (a (low, high) pair, or "none"), ``normalization`` ("zscore", "minmax", "none").
@@ -68,7 +66,7 @@ class FinetuneConfig:
     out: str | Path
     num_classes: int
     data: str | Path | None = None
-    cases: Sequence[CasePair | Case] | None = None
+    cases: Sequence[CaseFiles | CaseArrays] | None = None
     train_cases: Sequence[str] | None = None
     val_cases: Sequence[str] | None = None
     val_fraction: float = 0.2
@@ -143,22 +141,11 @@ class FinetuneConfig:
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("on_epoch_end")
-        data["cases"] = [{"name": c.name, "in_memory": True} if isinstance(c, Case)
+        data["cases"] = [{"name": c.name, "in_memory": True} if isinstance(c, CaseArrays)
                          else {k: str(v) for k, v in asdict(c).items()} for c in self.cases] if self.cases else None
         return json.dumps(data, indent=2, default=str) + "\n"
 
 
 def resolve_preprocessing(base: Preprocessing, config: FinetuneConfig) -> Preprocessing:
-    """The card's preprocessing with the config's overrides applied."""
-    spacing = base.spacing_xyz_mm
-    if config.spacing_xyz_mm is not None:
-        spacing = None if config.spacing_xyz_mm == NATIVE else tuple(float(s) for s in config.spacing_xyz_mm)
-    window = base.window
-    if config.window is not None:
-        window = None if config.window == NO_WINDOW else tuple(float(w) for w in config.window)
-    normalization = config.normalization or base.normalization
-    try:
-        return Preprocessing(spacing_xyz_mm=spacing, orientation=base.orientation, window=window,
-                             normalization=normalization)
-    except ValueError as exc:
-        raise PglZooError(f"invalid preprocessing: {exc}") from None
+    """The card's preprocessing with the config's overrides applied (:meth:`Preprocessing.with_overrides`)."""
+    return base.with_overrides(config.spacing_xyz_mm, config.window, config.normalization)

@@ -23,19 +23,15 @@ import SimpleITK as sitk
 
 from ..cards import Preprocessing
 from ..errors import DataError
-from ..imaging import (
-    geometry_differences,
-    has_volume_suffix,
-    nnunet_channel,
-    preprocess_image,
-    preprocess_label,
-    read_image,
-    strip_volume_suffix,
-)
+from ..imaging.files import has_volume_suffix, nnunet_channel, strip_volume_suffix
+from ..imaging.geometry import geometry_differences
+from ..imaging.read import read_image
+from ..label_maps import check_label_values
+from ..preprocessing.scan import preprocess_image, preprocess_label
 
 __all__ = [
-    "CasePair",
-    "Case",
+    "CaseFiles",
+    "CaseArrays",
     "find_cases",
     "read_label_names",
     "check_same_geometry",
@@ -47,7 +43,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class CasePair:
+class CaseFiles:
     """One labelled case on disk: an image file (or DICOM folder) and its label map."""
 
     name: str
@@ -56,7 +52,7 @@ class CasePair:
 
 
 @dataclass
-class Case:
+class CaseArrays:
     """One preprocessed case in memory: ``image`` float32 (z, y, x), ``label`` int64 (z, y, x)."""
 
     name: str
@@ -77,13 +73,13 @@ def _case_name(path: Path) -> str:
     return strip_volume_suffix(path.name)
 
 
-def _pairs_from_folder(root: Path) -> list[CasePair]:
+def _pairs_from_folder(root: Path) -> list[CaseFiles]:
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir() or not labels_dir.is_dir():
         raise DataError(f"{root}: expected imagesTr/ and labelsTr/ folders (MSD / nnU-Net layout) or a CSV file")
     labels = {_case_name(p): p for p in sorted(labels_dir.iterdir())
               if has_volume_suffix(p.name) and not p.name.startswith(".")}
-    pairs: list[CasePair] = []
+    pairs: list[CaseFiles] = []
     unmatched: list[str] = []
     for image in sorted(images_dir.iterdir()):
         if image.name.startswith(".") or not has_volume_suffix(image.name):
@@ -97,14 +93,14 @@ def _pairs_from_folder(root: Path) -> list[CasePair]:
         if name not in labels:
             unmatched.append(image.name)
             continue
-        pairs.append(CasePair(name, image, labels[name]))
+        pairs.append(CaseFiles(name, image, labels[name]))
     if unmatched:
         raise DataError(f"{images_dir}: no label in {labels_dir} for {', '.join(unmatched[:3])}"
                         + (f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else ""))
     return pairs
 
 
-def _pairs_from_csv(path: Path) -> list[CasePair]:
+def _pairs_from_csv(path: Path) -> list[CaseFiles]:
     try:
         rows = [row for row in csv.reader(path.read_text().splitlines()) if row and any(c.strip() for c in row)]
     except OSError as exc:
@@ -116,11 +112,11 @@ def _pairs_from_csv(path: Path) -> list[CasePair]:
         if len(row) < 2:
             raise DataError(f"{path}: row {number} needs two columns image,label, got {row}")
         image, label = (path.parent / row[0].strip()), (path.parent / row[1].strip())
-        pairs.append(CasePair(_case_name(image), image, label))
+        pairs.append(CaseFiles(_case_name(image), image, label))
     return pairs
 
 
-def find_cases(data: str | Path) -> list[CasePair]:
+def find_cases(data: str | Path) -> list[CaseFiles]:
     """The image/label pairs of a data set folder (MSD / nnU-Net layout) or CSV file, sorted by name.
 
     Raises DataError naming the folder when it holds no case, or an image without a label.
@@ -176,35 +172,30 @@ def label_names_from_file(path: str | Path) -> dict[str, str] | None:
 
 def check_same_geometry(image: sitk.Image, label: sitk.Image, image_path: Path, label_path: Path) -> None:
     """Raise DataError naming both files unless they lie on the same grid
-    (:func:`pgl_zoo.imaging.geometry_differences`)."""
+    (:func:`pgl_zoo.imaging.geometry.geometry_differences`)."""
     problems = geometry_differences(image, label)
     if problems:
         raise DataError(f"{label_path} does not match the geometry of {image_path}: {'; '.join(problems)}")
 
 
-def load_case(pair: CasePair, prep: Preprocessing, num_classes: int) -> Case:
+def load_case(pair: CaseFiles, prep: Preprocessing, num_classes: int) -> CaseArrays:
     """Read, check and preprocess one pair: intensities as ``prep`` says, label by nearest neighbour.
 
-    Raises DataError when the geometries differ or a label value is not in 0..num_classes-1.
+    Raises DataError when the geometries differ or a label value is not an integer in 0..num_classes-1
+    (:func:`pgl_zoo.label_maps.check_label_values`).
     """
     image = read_image(pair.image)
     label = read_image(pair.label)
     check_same_geometry(image, label, pair.image, pair.label)
-    raw = sitk.GetArrayViewFromImage(label)
-    low, high = raw.min(), raw.max()
-    if high >= num_classes or low < 0:
-        bad = high if high >= num_classes else low
-        raise DataError(f"{pair.label}: label value {bad:g} outside 0..{num_classes - 1} (num_classes={num_classes})")
-    if np.issubdtype(raw.dtype, np.floating) and not np.array_equal(raw, np.round(raw)):
-        raise DataError(f"{pair.label}: label map has non-integer values")
+    check_label_values(sitk.GetArrayViewFromImage(label), pair.label, num_classes)
     prepared = preprocess_image(image, prep)
-    return Case(pair.name, prepared.array, preprocess_label(label, prepared.grid))
+    return CaseArrays(pair.name, prepared.array, preprocess_label(label, prepared.grid))
 
 
-def load_cases(pairs: Sequence[CasePair], prep: Preprocessing, num_classes: int) -> list[Case]:
-    """:func:`load_case` for every pair (all kept in memory). A :class:`Case` (already preprocessed as
+def load_cases(pairs: Sequence[CaseFiles], prep: Preprocessing, num_classes: int) -> list[CaseArrays]:
+    """:func:`load_case` for every pair (all kept in memory). A :class:`CaseArrays` (already preprocessed as
     ``prep`` says, e.g. by a study that holds its data as arrays) is used as it is."""
-    return [pair if isinstance(pair, Case) else load_case(pair, prep, num_classes) for pair in pairs]
+    return [pair if isinstance(pair, CaseArrays) else load_case(pair, prep, num_classes) for pair in pairs]
 
 
 def _pad_to(array: np.ndarray, shape: Sequence[int], value: float) -> np.ndarray:
@@ -213,7 +204,7 @@ def _pad_to(array: np.ndarray, shape: Sequence[int], value: float) -> np.ndarray
 
 
 def sample_patch(
-    case: Case, patch_zyx: Sequence[int], rng: np.random.Generator, foreground_probability: float = 0.33
+    case: CaseArrays, patch_zyx: Sequence[int], rng: np.random.Generator, foreground_probability: float = 0.33
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random (image, label) patch of ``patch_zyx`` voxels; with ``foreground_probability`` it is
     centred (up to the volume edge) on a random labelled voxel. Volumes smaller than the patch are

@@ -36,7 +36,7 @@ from ..runs import LOCK_NAME, StopFlag, load_state, rng_state, set_rng_state
 from ..sliding_window import predict_label
 from ..training import TrainingRun, check_out_folder, warmup_cosine
 from .config import RESUMABLE_OVERRIDES, FinetuneConfig, resolve_preprocessing
-from .data import Case, CasePair, find_cases, load_cases, read_label_names, sample_patch
+from .data import CaseArrays, CaseFiles, find_cases, load_cases, read_label_names, sample_patch
 from .export import export_segmentation_model
 from .losses import DiceCELoss
 from .param_groups import layer_decay_groups
@@ -58,7 +58,7 @@ class FinetuneResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def split_cases(pairs: list[CasePair], config: FinetuneConfig) -> tuple[list[CasePair], list[CasePair]]:
+def split_cases(pairs: list[CaseFiles], config: FinetuneConfig) -> tuple[list[CaseFiles], list[CaseFiles]]:
     """(train, validation) pairs: by the names in the config, or a seeded ``val_fraction`` hold-out."""
     by_name = {p.name: p for p in pairs}
     for names in (config.train_cases, config.val_cases):
@@ -111,7 +111,7 @@ def _param_groups(net: torch.nn.Module, config: FinetuneConfig) -> list[dict[str
     return layer_decay_groups(net, config.lr, config.layer_decay)
 
 
-def _validate(net: torch.nn.Module, cases: list[Case], config: FinetuneConfig, patch: tuple[int, ...],
+def _validate(net: torch.nn.Module, cases: list[CaseArrays], config: FinetuneConfig, patch: tuple[int, ...],
               class_names: dict[int, str], labelled: LabelledClasses | None) -> dict[str, float]:
     """Mean Dice per class over the validation cases (with partial labels: over the cases contouring it)."""
     per_class: dict[int, list[float]] = {c: [] for c in range(1, config.num_classes)}
@@ -124,7 +124,7 @@ def _validate(net: torch.nn.Module, cases: list[Case], config: FinetuneConfig, p
     return {class_names[c]: nanmean(values) for c, values in per_class.items()}
 
 
-def _labelled_classes(config: FinetuneConfig, cases: list[Case]) -> LabelledClasses | None:
+def _labelled_classes(config: FinetuneConfig, cases: list[CaseArrays]) -> LabelledClasses | None:
     """The run's partial labels (None: every case fully contoured), checked against every case's label map."""
     if config.labelled_classes is None:
         return None
@@ -233,8 +233,8 @@ class _Epochs:
     loss_fn: torch.nn.Module
     rng: np.random.Generator
     patch: tuple[int, ...]
-    train_cases: list[Case]
-    val_cases: list[Case]
+    train_cases: list[CaseArrays]
+    val_cases: list[CaseArrays]
     class_names: dict[int, str]
     labelled: LabelledClasses | None
 
@@ -345,8 +345,8 @@ def _finetune(config: FinetuneConfig, run: FinetuneRun) -> FinetuneResult:
 
 
 def _export_best(config: FinetuneConfig, run_dir: Path, net: torch.nn.Module, base_card, prep, patch,
-                 class_names: dict[int, str], pairs: list[CasePair], train_pairs: list[CasePair],
-                 val_pairs: list[CasePair], run: _Progress) -> FinetuneResult:
+                 class_names: dict[int, str], pairs: list[CaseFiles], train_pairs: list[CaseFiles],
+                 val_pairs: list[CaseFiles], run: _Progress) -> FinetuneResult:
     """Export the best epoch's network (the last one when no epoch had a finite Dice) to ``RUN/model``."""
     best_path = run_dir / "checkpoints" / "best.pt"
     best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"] if best_path.exists() \

@@ -47,7 +47,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..atomic import atomic_write
-from ..imaging import IntensityMap, VolumeRef, list_dicom_series
+from ..imaging.dicom import list_dicom_series
+from ..imaging.discover import VolumeRef
+from ..preprocessing.intensity import IntensityMap
 from ..runs import atomic_write_json
 
 CACHE_VERSION = "pgl-pretrain-cache-4"
@@ -188,7 +190,7 @@ class PretrainCache:
 
     # -- discovery
     def dicom_series(self, folder: Path) -> list[str]:
-        """:func:`pgl_zoo.imaging.list_dicom_series` of ``folder``, remembered while its files keep their size
+        """:func:`pgl_zoo.imaging.dicom.list_dicom_series` of ``folder``, remembered while its files keep their size
         and modification time (GDCM reads every file's header to list a folder's series: about 1 ms a
         file, 40 minutes for 3 million slices, at every start without this)."""
         name = hashlib.sha256(os.path.abspath(folder).encode()).hexdigest()[:40]

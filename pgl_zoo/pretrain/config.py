@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import PglZooError
 from ..options import OptionError, in_range, spacing, voxel_sizes, window
 from ..training import default_warmup
+from .view_defaults import OVERLAP_RANGE, SCALE_RANGE
 
 LOCAL_CONTROLS = ("none", "shuffled")
 
@@ -54,8 +55,8 @@ class PretrainConfig:
     base_momentum: float = 0.996
     local_weight: float = 1.0
     local_levels: tuple[int, ...] | None = None  # decoder levels; None: the coarsest one
-    scale_range: tuple[float, float] = (0.75, 1.5)  # crop size / patch size, per view
-    overlap_range: tuple[float, float] = (0.3, 0.8)  # overlap fraction of the two crops
+    scale_range: tuple[float, float] = SCALE_RANGE  # crop size / patch size, per view
+    overlap_range: tuple[float, float] = OVERLAP_RANGE  # overlap fraction of the two crops
     local_control: str = "none"  # none | shuffled (the control run: local loss on shuffled positions)
     rotate: bool = False
     non_hu: str = "skip"

@@ -11,7 +11,7 @@ prepared by ``jobs`` processes, and shared among the ranks of a distributed run.
 Skipped, with one warning line each: unreadable files, 2D or empty volumes, NaN/inf values,
 DICOM series with non-uniform slice spacing (their uniform-grid geometry would be wrong),
 constant volumes, label-like volumes (integer values >= 0, at most ``LABEL_MAX_VALUES`` distinct
-values, and piecewise constant: see :func:`equal_neighbour_fraction`; segmentation masks should not
+values, and piecewise constant: see :mod:`pgl_zoo.imaging.scan_checks`; segmentation masks should not
 be trained on) and, for CT, scans not in HU when
 the policy says so. Non-HU detection (CT only): minimum above ``NON_HU_MIN`` (-500), i.e. no air,
 as in uint8 0..255 or windowed scans. Policies: ``skip`` (default), ``rescale`` (map the scan's own
@@ -34,20 +34,11 @@ import SimpleITK as sitk
 
 from ..cards import Preprocessing
 from ..errors import DataError, PglZooError
-from ..imaging import (  # noqa: F401 - the label and HU constants are re-exported where they used to live
-    LABEL_MAX_VALUES,
-    LABEL_MIN_FLATNESS,
-    NON_HU_MIN,
-    IntensityMap,
-    VolumeRef,
-    discover_volumes,
-    equal_neighbour_fraction,
-    intensity_map,
-    label_map_reason,
-    max_voxels,
-    non_hu_reason,
-    preprocess_image,
-)
+from ..imaging.discover import VolumeRef, discover_volumes
+from ..imaging.header_checks import max_voxels
+from ..imaging.scan_checks import label_map_reason, non_hu_reason
+from ..preprocessing.intensity import IntensityMap, intensity_map
+from ..preprocessing.scan import preprocess_image
 from .cache import (  # noqa: F401 - CACHE_VERSION and default_cache_dir are part of this module's interface
     CACHE_VERSION,
     Entry,
@@ -64,7 +55,7 @@ MIN_POOL_SCANS = 4  # fewer uncached scans are prepared in this process (startin
 
 
 @dataclass
-class PreparedVolume:
+class PretrainVolume:
     """One usable, preprocessed volume: its cached array, the map to network input, and its source.
 
     ``load()`` gives the stored (z, y, x) array: int16 scan units or float16/float32 network input
@@ -95,7 +86,7 @@ class PreparedVolume:
 class PreparedData:
     """The result of :func:`prepare_volumes`: usable volumes and the skipped ones with reasons."""
 
-    volumes: list[PreparedVolume]
+    volumes: list[PretrainVolume]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     cache_hits: int = 0
     prepared: int = 0  # entries this call made (the others came from the cache or from other processes)
@@ -107,8 +98,8 @@ class PreparedData:
 
 def check_raw(array: np.ndarray, modality: str) -> tuple[str | None, bool]:
     """(reason to skip or None, is_non_hu) for a raw (z, y, x) array as read from disk (the label-map and
-    non-HU checks are :func:`pgl_zoo.imaging.label_map_reason` and :func:`pgl_zoo.imaging.non_hu_reason`,
-    which ``segment`` uses too)."""
+    non-HU checks are :mod:`pgl_zoo.imaging.scan_checks`' ``label_map_reason`` and ``non_hu_reason``, which
+    ``segment`` uses too)."""
     if array.size == 0:
         return "empty volume", False
     finite = np.isfinite(array)
@@ -260,14 +251,14 @@ def prepare_volumes(
 
 class _Preparation:
     """The state of one :func:`prepare_volumes` call: ``results[i]`` for source ``refs[i]`` is None (not yet
-    known), an :class:`Entry` of the cache, a skip reason, or an in-memory :class:`PreparedVolume` (when the
+    known), an :class:`Entry` of the cache, a skip reason, or an in-memory :class:`PretrainVolume` (when the
     cache cannot be written)."""
 
     def __init__(self, cache: PretrainCache, refs: list[VolumeRef], prep: Preprocessing, modality: str,
                  non_hu: str) -> None:
         self.cache, self.refs = cache, refs
         self.options = (prep, modality, non_hu)
-        self.results: list[Entry | PreparedVolume | str | None] = [None] * len(refs)
+        self.results: list[Entry | PretrainVolume | str | None] = [None] * len(refs)
         self.cache_hits = self.prepared = 0
         self.bar = None
 
@@ -357,7 +348,7 @@ class _Preparation:
         for i in order:
             if self.results[i] is None:
                 array, note, to_input = preprocess_ref(self.refs[i], *self.options)
-                self.results[i] = (PreparedVolume(str(self.refs[i]), None, tuple(array.shape), note, array=array,
+                self.results[i] = (PretrainVolume(str(self.refs[i]), None, tuple(array.shape), note, array=array,
                                                   intensity=to_input) if array is not None else note)
 
     def collect(self, warn) -> PreparedData:
@@ -366,7 +357,7 @@ class _Preparation:
         out = PreparedData(volumes=[], cache_hits=self.cache_hits, prepared=self.prepared)
         for ref, result in zip(self.refs, self.results, strict=True):
             if isinstance(result, Entry):
-                result = (PreparedVolume(str(ref), result.array_path, result.shape_zyx, result.note,
+                result = (PretrainVolume(str(ref), result.array_path, result.shape_zyx, result.note,
                                          intensity=result.intensity, minimum=result.minimum)
                           if result.ok else result.note)
             if isinstance(result, str):

@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import IntensityAugment
-from .data import PreparedVolume
+from .data import PretrainVolume
+from .view_defaults import FLIP_P, OVERLAP_RANGE, SCALE_RANGE
 from .views import sample_view_pair
 
 OPEN_VOLUMES = 64
@@ -28,11 +29,11 @@ OPEN_VOLUMES = 64
 
 @dataclass(frozen=True)
 class ViewOptions:
-    """Spatial view options (see :func:`sample_view_pair`, whose defaults these repeat)."""
+    """Spatial view options (see :func:`sample_view_pair`); defaults from :mod:`.view_defaults`."""
 
-    scale_range: tuple[float, float] = (0.75, 1.5)
-    overlap_range: tuple[float, float] = (0.3, 0.8)
-    flip_p: float = 0.5
+    scale_range: tuple[float, float] = SCALE_RANGE
+    overlap_range: tuple[float, float] = OVERLAP_RANGE
+    flip_p: float = FLIP_P
     rotate: bool = False
 
 
@@ -41,7 +42,7 @@ class ViewPairDataset(Dataset):
 
     def __init__(
         self,
-        volumes: Sequence[PreparedVolume],
+        volumes: Sequence[PretrainVolume],
         patch_size: tuple[int, int, int],
         seed: int = 0,
         views: ViewOptions = ViewOptions(),  # noqa: B008 - frozen dataclass

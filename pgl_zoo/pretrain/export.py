@@ -9,7 +9,6 @@ data (count, sources), steps, configuration and final losses. ``pgl_zoo.load_pgl
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from ..architecture import stage_widths
@@ -66,11 +65,7 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_deco
         raise PglZooError(f"{run_dir}: the decoder was not trained (local weight 0); export without --decoder")
     state = {k[len("branch."):]: v for k, v in ckpt["online"].items()
              if k.startswith(tuple(f"branch.{p}." for p in parts))}
-    prep = base.preprocessing
-    if cfg.get("spacing"):
-        prep = replace(prep, spacing_xyz_mm=tuple(cfg["spacing"]))
-    if cfg.get("window"):
-        prep = replace(prep, window=tuple(cfg["window"]))
+    prep = base.preprocessing.with_overrides(cfg.get("spacing") or None, cfg.get("window") or None)
     step = int(ckpt["step"])
     data = ckpt.get("data", {})
     training = {

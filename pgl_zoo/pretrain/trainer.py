@@ -32,7 +32,7 @@ from ..training import TrainingRun, check_out_folder
 from .augment import IntensityAugment
 from .checkpoint import CHECKPOINT_NAME, rng_state, set_rng_state
 from .config import RESUMABLE_OVERRIDES, PretrainConfig
-from .data import PreparedData, PreparedVolume, prepare_volumes
+from .data import PreparedData, PretrainVolume, prepare_volumes
 from .dataset import StepSampler, ViewOptions, ViewPairDataset, make_loader
 from .distributed import DistInfo, cleanup, launch_rank, setup
 from .losses import cosine_momentum
@@ -40,6 +40,7 @@ from .model import OnlineNetwork, make_target, pgl_losses, update_target
 from .optim import make_optimizer, make_scheduler
 from .report import write_loss_curve
 from .steplog import LossWatch
+from .view_defaults import FLIP_P
 from .views import pair_geometry
 
 METRICS_NAME = "metrics.jsonl"
@@ -76,18 +77,9 @@ def card_file_of(model: str) -> str | None:
 
 
 def resolve_preprocessing(cfg: PretrainConfig):
+    """The card of ``cfg.model`` and its preprocessing with the run's ``--spacing``/``--window`` overrides."""
     card = load_card(cfg.model)
-    prep = card.preprocessing
-    changes = {}
-    if cfg.spacing is not None:
-        changes["spacing_xyz_mm"] = tuple(cfg.spacing)
-    if cfg.window is not None:
-        changes["window"] = tuple(cfg.window)
-    if changes:
-        from dataclasses import replace
-
-        prep = replace(prep, **changes)
-    return card, prep
+    return card, card.preprocessing.with_overrides(cfg.spacing, cfg.window)
 
 
 def default_local_levels(n_stages: int) -> tuple[int, ...]:
@@ -130,10 +122,10 @@ def parameter_digest(*modules: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def pretrain(cfg: PretrainConfig, volumes: list[PreparedVolume] | None = None) -> RunResult:
+def pretrain(cfg: PretrainConfig, volumes: list[PretrainVolume] | None = None) -> RunResult:
     """Run (or resume) PGL pretraining as configured; see the module docstring for the outputs.
 
-    ``volumes``: already preprocessed volumes (``PreparedVolume(source, None, shape, array=...)``,
+    ``volumes``: already preprocessed volumes (``PretrainVolume(source, None, shape, array=...)``,
     float32 (z, y, x) at the card's spacing, windowed and normalised) used instead of reading
     ``cfg.data``; ``cfg.data`` then only names them in the run's records.
 
@@ -347,7 +339,7 @@ def _build_loader(cfg: PretrainConfig, info: DistInfo, data: PreparedData, patch
     """The loader of this rank's view pairs for steps ``step`` to the run's end (``cfg.steps``, or
     ``cfg.stop_after`` steps later); returns (loader, end step). ``patch``: (z, y, x) voxels."""
     dataset = ViewPairDataset(data.volumes, patch, cfg.seed,
-                              ViewOptions(cfg.scale_range, cfg.overlap_range, 0.5, cfg.rotate), IntensityAugment())
+                              ViewOptions(cfg.scale_range, cfg.overlap_range, FLIP_P, cfg.rotate), IntensityAugment())
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, step + cfg.stop_after)
     sampler = StepSampler(step, end, cfg.batch_size, info.rank, info.world_size)
     loader = make_loader(dataset, sampler, cfg.resolved_workers, pin_memory=info.device.type == "cuda")

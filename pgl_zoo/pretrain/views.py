@@ -14,11 +14,12 @@ corner voxels). The view image is sampled from the source volume *through this v
 (one trilinear ``grid_sample``), so image and prior cannot disagree. Crops that extend beyond the
 volume (volumes smaller than a crop) read a constant padding value (the volume's minimum).
 
-Defaults (project choices, set by the transfer study v2, see README): crop scale U(0.75, 1.5) x
-patch drawn per view (so the two views see the same anatomy at resolutions up to 2x apart), overlap
-fraction U(0.3, 0.8) realised exactly, flips p = 0.5 per axis. The values quoted (second-hand) for
-the paper were crop scale 1.1-1.4 and overlap >= 10 %; on volumes barely larger than the crops those
-make two nearly identical views (the first study's local loss fell to 0.22 with little to learn).
+Defaults (project choices, set by the transfer study v2, see README; their one home is
+:mod:`.view_defaults`): crop scale U(0.75, 1.5) x patch drawn per view (so the two views see the same
+anatomy at resolutions up to 2x apart), overlap fraction U(0.3, 0.8) realised exactly, flips p = 0.5
+per axis. The values quoted (second-hand) for the paper were crop scale 1.1-1.4 and overlap >= 10 %;
+on volumes barely larger than the crops those make two nearly identical views (the first study's
+local loss fell to 0.22 with little to learn).
 Quarter turns (``rotate=True``) are a project option, off by default.
 """
 
@@ -30,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .view_defaults import FLIP_P, OVERLAP_RANGE, SCALE_RANGE
 
 
 @dataclass
@@ -170,9 +173,9 @@ def sample_view_pair(
     patch_size: tuple[int, int, int],
     rng: np.random.Generator,
     *,
-    scale_range: tuple[float, float] = (0.75, 1.5),
-    overlap_range: tuple[float, float] = (0.3, 0.8),
-    flip_p: float = 0.5,
+    scale_range: tuple[float, float] = SCALE_RANGE,
+    overlap_range: tuple[float, float] = OVERLAP_RANGE,
+    flip_p: float = FLIP_P,
     rotate: bool = False,
     pad_value: float | None = None,
 ) -> tuple[View, View]:
