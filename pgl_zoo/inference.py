@@ -131,8 +131,8 @@ def segment_files(
     :func:`pgl_zoo.sliding_window.default_window_batch`). ``compile``: compile the network once
     (:func:`pgl_zoo.compile.compile_for_inference`) and use it for every scan. ``warn`` (default: a ``warning:`` line
     on stderr) is told of each scan that looks wrong for the model but is segmented all the same: a
-    CT model given a scan not in HU (:func:`pgl_zoo.imaging.non_hu_reason`), any model given a label
-    map (:func:`pgl_zoo.imaging.label_map_reason`), and of skipped special files (FIFOs) in input
+    CT model given a scan not in HU (:func:`pgl_zoo.imaging.scan_checks.non_hu_reason`), any model given a label
+    map (:func:`pgl_zoo.imaging.scan_checks.label_map_reason`), and of skipped special files (FIFOs) in input
     folders. Returns the written label files.
 
     ``output_format``: "nifti" (the label images above), "dicom-seg" (a DICOM Segmentation) or
