@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# $PGL_ZOO_DATA (as the tests and the other benchmarks read it), else ../shared/data beside the checkout.
+SHARED = Path(os.environ.get("PGL_ZOO_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CT_SPACING_XYZ_MM = (4.0, 4.0, 4.0)
 CT_WINDOW_HU = (-1024.0, 325.0)
 SPLIT_SEED = 2020

@@ -24,8 +24,8 @@ Stages (each resumable: a run continues from its checkpoint, a finished one is r
     (PGL - random, PGL - BYOL) with 95 % bootstrap intervals over subsets:
     ``benchmarks/results/transfer_v3_finetune.{json,md}`` and ``transfer_v3_finetune_curves.png``.
 
-``--quick``: one epoch of 2 steps, one validation and one test patient, one candidate, arms random
-and pgl (tests/test_transfer_hn.py runs it after the probe half's quick stages).
+``--quick``: one epoch of 2 steps, one validation and one test patient, sliding windows without overlap,
+one candidate, arms random and pgl (tests/test_transfer_hn.py runs it after the probe half's quick stages).
 
     python benchmarks/transfer_hn_finetune.py recipe --runs /work/runs/v3
     python benchmarks/transfer_hn_finetune.py finetune --runs /work/runs/v3 --arm random
@@ -74,10 +74,12 @@ class Plan:
     recipe_epochs: int = RECIPE_EPOCHS
     val_cases: int = VAL_CASES
     test_cases: int | None = None  # None: all 39
+    overlap: float = 0.5  # sliding-window overlap of validation and test segmentation (pgl-zoo's default)
 
 
+# Overlap 0: a quarter of the windows (validation and the test patient's segmentation take most of a quick run).
 QUICK = Plan(recipes=("study",), arms=("random", "pgl"), subsets=1, steps_per_epoch=2,
-             recipe_epochs=1, val_cases=1, test_cases=1)
+             recipe_epochs=1, val_cases=1, test_cases=1, overlap=0.0)
 
 
 def validation_cases(plan: Plan) -> list[str]:
@@ -129,7 +131,7 @@ def train(runs: Path, out: Path, recipe: dict, arm: str, cases: list[str], plan:
         "--labelled-classes", str(study.OPENKBP / "structures.json"), "--spacing", recipe["spacing"],
         "--window", recipe["window"], "--normalization", recipe["normalization"], "--patch-size", recipe["patch"],
         "--epochs", str(epochs), "--steps-per-epoch", str(plan.steps_per_epoch), "--batch-size", str(BATCH),
-        "--seed", "0", "--name", f"study-{out.parent.name}-{out.name}", "--no-progress", *encoder_args(arm, runs),
+        "--overlap", str(plan.overlap), "--seed", "0", "--name", f"study-{out.parent.name}-{out.name}", "--no-progress", *encoder_args(arm, runs),
         *resume)
 
 
@@ -147,7 +149,7 @@ def score_on_test(runs: Path, run: Path, plan: Plan) -> dict:
     folder = case_folder(runs, "test_cases", tests)
     predictions = run / "test_predictions"
     cli("segment", *[str(folder / "images" / f"{c}.nii.gz") for c in tests], "-o", str(predictions),
-        "--model", str(run), "--no-progress", "--overwrite")
+        "--model", str(run), "--overlap", str(plan.overlap), "--no-progress", "--overwrite")
     names = read_label_names(study.OPENKBP)  # dataset.json: "1" -> "Brainstem", ...
     labelled = read_labelled_classes(study.OPENKBP / "structures.json", names, len(study.ORGANS) + 1)
     evaluation = evaluate_folders(predictions, folder / "labels", len(study.ORGANS) + 1, names,

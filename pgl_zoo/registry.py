@@ -7,6 +7,9 @@ network widths.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from .architecture import resenc_arch
 from .cards import BUNDLED, NOT_PUBLISHED, ModelCard, Preprocessing
 from .errors import UnknownModelError
@@ -29,6 +32,29 @@ def register(card: ModelCard) -> ModelCard:
         raise ValueError(f"model {card.name!r} is already registered")
     _CARDS[card.name] = card
     return card
+
+
+@contextmanager
+def registered(card: ModelCard, replace: bool = False) -> Iterator[ModelCard]:
+    """``card`` in the registry for the ``with`` block only (tests, or a session trying a card out).
+
+    A name already registered is refused unless ``replace``; on leaving, the registry is as it was before
+    (the replaced card back, or the name gone)::
+
+        with registered(card.replace(name="my-model")):
+            pgl_zoo.load_pgl_encoder("my-model")
+    """
+    before = _CARDS.get(card.name)
+    if before is not None and not replace:
+        raise ValueError(f"model {card.name!r} is already registered")
+    _CARDS[card.name] = card
+    try:
+        yield card
+    finally:
+        if before is None:
+            _CARDS.pop(card.name, None)
+        else:
+            _CARDS[card.name] = before
 
 
 # pgl-ct: 5 stages (total stride 16: whole-chest context at 4 mm) narrow enough (2.4 M parameters with its

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import io
 import os
+from contextlib import redirect_stderr, redirect_stdout
 
 from pgl_zoo.cli import main
 
 
-def call(capsys, *args) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit code, stdout, stderr). ``PGL_ZOO_DEBUG`` is unset meanwhile."""
+def exit_code(*args) -> int:
+    """Run the CLI in this process; its exit code. ``PGL_ZOO_DEBUG`` is unset meanwhile."""
     env_debug = os.environ.pop("PGL_ZOO_DEBUG", None)
     try:
         main([str(a) for a in args])
-        code = 0
+        return 0
     except SystemExit as exc:
-        code = exc.code or 0
+        return exc.code or 0
     finally:
         if env_debug is not None:
             os.environ["PGL_ZOO_DEBUG"] = env_debug
+
+
+def call(capsys, *args) -> tuple[int, str, str]:
+    """Run the CLI in this process: (exit code, stdout, stderr)."""
+    code = exit_code(*args)
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def call_captured(*args) -> tuple[int, str, str]:
+    """:func:`call` without pytest's ``capsys`` (for fixtures wider than one test, which cannot take it)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = exit_code(*args)
+    return code, out.getvalue(), err.getvalue()
 
 
 def refused(capsys, *args, fragments=()) -> str:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import locale
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from _cli import call_captured
+from _readme import MAIN_JOB, block, cli_args, offline_settings, shell_commands
 from _seg_helpers import DATA_DIR  # noqa: E402 - the one data root of the tests
 
 import pgl_zoo
 from pgl_zoo.cards import PUBLISHED
 from pgl_zoo.nets import build_unet
-from pgl_zoo.registry import _CARDS
+from pgl_zoo.registry import registered
 
 # The locale the test run started with (imported before any test or fixture runs).
 _STARTING_LOCALE = locale.setlocale(locale.LC_ALL)
@@ -46,6 +49,43 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"real data folder {DATA_DIR} is absent (it sits beside the checkout in CI)")
     return DATA_DIR
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """One ``pgl-zoo`` command run in this process: where, what (as the README writes it) and its result."""
+
+    folder: Path  # the working folder it ran in
+    command: str
+    code: int
+    out: str
+    err: str
+
+
+def run_offline(tmp_path_factory, name: str, command: str) -> CliRun:
+    """``command`` run in a new folder as a fresh clone's user runs it offline (tests/_readme.offline_settings),
+    with the tiny settings of tests/_readme.TINY."""
+    folder = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as patch:
+        offline_settings(patch, tmp_path_factory.getbasetemp())
+        patch.chdir(folder)
+        code, out, err = call_captured(*cli_args(command))
+    return CliRun(folder, command, code, out, err)
+
+
+@pytest.fixture(scope="session")
+def main_job(tmp_path_factory) -> CliRun:
+    """The README's main job as its first block writes it (``pgl-zoo demo --out demo/``, 1 fine-tuning step), run
+    once per test run in a folder standing for a fresh clone's root (no ../shared beside it); tests/test_readme.py
+    walks the rest of the README in that folder."""
+    return run_offline(tmp_path_factory, "walk", shell_commands(block(MAIN_JOB).code)[-1])
+
+
+@pytest.fixture(scope="session")
+def downloaded_all(tmp_path_factory) -> CliRun:
+    """``pgl-zoo download --all --local-dir usb/`` (the README's air-gapped recipe), run once per test run offline;
+    its folder holds ``usb/`` with every model that has weights."""
+    return run_offline(tmp_path_factory, "download-all", "pgl-zoo download --all --local-dir usb/")
 
 
 def lay_out_hf_cache(cache_dir: Path, repo_id: str, revision: str, files: dict[str, Path]) -> Path:
@@ -96,6 +136,5 @@ def published_card(saved):
     saved_card = pgl_zoo.ModelCard.from_json_file(folder / "card.json")
     card = saved_card.replace(name="test-published", status=PUBLISHED, hub_repo_id="pgl-test/test-published",
                               revision=REVISION)
-    _CARDS[card.name] = card
-    yield card
-    del _CARDS[card.name]
+    with registered(card):
+        yield card

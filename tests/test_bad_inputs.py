@@ -27,7 +27,7 @@ from _seg_helpers import DATA_DIR, MICRO_ARCH, save_micro_encoder, save_micro_se
 
 import pgl_zoo
 from pgl_zoo.cards import Preprocessing
-from pgl_zoo.registry import _CARDS, get_card
+from pgl_zoo.registry import get_card, registered
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -253,11 +253,8 @@ def test_download_says_verified_only_when_a_digest_was_checked(capsys, tmp_path,
     data["sha256"] = None
     (folder / "card.json").write_text(json.dumps(data))
     monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "weights"))
-    _CARDS[card.name] = card.replace(status="published", hub_repo_id="x/y", revision="0" * 40)
-    try:
+    with registered(card.replace(status="published", hub_repo_id="x/y", revision="0" * 40)):
         code, out, err = call(capsys, "--offline", "download", "--model", "test-nosha")
-    finally:
-        del _CARDS[card.name]
     assert code == 0, err
     assert "sha256 verified" not in out and "NOT verified" in out
 

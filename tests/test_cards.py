@@ -142,3 +142,18 @@ def test_cards_of_the_hand_written_networks_are_refused_with_the_reason():
         ModelCard.from_dict(data)
     with pytest.raises(ValueError, match="filename"):
         pgl_zoo.get_card("pgl-ct-tiny").replace(filename="../../etc/passwd")
+
+
+def test_registered_adds_a_card_for_the_block_only_and_restores_what_it_replaced():
+    from pgl_zoo.registry import registered
+
+    tiny = pgl_zoo.get_card("pgl-ct-tiny")
+    with registered(tiny.replace(name="test-temporary")) as card:
+        assert pgl_zoo.get_card("test-temporary") == card and "test-temporary" in pgl_zoo.list_models()
+    assert "test-temporary" not in pgl_zoo.list_models()
+    with pytest.raises(ValueError, match="already registered"), registered(tiny.replace(summary="other")):
+        pass
+    assert pgl_zoo.get_card("pgl-ct-tiny") == tiny
+    with registered(tiny.replace(summary="other"), replace=True):
+        assert pgl_zoo.get_card("pgl-ct-tiny").summary == "other"
+    assert pgl_zoo.get_card("pgl-ct-tiny") == tiny and pgl_zoo.list_models() == NAMES

@@ -82,13 +82,13 @@ def test_download_of_the_default_encoder_works_offline_and_prints_the_verified_p
     assert pgl_zoo.load_pgl_encoder("pgl-ct").load_report.encoder_fraction == 1.0
 
 
-def test_download_all_writes_portable_folders_that_load_offline(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, out, err = call(capsys, "download", "--all", "--local-dir", str(tmp_path / "usb"))
+def test_download_all_writes_portable_folders_that_load_offline(downloaded_all, monkeypatch):
+    code, out, err = downloaded_all.code, downloaded_all.out, downloaded_all.err  # run once per test run, offline
     assert code == 0, err
     assert "skip pgl-ct-large: weights not yet published" in err
     assert "pgl-ct-tiny:" in out and "pgl-ct:" in out and "sha256 verified" in out
-    monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "usb"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(downloaded_all.folder / "usb"))
     encoder = pgl_zoo.load_pgl_encoder("pgl-ct-tiny")
     assert encoder.load_report.source == "$PGL_ZOO_WEIGHTS" and encoder.load_report.sha256_verified
 
@@ -171,8 +171,9 @@ def test_list_shows_size_place_and_result(saved, published_card, tmp_path):
 def test_info_shows_the_evaluation(capsys, published_card):
     code, out, _ = call(capsys, "info", "test-published")
     assert code == 0 and "evaluation: not measured" in out
-    from pgl_zoo.registry import _CARDS
+    from pgl_zoo.registry import registered
 
-    _CARDS["test-published"] = published_card.replace(evaluation={"summary": "test value (a fixture)", "cases": 3})
-    code, out, _ = call(capsys, "info", "test-published")
+    with registered(published_card.replace(evaluation={"summary": "test value (a fixture)", "cases": 3}),
+                    replace=True):
+        code, out, _ = call(capsys, "info", "test-published")
     assert code == 0 and "evaluation:\n  summary: test value (a fixture)\n  cases: 3" in out

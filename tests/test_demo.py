@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,8 @@ def test_the_preview_shows_expert_and_both_predictions(demo_run):
     assert yellow.sum() > 100  # the expert outline drawn over the predictions
 
 
-def test_fast_overwrite_replaces_only_the_demos_outputs(demo_run, lung_model, capsys):
-    out, _ = demo_run
+def test_fast_overwrite_replaces_only_the_demos_outputs(demo_run, lung_model, tmp_path, capsys):
+    out = shutil.copytree(demo_run[0], tmp_path / "out")  # a copy: the shared run stays whole for the other tests
     (out / "notes.txt").write_text("mine")
     code, _, err = call(capsys, "demo", "--out", out, "--model", lung_model, "--fast", "--quiet")
     assert code == 1 and "folder is not empty" in err and "--overwrite" in err

@@ -3,33 +3,30 @@
 Every fenced block of the README is classified in ``BLOCKS`` (by its first line): run, or skipped
 with the reason. A new or changed block fails ``test_every_block_is_classified`` until it is
 classified here. Shell commands run in order through the CLI (in this process), with the tiny
-settings of ``TINY`` appended (documented flags of the same command; a later flag overrides an earlier
+settings of ``tests/_readme.TINY`` appended (documented flags of the same command; a later flag overrides an earlier
 one); optional parts written ``[--flag]`` are run with the flag. ``SKIPPED_COMMANDS`` lists the
-commands inside run blocks that are not run, and why.
+commands inside run blocks that are not run, and why. The main job and ``download --all`` run once per test
+run (the session fixtures ``main_job`` and ``downloaded_all`` of tests/conftest.py), so no test here depends on
+another having run.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from _cli import call
+from _readme import MAIN_JOB, README, REPO, block, cli_args, fenced_blocks, offline_settings, shell_commands
 
 from pgl_zoo.demo import DEFAULT_MODEL, DemoRecipe
 from pgl_zoo.registry import default_encoder, get_card, list_models
 
-REPO = Path(__file__).resolve().parents[1]
-README = (REPO / "README.md").read_text()
-
 RUN, SKIP, NOT_CODE = "run", "skip", "not code"
 # first line of each fenced block -> (what this test does, why / where)
 BLOCKS = {
-    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[plot]" && pgl-zoo demo --out demo/':
+    MAIN_JOB:
         (RUN, "test_main_job: the `pgl-zoo demo` part; CI (.ci/run) runs the whole line in a clean copy"),
     "# install (Python >= 3.10). Install torch (and the torchvision that matches it, needed by":
         (SKIP, "installs packages and runs this test suite: that is what CI (.ci/run) does"),
@@ -55,58 +52,12 @@ BLOCKS = {
 # Commands inside run blocks that are not run (prefix -> reason).
 SKIPPED_COMMANDS = {
     "pip install": "installs packages (CI runs it)",
-    "pgl-zoo demo --out demo/": "in the command line block: the main job's line, run by test_main_job",
+    "pgl-zoo demo --out demo/": "in the command line block: the main job's line, run once by the main_job fixture",
     "pgl-zoo nnunet-plans": "needs nnUNetPlans.json from nnUNetv2_plan_and_preprocess (tests/test_nnunet.py)",
     "pgl-zoo finetune --data Task04_Hippocampus": "the MSD hippocampus set is not in a fresh clone "
                                                   "(tests/test_seg_*.py run it from ../shared)",
     "pgl-zoo --offline ...": "a pattern for the global options, not a command",
 }
-
-# Tiny settings for commands that would train for minutes or hours (prefix -> flags appended).
-TINY = {
-    "pgl-zoo demo": ["--steps", "1"],
-    "pgl-zoo pretrain": ["--steps", "1", "--batch-size", "2", "--workers", "0", "--spacing", "4,4,4",
-                         "--cache-dir", "cache/"],
-    "pgl-zoo finetune --data lungs/": ["--steps-per-epoch", "1", "--spacing", "6,6,6", "--patch-size", "32,64,64"],
-}
-
-
-@dataclass
-class Block:
-    language: str
-    code: str
-    line: int
-
-    @property
-    def key(self) -> str:
-        lines = self.code.splitlines()
-        return "\n".join(lines[:3]) if self.code.startswith("import torch") else lines[0]
-
-
-def fenced_blocks(text: str) -> list[Block]:
-    blocks = []
-    for match in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M):
-        blocks.append(Block(match.group(1), match.group(2), text[: match.start()].count("\n") + 1))
-    return blocks
-
-
-def block(first_line: str) -> Block:
-    found = [b for b in fenced_blocks(README) if b.key.startswith(first_line)]
-    assert len(found) == 1, f"README block starting {first_line!r}: found {len(found)}"
-    return found[0]
-
-
-def shell_commands(code: str) -> list[str]:
-    """The commands of a shell block: continuation lines joined, comments dropped, `&&` chains split."""
-    joined = re.sub(r"\\\n\s*", " ", code)
-    commands = []
-    for line in joined.splitlines():
-        for part in re.split(r"\s&&\s", line):
-            words = shlex.split(part, comments=True)
-            if words:
-                commands.append(" ".join(shlex.quote(w) for w in words))
-    return commands
-
 
 def run_cli_commands(capsys, commands: list[str], skip: dict[str, str] = SKIPPED_COMMANDS) -> list[str]:
     """Run each ``pgl-zoo ...`` command in this process (but those in ``skip``); returns what ran."""
@@ -115,25 +66,23 @@ def run_cli_commands(capsys, commands: list[str], skip: dict[str, str] = SKIPPED
         if any(command.startswith(prefix) for prefix in skip):
             continue
         assert command.startswith("pgl-zoo "), f"not a pgl-zoo command, and not listed as skipped: {command}"
-        args = shlex.split(command.replace("[", "").replace("]", ""))[1:]  # optional parts: run with them
-        args += next((flags for prefix, flags in TINY.items() if command.startswith(prefix)), [])
+        args = cli_args(command)
         code, out, err = call(capsys, *args)
         assert code == 0, f"`{command}` (run as pgl-zoo {' '.join(args)}) failed: {err or out}"
         ran.append(command)
     return ran
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory):
-    """The folder the README is walked in (a stand-in for a fresh clone's root: no ../shared beside it)."""
-    return tmp_path_factory.mktemp("walk")
+@pytest.fixture
+def clone(main_job):
+    """The folder the README is walked in (a stand-in for a fresh clone's root: no ../shared beside it), where
+    the main job ran (tests/conftest.py runs it once per test run)."""
+    return main_job.folder
 
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-cache"))
-    monkeypatch.delenv("PGL_ZOO_WEIGHTS", raising=False)
+    offline_settings(monkeypatch, tmp_path_factory.getbasetemp())
 
 
 def test_every_block_is_classified():
@@ -144,20 +93,19 @@ def test_every_block_is_classified():
     assert not missing, f"BLOCKS entries no longer in README.md: {missing}"
 
 
-def test_main_job(clone, monkeypatch, capsys):
+def test_main_job(main_job):
     commands = shell_commands(block(next(iter(BLOCKS))).code)
     assert [c.split()[:2] for c in commands] == [["pip", "install"], ["pip", "install"], ["pgl-zoo", "demo"]]
     assert DEFAULT_MODEL in list_models()  # part (a) runs the zoo's own lung model, bundled
-    monkeypatch.chdir(clone)
-    ran = run_cli_commands(capsys, [commands[-1]], skip={})
-    summary = json.loads((clone / "demo" / "summary.json").read_text())
+    assert main_job.command == commands[-1] == "pgl-zoo demo --out demo/"
+    assert main_job.code == 0, f"`{main_job.command}` failed: {main_job.err or main_job.out}"
+    summary = json.loads((main_job.folder / "demo" / "summary.json").read_text())
     assert summary["finetuned"]["recipe"]["steps"] == 1  # the tiny setting reached the command
-    assert ran == ["pgl-zoo demo --out demo/"]
-    assert (clone / "demo" / "summary.json").is_file() and (clone / "demo" / "finetune" / "model").is_dir()
+    assert (main_job.folder / "demo" / "finetune" / "model").is_dir()
 
 
 def test_python_api_block(clone, monkeypatch):
-    monkeypatch.chdir(clone)  # after the main job: the block loads its run
+    monkeypatch.chdir(clone)  # the main job has run there: the block loads its run
     exec(compile(block("import torch\nimport pgl_zoo").code, "README.md (Python API)", "exec"), {})
 
 
@@ -168,10 +116,13 @@ def test_torch_hub_block(monkeypatch):
     assert scope["net"].load_report.encoder_fraction == 1.0 and scope["enc"].load_report.sha256_verified
 
 
-def test_command_line_block(clone, monkeypatch, capsys):
+def test_command_line_block(clone, downloaded_all, monkeypatch, capsys):
     monkeypatch.chdir(clone)
-    ran = run_cli_commands(capsys, shell_commands(block("pgl-zoo demo --out demo/").code))
-    assert [c.split()[1] for c in ran] == ["list", "info", "download", "download", "sample-data", "prepare", "pretrain",
+    commands = shell_commands(block("pgl-zoo demo --out demo/").code)
+    ran = run_cli_commands(capsys, commands, SKIPPED_COMMANDS | {downloaded_all.command: "run once per test run "
+                                                                 "(tests/conftest.py downloaded_all)"})
+    assert downloaded_all.command in commands and downloaded_all.code == 0, downloaded_all.err
+    assert [c.split()[1] for c in ran] == ["list", "info", "download", "sample-data", "prepare", "pretrain",
                                            "export",
                                            "export", "push", "finetune", "segment", "evaluate"]
     assert sorted(p.name for p in (clone / "labels").glob("*.nii.gz")) == \
@@ -204,16 +155,16 @@ def test_sample_data_blocks(tmp_path, monkeypatch, capsys):
     assert len(ran) == 2 and (tmp_path / "lungs" / "LICENSE").is_file()
 
 
-def test_offline_workflow(tmp_path, monkeypatch, capsys):
+def test_offline_workflow(downloaded_all, monkeypatch):
     """"Air-gapped machine": download --all --local-dir usb/, then PGL_ZOO_WEIGHTS names the folder."""
-    for text in ("pgl-zoo download --all --local-dir usb/", "export PGL_ZOO_WEIGHTS=", "HF_HUB_OFFLINE=1"):
+    for text in (downloaded_all.command, "export PGL_ZOO_WEIGHTS=", "HF_HUB_OFFLINE=1"):
         assert text in README, text
-    monkeypatch.chdir(tmp_path)
-    ran = run_cli_commands(capsys, ["pgl-zoo download --all --local-dir usb/"])
-    assert ran and (tmp_path / "usb" / "pgl-ct-tiny" / "model.safetensors").is_file()
-    monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(tmp_path / "usb"))
+    usb = downloaded_all.folder / "usb"
+    assert downloaded_all.code == 0, downloaded_all.err
+    assert (usb / "pgl-ct-tiny" / "model.safetensors").is_file()
+    monkeypatch.setenv("PGL_ZOO_WEIGHTS", str(usb))
     import pgl_zoo
 
     report = pgl_zoo.load_pgl_encoder("pgl-ct-tiny").load_report
-    assert report.source == "$PGL_ZOO_WEIGHTS" and report.path.startswith(str(tmp_path / "usb"))
+    assert report.source == "$PGL_ZOO_WEIGHTS" and report.path.startswith(str(usb))
     assert os.environ["HF_HUB_OFFLINE"] == "1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,7 +145,21 @@ def test_evaluate_pairs_predictions_named_like_nnunet_images_with_their_labels(t
 def test_help_documents_every_option(command):
     run = _cli(command, "--help")
     assert run.returncode == 0
-    options = [line.split()[0] for line in run.stdout.splitlines() if line.strip().startswith("-")]
-    assert options
-    assert all(len(line.strip()) > len(line.split()[0]) for line in run.stdout.splitlines()
-               if line.strip().startswith("--"))
+    helps = option_help(run.stdout)
+    assert len(helps) > 3 and "--help" in helps
+    assert [option for option, text in helps.items() if not text] == []  # a metavar or [default] is no help
+
+
+def option_help(help_page: str) -> dict[str, str]:
+    """Each option of a click --help page (by its last name) -> its help text, without the option's names, its
+    metavar and click's own notes ([default: ...], [required], ranges)."""
+    helps: dict[str, str] = {}
+    option = None
+    for line in help_page.split("Options:\n", 1)[1].splitlines():
+        if line.startswith("  -"):  # "  -o, --out PATH   Help ..." (help on the next lines when the names are long)
+            names, _, text = line.strip().partition("  ")
+            option = names.split(", ")[-1].split(" ")[0]
+            helps[option] = text
+        elif option and line.strip():
+            helps[option] += " " + line.strip()
+    return {name: re.sub(r"\[[^\]]*\]", "", text).strip() for name, text in helps.items()}

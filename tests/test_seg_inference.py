@@ -61,4 +61,3 @@ def test_segment_array_keeps_the_input_shape(network):
     array = np.random.default_rng(0).normal(size=(20, 30, 25)).astype(np.float32)
     label = segment_array(array, network, card, spacing_xyz_mm=(1.0, 1.5, 2.5))
     assert label.shape == array.shape and label.dtype == np.uint8
-    assert label.max() < 3

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from _cli import call
-from conftest import DATA_DIR as SHARED
+from _seg_helpers import DATA_DIR
 
 import pgl_zoo
 from pgl_zoo.datasets import sample_lungs_ct
@@ -53,9 +53,9 @@ def test_lungs_model_on_the_shipped_held_out_case(tmp_path, capsys):
     assert score > _card_figure("pgl-lungs-ct") - 0.05
 
 
-@pytest.mark.skipif(not (SHARED / "ct" / "lctsc_lungs").is_dir(), reason="needs ../shared/data")
+@pytest.mark.skipif(not (DATA_DIR / "ct" / "lctsc_lungs").is_dir(), reason=f"needs {DATA_DIR}")
 def test_lungs_model_matches_its_card_on_the_held_out_lctsc_cases(tmp_path, capsys):
-    root = SHARED / "ct" / "lctsc_lungs"
+    root = DATA_DIR / "ct" / "lctsc_lungs"
     names = pgl_zoo.get_card("pgl-lungs-ct").training["data"]
     assert "test lung_005..007" in names
     cases = ["lung_005", "lung_006", "lung_007"]
@@ -64,12 +64,12 @@ def test_lungs_model_matches_its_card_on_the_held_out_lctsc_cases(tmp_path, caps
     assert np.mean(scores) > _card_figure("pgl-lungs-ct") - 0.05
 
 
-@pytest.mark.skipif(not (SHARED / "mri" / "hippocampus").is_dir(), reason="needs ../shared/data")
+@pytest.mark.skipif(not (DATA_DIR / "mri" / "hippocampus").is_dir(), reason=f"needs {DATA_DIR}")
 def test_hippocampus_model_matches_its_card_on_the_held_out_cases(tmp_path, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from study_data import mri_split
 
-    root = SHARED / "mri" / "hippocampus"
+    root = DATA_DIR / "mri" / "hippocampus"
     names = [p.name[: -len(".nii.gz")] for p in (root / "imagesTr").glob("*.nii.gz") if not p.name.startswith(".")]
     test, _ = mri_split(names)
     scores = _segment_and_score(capsys, "pgl-hippocampus-mri", [root / "imagesTr" / f"{c}.nii.gz" for c in test],

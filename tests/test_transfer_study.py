@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _seg_helpers import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 transfer = importlib.import_module("transfer")  # benchmarks/transfer.py
-SHARED = importlib.import_module("study_data").SHARED
 
 
 def test_labelled_subsets_are_distinct_and_reproducible():
@@ -63,14 +63,17 @@ def test_choose_best_ignores_controls_and_prefers_the_default_on_ties():
     assert best == "pgl-near"
 
 
-@pytest.mark.skipif(not (SHARED / "ct" / "lctsc_lungs").is_dir(), reason="needs ../shared/data")
+@pytest.mark.skipif(not (DATA_DIR / "ct" / "lctsc_lungs").is_dir(), reason=f"needs {DATA_DIR}")
 def test_quick_study_runs_every_path(tmp_path):
     env = {**os.environ, "PGL_STUDY_NO_SIMPLEITK": "1", "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_data.py"), "--out", str(tmp_path / "data"),
                     "--small"], check=True, env=env | {"PGL_STUDY_NO_SIMPLEITK": ""}, capture_output=True)
+    # two job processes of one torch thread each: the tiny jobs gain nothing from threads, and a 2-core runner
+    # then runs two at a time (the path a multi-GPU machine takes with --workers)
+    workers = ["--workers", "2", "--threads", "1"]
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transfer.py"), "--quick", "--data",
-                           str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")],
-                          env=env, capture_output=True, text=True)
+                           str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+                           *workers], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "transfer_v2-quick.json").read_text())
     assert result["meta"]["jobs"]["failed"] == 0, [r.get("error") for r in result["records"] if "error" in r]
@@ -94,7 +97,7 @@ def test_quick_study_runs_every_path(tmp_path):
     assert (tmp_path / "out" / "transfer_v2-quick_curves.png").stat().st_size > 1000
     # a second run reuses every record (resumable) and gives the same table
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transfer.py"), "--quick", "--data",
-                            str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out2")],
-                           env=env, capture_output=True, text=True)
+                            str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out2"),
+                            *workers], env=env, capture_output=True, text=True)
     assert again.returncode == 0
     assert json.loads((tmp_path / "out2" / "transfer_v2-quick.json").read_text())["summary"] == result["summary"]
