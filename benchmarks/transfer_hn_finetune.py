@@ -131,8 +131,8 @@ def train(runs: Path, out: Path, recipe: dict, arm: str, cases: list[str], plan:
         "--labelled-classes", str(study.OPENKBP / "structures.json"), "--spacing", recipe["spacing"],
         "--window", recipe["window"], "--normalization", recipe["normalization"], "--patch-size", recipe["patch"],
         "--epochs", str(epochs), "--steps-per-epoch", str(plan.steps_per_epoch), "--batch-size", str(BATCH),
-        "--overlap", str(plan.overlap), "--seed", "0", "--name", f"study-{out.parent.name}-{out.name}", "--no-progress", *encoder_args(arm, runs),
-        *resume)
+        "--overlap", str(plan.overlap), "--seed", "0", "--name", f"study-{out.parent.name}-{out.name}",
+        "--no-progress", *encoder_args(arm, runs), *resume)
 
 
 def score_on_test(runs: Path, run: Path, plan: Plan) -> dict:
