@@ -14,7 +14,7 @@ from conftest import REVISION, lay_out_hf_cache, trained_unet
 from safetensors.torch import load_file, save_file
 
 import pgl_zoo
-from pgl_zoo import sources
+from pgl_zoo import publish, sources
 from pgl_zoo import weights as W
 from pgl_zoo.atomic import default_file_mode
 from pgl_zoo.nets import build_unet, unique_state_dict
@@ -216,7 +216,7 @@ def test_save_is_atomic_an_interrupted_save_keeps_the_old_file(saved, monkeypatc
             handle.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(W, "save_file", broken_save)
+    monkeypatch.setattr(publish, "save_file", broken_save)
     with pytest.raises(KeyboardInterrupt):
         pgl_zoo.save_pretrained(trained_unet(3).state_dict(), pgl_zoo.get_card("pgl-ct-tiny"), folder)
     assert (folder / "model.safetensors").read_bytes() == before

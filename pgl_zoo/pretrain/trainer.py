@@ -28,7 +28,7 @@ from ..architecture import cumulative_strides, stage_strides, stage_widths
 from ..atomic import write_failure
 from ..cards import ModelCard
 from ..errors import OverwriteError, PglZooError
-from ..resolve import resolve_model
+from ..resolve import model_card, resolve_model
 from ..runs import LOCK_NAME, RunLock, StopFlag, atomic_write_json, load_state, read_jsonl, trim_jsonl
 from .augment import IntensityAugment
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -60,24 +60,8 @@ class RunResult:
     parameter_digest: str = ""
 
 
-def load_card(model: str) -> ModelCard:
-    """A registered card by name, or a ``card.json`` file (or a model folder) describing another
-    architecture (:func:`pgl_zoo.resolve.resolve_model`)."""
-    ref = resolve_model(model)
-    if ref.card is None:
-        raise PglZooError(f"{ref.path}: no card.json describes this model")
-    return ref.card
-
-
-def card_file_of(model: str) -> str | None:
-    """The absolute path of ``model`` when it names a card file or folder (None for a registered name):
-    stored in checkpoints so that ``export`` works from any working directory."""
-    ref = resolve_model(model)
-    return None if ref.registered else str(ref.path.resolve())
-
-
 def resolve_preprocessing(cfg: PretrainConfig):
-    card = load_card(cfg.model)
+    card = model_card(cfg.model)
     prep = card.preprocessing
     changes = {}
     if cfg.spacing is not None:
@@ -148,7 +132,7 @@ def pretrain(cfg: PretrainConfig, volumes: list[PreparedVolume] | None = None) -
     among the ranks through the cache (``prepare_volumes(share=(rank, world))``) *before* the process
     group exists, so no collective waits on preparation however large the archive; then training.
     """
-    cfg.model = card_file_of(cfg.model) or cfg.model  # a card path is stored absolute
+    cfg.model = resolve_model(cfg.model).absolute_path or cfg.model  # a card path is stored absolute
     check_out(cfg)  # before the lock creates the folder
     rank, world = launch_rank()
     with RunLock(cfg.out) if rank == 0 else contextlib.nullcontext():
@@ -306,7 +290,7 @@ class _Run:
         return {"online": nets.online.state_dict(), "target": nets.target.state_dict(),
                 "optimizer": nets.optimizer.state_dict(), "scheduler": nets.scheduler.state_dict(),
                 "step": self.step, "rng": rng_state(), "config": self.cfg.to_dict(), "card": self.card.name,
-                "card_file": card_file_of(self.cfg.model), "local_levels": list(self.nets.levels),
+                "card_file": resolve_model(self.cfg.model).absolute_path, "local_levels": list(self.nets.levels),
                 "data": self.data_record}
 
 
