@@ -33,9 +33,9 @@ _LAZY = {
     "load_pgl_encoder": "pgl_zoo.api",
     "pgl_unet3d": "pgl_zoo.api",
     "load_segmentation_model": "pgl_zoo.api",
-    "save_pretrained": "pgl_zoo.weights",
+    "save_pretrained": "pgl_zoo.publish",
     "resolve_weights": "pgl_zoo.weights",
-    "push_to_hub": "pgl_zoo.weights",
+    "push_to_hub": "pgl_zoo.publish",
     "LoadReport": "pgl_zoo.load_report",
     "ResidualEncoder3d": "pgl_zoo.nets",
     "UNet3d": "pgl_zoo.nets",
@@ -60,7 +60,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import load_pgl_encoder, load_segmentation_model, pgl_unet3d  # noqa: F401
     from .load_report import LoadReport  # noqa: F401
     from .nets import ResidualEncoder3d, UNet3d  # noqa: F401
-    from .weights import push_to_hub, resolve_weights, save_pretrained  # noqa: F401
+    from .publish import push_to_hub, save_pretrained  # noqa: F401
+    from .weights import resolve_weights  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

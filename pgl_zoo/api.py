@@ -11,28 +11,19 @@ from .errors import PglZooError
 from .load_report import LoadReport, load_parts
 from .nets import ResidualEncoder3d, UNet3d, build_encoder, build_probe, build_unet
 from .registry import default_encoder
-from .resolve import resolve_model, run_model_folder
+from .resolve import ModelRef, model_card, resolve_model
 from .weights import read_state_dict, resolve_weights
 
 PathLike = str | os.PathLike
 
 
-def _resolve(model: str | ModelCard, weights, **hub):
+def _resolve(model: str | ModelCard | ModelRef, weights, **hub):
     resolved = resolve_weights(model, weights, **hub)
-    state, digest = read_state_dict(resolved.path, resolved.card)
+    state, digest = read_state_dict(resolved.path, resolved.card, verified_sha256=resolved.verified_sha256)
     report = LoadReport(
         source=resolved.source, path=str(resolved.path), sha256=digest, sha256_verified=bool(resolved.card.sha256)
     )
     return resolved.card, state, report
-
-
-def _card_only(model: str | ModelCard) -> ModelCard:
-    if isinstance(model, ModelCard):
-        return model
-    ref = resolve_model(model)
-    if ref.card is None:
-        raise PglZooError(f"{ref.path}: no card.json describes this model's architecture")
-    return ref.card
 
 
 def load_pgl_encoder(
@@ -60,7 +51,7 @@ def load_pgl_encoder(
     """
     name = default_encoder() if name is None else name
     if not pretrained:
-        card = _card_only(name)
+        card = model_card(name)
         encoder = build_encoder(card.arch, in_channels or card.in_channels)
         encoder.card, encoder.load_report = card, None
         return encoder.to(map_location)
@@ -99,7 +90,7 @@ def pgl_unet3d(
     """
     encoder = default_encoder() if encoder is None else encoder
     if not pretrained:
-        card = _card_only(encoder)
+        card = model_card(encoder)
         net = build_unet(card.arch, num_classes, in_channels)
         net.card, net.load_report = card, None
     else:
@@ -126,11 +117,7 @@ def load_segmentation_model(
     ``name``: a zoo name, an exported model folder, or a fine-tuning run folder (its ``model/``).
     The one place a segmentation model is loaded (``pgl-zoo segment`` and fine-tuning use it).
     """
-    if not isinstance(name, str) or resolve_model(name).path is not None:
-        from pathlib import Path
-
-        name = run_model_folder(Path(name).expanduser())
-    card, state, report = _resolve(name, weights, revision=revision, cache_dir=cache_dir)
+    card, state, report = _resolve(resolve_model(name), weights, revision=revision, cache_dir=cache_dir)
     if card.task != "segmentation" or not card.num_classes or "head" not in card.contents:
         raise PglZooError(
             f"{report.path}: {card.name} is not a segmentation model (task {card.task!r}); "

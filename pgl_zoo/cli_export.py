@@ -44,12 +44,14 @@ def export_cmd(source: str, out: str, format_: str, name: str | None, decoder: b
         return
     if not name:
         raise PglZooError("--name is required with --format zoo")
-    run = Path(source)
-    if not (run / "checkpoint.pt").is_file():
-        raise PglZooError(f"{run}: not a pretraining run (no checkpoint.pt)")
+    from .resolve import PRETRAIN_RUN, resolve_model
+
+    ref = resolve_model(source) if Path(source).expanduser().exists() else None
+    if ref is None or ref.kind != PRETRAIN_RUN:
+        raise PglZooError(f"{source}: not a pretraining run (no checkpoint.pt)")
     from .pretrain.export import export_run
 
-    folder = export_run(run, name, out, include_decoder=decoder, overwrite=overwrite)
+    folder = export_run(ref.path, name, out, include_decoder=decoder, overwrite=overwrite)
     click.echo(f"exported {name} to {folder}")
 
 

@@ -89,13 +89,9 @@ def format_card(card: ModelCard) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 def info_cmd(name: str, as_json: bool) -> None:
     """Show the whole model card of NAME (a registered model, or a folder with card.json)."""
-    from .errors import PglZooError
-    from .resolve import resolve_model
+    from .resolve import model_card
 
-    ref = resolve_model(name)
-    if ref.card is None:
-        raise PglZooError(f"{ref.path}: no card.json describes this model")
-    card = ref.card
+    card = model_card(name)
     click.echo(card.to_json().rstrip() if as_json else format_card(card))
 
 
@@ -120,7 +116,8 @@ def download_cmd(models, all_models, revision, cache_dir, local_dir, overwrite) 
     download ...`, e.g. a mirror); the cache is HF_HUB_CACHE or --cache-dir; `pgl-zoo --offline
     download ...` (HF_HUB_OFFLINE=1) uses the cache only.
     """
-    from .weights import fetch
+    from .publish import portable_copy
+    from .weights import download
 
     if all_models:
         names = [n for n in list_models() if get_card(n).has_weights]
@@ -134,7 +131,11 @@ def download_cmd(models, all_models, revision, cache_dir, local_dir, overwrite) 
             raise click.ClickException("no registered model has weights to download yet")
         raise click.UsageError("name a model with --model NAME, or use --all")
     for name in names:
-        path, verified = fetch(name, revision=revision, cache_dir=cache_dir, local_dir=local_dir, overwrite=overwrite)
+        if local_dir is not None:
+            path = portable_copy(name, local_dir, revision=revision, cache_dir=cache_dir, overwrite=overwrite)
+        else:
+            path = download(name, revision=revision, cache_dir=cache_dir)
+        verified = bool(get_card(name).sha256)  # both refuse a file that fails a recorded sha256
         click.echo(f"{name}: {path} " + ("(sha256 verified)" if verified else "(no sha256 recorded: NOT verified)"))
 
 
@@ -152,7 +153,7 @@ def push_cmd(folder, repo_id, revision, private, dry_run) -> None:
     another Hub. Pin the
     printed commit as the card's revision (and the card's sha256 and size_bytes from card.json).
     """
-    from .weights import push_to_hub
+    from .publish import push_to_hub
 
     result = push_to_hub(folder, repo_id, revision=revision, private=private, dry_run=dry_run)
     for item in result["files"]:

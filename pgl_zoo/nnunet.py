@@ -36,6 +36,7 @@ from .architecture import cumulative_strides
 from .atomic import atomic_write
 from .cards import LINEAR_PROBE, ModelCard
 from .errors import PglZooError
+from .resolve import PRETRAIN_RUN, ModelRef, resolve_model
 
 PathLike = str | os.PathLike
 CONFIGURATION = "3d_fullres"
@@ -44,44 +45,30 @@ PLANS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
 NNUNET_MISSING = "nnunetv2 is not installed; install the extra: pip install \"pgl-zoo[nnunet]\""
 
 
-def _is_pretrain_run(model: PathLike) -> bool:
-    """A pretraining run folder; a registered name is never one (``./NAME`` means the folder)."""
-    from .registry import list_models
-    from .resolve import looks_like_path
-
-    text = str(model)
-    if not isinstance(model, os.PathLike) and text in list_models() and not looks_like_path(text):
-        return False
-    path = Path(text).expanduser()
-    return path.is_dir() and (path / "checkpoint.pt").is_file() and not (path / "card.json").is_file()
-
-
-def _zoo_state(model: PathLike, tmp: Path) -> tuple[ModelCard, dict, str]:
+def _zoo_state(ref: ModelRef, tmp: Path) -> tuple[ModelCard, dict, str]:
     """Card, zoo state dict and source description of a zoo name, folder or pretraining run."""
     from .weights import read_state_dict, resolve_weights
 
-    if _is_pretrain_run(model):
-        path = Path(str(model)).expanduser()
+    if ref.kind == PRETRAIN_RUN:
         from .pretrain.export import export_run
         from .runs import read_json
 
         # config.json, not the checkpoint: export_run reads the checkpoint once (local_weight cannot change on resume)
-        trained_decoder = bool(read_json(path / "config.json")["local_weight"])
-        export_run(path, path.name, tmp / "export", include_decoder=trained_decoder)
-        model = tmp / "export"
-    resolved = resolve_weights(str(model))
-    state, digest = read_state_dict(resolved.path, resolved.card)
+        trained_decoder = bool(read_json(ref.path / "config.json")["local_weight"])
+        ref = resolve_model(export_run(ref.path, ref.path.name, tmp / "export", include_decoder=trained_decoder))
+    resolved = resolve_weights(ref)
+    state, digest = read_state_dict(resolved.path, resolved.card, verified_sha256=resolved.verified_sha256)
     return resolved.card, state, f"{resolved.path} (sha256 {digest})"
 
 
 def _zoo_card(model: PathLike, tmp: Path) -> ModelCard:
     """The card of a zoo name, folder or pretraining run (no weights are read for a name or folder)."""
-    from .weights import card_for, resolve_weights
+    from .weights import resolve_weights
 
-    if _is_pretrain_run(model):
-        return _zoo_state(model, tmp)[0]
-    card, _ = card_for(str(model))
-    return card if card is not None else resolve_weights(str(model)).card
+    ref = resolve_model(model)
+    if ref.kind == PRETRAIN_RUN:
+        return _zoo_state(ref, tmp)[0]
+    return ref.card if ref.registered else resolve_weights(ref).card
 
 
 def export_nnunet_checkpoint(model: PathLike, out: PathLike, *, overwrite: bool = False) -> dict[str, Any]:
@@ -99,7 +86,7 @@ def export_nnunet_checkpoint(model: PathLike, out: PathLike, *, overwrite: bool 
     if out.exists() and not overwrite:
         raise PglZooError(f"{out}: exists; pass --overwrite to replace it")
     with tempfile.TemporaryDirectory() as tmp:
-        card, state, source = _zoo_state(model, Path(tmp))
+        card, state, source = _zoo_state(resolve_model(model), Path(tmp))
     if card.architecture == LINEAR_PROBE:
         raise PglZooError(f"{model}: a linear-probe model (finetune --freeze-encoder) has no U-Net decoder for "
                           "nnU-Net; export its encoder's source model instead")

@@ -72,8 +72,8 @@ def check_out_folder(out: str | Path, overwrite: bool, refusal: Callable[[str], 
                      not_folder: str | None = None, ignore: Callable[[str], bool] | None = None,
                      accept: Callable[[Path, list[str]], bool] | None = None,
                      order: Callable[[str], Any] | None = None) -> None:
-    """The one "output folder must be empty (or ask for --overwrite)" check (trainers, export, demo; meant
-    for ``weights``' --local-dir too).
+    """The one "output folder must be empty (or ask for --overwrite)" check (both trainers, export, demo and
+    ``pgl-zoo download --local-dir``).
 
     ``out`` may be new or an empty folder (a run lock and the names ``ignore`` says yes to aside).
     Otherwise ``overwrite`` allows it, or ``accept(out, held)`` (an earlier output of the same command,

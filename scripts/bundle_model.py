@@ -18,8 +18,9 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from pgl_zoo.cards import ModelCard
+from pgl_zoo.publish import save_pretrained
 from pgl_zoo.registry import get_card
-from pgl_zoo.weights import BUNDLED_DIR, save_pretrained
+from pgl_zoo.sources import BUNDLED_DIR
 
 MUST_AGREE = ("arch", "contents", "num_classes", "in_channels", "preprocessing")
 

@@ -49,7 +49,7 @@ def micro_card(name: str = "micro", spacing=None, window=None, patch=(32, 32, 32
 
 def save_micro_encoder(folder: Path, seed: int = 0, **card_kwargs) -> Path:
     """A randomly initialised micro encoder saved like a zoo entry (model.safetensors + card.json)."""
-    from pgl_zoo.weights import save_pretrained
+    from pgl_zoo.publish import save_pretrained
 
     torch.manual_seed(seed)
     net = build_unet(MICRO_ARCH, num_classes=2)

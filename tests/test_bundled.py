@@ -21,7 +21,7 @@ import pgl_zoo
 from pgl_zoo.cards import BUNDLED
 from pgl_zoo.demo import DEFAULT_MODEL
 from pgl_zoo.hashing import sha256_file
-from pgl_zoo.weights import BUNDLED_DIR
+from pgl_zoo.sources import BUNDLED_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO_MODEL_BAR = 0.90  # the zoo's lung model on the held-out sample case: a correct segmentation, not a rough one

@@ -14,7 +14,7 @@ from conftest import REVISION, lay_out_hf_cache, trained_unet
 from safetensors.torch import load_file, save_file
 
 import pgl_zoo
-from pgl_zoo import sources
+from pgl_zoo import hashing, publish, sources
 from pgl_zoo import weights as W
 from pgl_zoo.atomic import default_file_mode
 from pgl_zoo.nets import build_unet, unique_state_dict
@@ -216,7 +216,7 @@ def test_save_is_atomic_an_interrupted_save_keeps_the_old_file(saved, monkeypatc
             handle.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(W, "save_file", broken_save)
+    monkeypatch.setattr(publish, "save_file", broken_save)
     with pytest.raises(KeyboardInterrupt):
         pgl_zoo.save_pretrained(trained_unet(3).state_dict(), pgl_zoo.get_card("pgl-ct-tiny"), folder)
     assert (folder / "model.safetensors").read_bytes() == before
@@ -273,6 +273,36 @@ def test_resolution_order_the_earlier_place_wins(saved, published_card, monkeypa
     assert sources.locate(published_card, cache_dir=cache) == sources.Location("cached", snapshot / "model.safetensors")
     shutil.rmtree(cache)
     assert sources.locate(published_card, cache_dir=cache).place == "remote only"
+
+
+def test_hub_weights_are_hashed_once(saved, published_card, monkeypatch, tmp_path):
+    """Downloading, loading or copying weights from the Hugging Face cache hashes their bytes once (when found,
+    before anything is deserialised), not once more by each step after it."""
+    _, folder = saved
+    name, cache = published_card.name, tmp_path / "hf-cache"
+    snapshot = lay_out_hf_cache(cache, published_card.hub_repo_id, REVISION,
+                                {"model.safetensors": folder / "model.safetensors"})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hashed = []
+    original = hashing.sha256_file
+
+    def counting(path):
+        hashed.append(str(path))
+        return original(path)
+
+    for module in (hashing, W, publish):
+        monkeypatch.setattr(module, "sha256_file", counting)
+    assert W.download(name, cache_dir=cache) == snapshot / "model.safetensors"
+    assert hashed == [str(snapshot / "model.safetensors")]
+    hashed.clear()
+    encoder = pgl_zoo.load_pgl_encoder(name, cache_dir=cache)
+    assert encoder.load_report.sha256_verified and encoder.load_report.sha256 == published_card.sha256
+    assert hashed == [str(snapshot / "model.safetensors")]
+    hashed.clear()
+    copy = publish.portable_copy(name, tmp_path / "usb", cache_dir=cache)
+    assert copy == tmp_path / "usb" / name / "model.safetensors" and copy.read_bytes() == snapshot.joinpath(
+        "model.safetensors").read_bytes()
+    assert hashed == [str(snapshot / "model.safetensors")]
 
 
 def test_new_weights_do_not_inherit_the_base_cards_evaluation(tmp_path):

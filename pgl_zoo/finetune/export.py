@@ -9,9 +9,7 @@ import torch
 
 from ..cards import LINEAR_PROBE, NOT_PUBLISHED, ModelCard
 
-__all__ = ["export_segmentation_model", "resolve_model_folder", "load_model"]
-
-RUN_MODEL_DIR = "model"
+__all__ = ["export_segmentation_model", "load_model"]
 
 
 def export_segmentation_model(
@@ -24,7 +22,7 @@ def export_segmentation_model(
     patch size and label names should be those the network was trained with. Returns the folder,
     which ``load_model`` / ``pgl_zoo.load_segmentation_model`` / ``pgl-zoo segment --model`` accept.
     """
-    from ..weights import save_pretrained
+    from ..publish import save_pretrained
 
     contents = ("encoder", "head") if card.architecture == LINEAR_PROBE else ("encoder", "decoder", "head")
     card = card.replace(
@@ -33,14 +31,6 @@ def export_segmentation_model(
         evaluation=None,  # new weights: a result measured on others does not describe them
     )
     return save_pretrained(state_dict, card, out_dir)
-
-
-def resolve_model_folder(model: str | os.PathLike) -> str | Path:
-    """A run folder (holding ``model/card.json``) gives its exported model folder; anything else as is."""
-    from ..resolve import resolve_model
-
-    ref = resolve_model(model)
-    return model if ref.registered else ref.path
 
 
 def load_model(model: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:

@@ -85,11 +85,12 @@ def split_cases(pairs: list[CaseFiles], config: FinetuneConfig) -> tuple[list[Ca
 
 
 def _build_network(config: FinetuneConfig) -> torch.nn.Module:
-    from ..api import _card_only, load_pgl_encoder, pgl_unet3d
+    from ..api import load_pgl_encoder, pgl_unet3d
+    from ..resolve import model_card
 
     if config.freeze_encoder:  # the linear probe on a frozen (pretrained or random) encoder
         if config.encoder is None:
-            card = _card_only(str(config.architecture or default_encoder()))
+            card = model_card(str(config.architecture or default_encoder()))
             net = build_probe(card.arch, config.num_classes)
         else:
             encoder = load_pgl_encoder(str(config.encoder))

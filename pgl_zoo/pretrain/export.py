@@ -15,10 +15,11 @@ from ..architecture import stage_widths
 from ..cards import NOT_PUBLISHED
 from ..errors import PglZooError
 from ..registry import get_card
+from ..resolve import model_card
 from ..runs import read_jsonl
 from ..training import check_out_folder
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
-from .trainer import METRICS_NAME, load_card
+from .trainer import METRICS_NAME
 
 
 def final_losses(run_dir: Path, step: int, last: int = 10) -> dict[str, float]:
@@ -50,7 +51,7 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_deco
     A non-empty ``out_dir`` is refused unless ``overwrite``, or unless it is an earlier export of this
     same run (which a re-export only refreshes).
     """
-    from ..weights import save_pretrained
+    from ..publish import save_pretrained
 
     run_dir, out = Path(run_dir), Path(out_dir)
     check_out_folder(out, overwrite, lambda held: f"{out}: exists and is not empty (not an export of {run_dir}); "
@@ -58,7 +59,7 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_deco
                      accept=lambda folder, held: _exported_from(folder, run_dir))
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
     cfg = ckpt["config"]
-    base = load_card(ckpt["card_file"]) if ckpt.get("card_file") else get_card(ckpt["card"])
+    base = model_card(ckpt["card_file"]) if ckpt.get("card_file") else get_card(ckpt["card"])
     parts = ("encoder", "decoder") if include_decoder else ("encoder",)
     levels = sorted(int(i) for i in ckpt.get("local_levels", []))
     if include_decoder and (cfg["local_weight"] == 0 or not levels):

@@ -26,7 +26,7 @@ import torch
 from ..architecture import cumulative_strides, stage_strides, stage_widths
 from ..cards import ModelCard
 from ..errors import OverwriteError, PglZooError
-from ..resolve import resolve_model
+from ..resolve import model_card, resolve_model
 from ..runs import StopFlag, atomic_write_json, load_state, read_jsonl
 from ..training import TrainingRun, check_out_folder
 from .augment import IntensityAugment
@@ -60,25 +60,9 @@ class RunResult:
     parameter_digest: str = ""
 
 
-def load_card(model: str) -> ModelCard:
-    """A registered card by name, or a ``card.json`` file (or a model folder) describing another
-    architecture (:func:`pgl_zoo.resolve.resolve_model`)."""
-    ref = resolve_model(model)
-    if ref.card is None:
-        raise PglZooError(f"{ref.path}: no card.json describes this model")
-    return ref.card
-
-
-def card_file_of(model: str) -> str | None:
-    """The absolute path of ``model`` when it names a card file or folder (None for a registered name):
-    stored in checkpoints so that ``export`` works from any working directory."""
-    ref = resolve_model(model)
-    return None if ref.registered else str(ref.path.resolve())
-
-
 def resolve_preprocessing(cfg: PretrainConfig):
     """The card of ``cfg.model`` and its preprocessing with the run's ``--spacing``/``--window`` overrides."""
-    card = load_card(cfg.model)
+    card = model_card(cfg.model)
     return card, card.preprocessing.with_overrides(cfg.spacing, cfg.window)
 
 
@@ -133,7 +117,7 @@ def pretrain(cfg: PretrainConfig, volumes: list[PretrainVolume] | None = None) -
     among the ranks through the cache (``prepare_volumes(share=(rank, world))``) *before* the process
     group exists, so no collective waits on preparation however large the archive; then training.
     """
-    cfg.model = card_file_of(cfg.model) or cfg.model  # a card path is stored absolute
+    cfg.model = resolve_model(cfg.model).absolute_path or cfg.model  # a card path is stored absolute
     rank, world = launch_rank()
     run = PretrainRun(cfg, rank == 0)
     with run.locked():
@@ -305,7 +289,7 @@ class _Run:
         return {"online": nets.online.state_dict(), "target": nets.target.state_dict(),
                 "optimizer": nets.optimizer.state_dict(), "scheduler": nets.scheduler.state_dict(),
                 "step": self.step, "rng": rng_state(), "config": self.cfg.to_dict(), "card": self.card.name,
-                "card_file": card_file_of(self.cfg.model), "local_levels": list(self.nets.levels),
+                "card_file": resolve_model(self.cfg.model).absolute_path, "local_levels": list(self.nets.levels),
                 "data": self.data_record}
 
 
