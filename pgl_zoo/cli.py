@@ -13,6 +13,8 @@ import sys
 
 import click
 
+from .messages import error, warnings_as_lines
+
 # command name -> "module:attribute"; each module keeps its own heavy imports.
 COMMANDS = {
     "demo": "pgl_zoo.cli_demo:demo_cmd",
@@ -84,14 +86,15 @@ def cli(offline: bool, endpoint: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning any exception into one line on stderr and exit code 1."""
+    warnings_as_lines()
     try:
         cli.main(args=argv, prog_name="pgl-zoo", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        error("", prefix="aborted")
         sys.exit(130)
     except click.UsageError as exc:  # one line, like every other error, naming the option and where to look
         command = exc.ctx.command_path if exc.ctx is not None else "pgl-zoo"
-        click.echo(f"error: {' '.join(exc.format_message().split())} (see '{command} --help')", err=True)
+        error(f"{' '.join(exc.format_message().split())} (see '{command} --help')")
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        error("", prefix="interrupted")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback
         if os.environ.get("PGL_ZOO_DEBUG"):
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         # The whole message on one line (a state-dict error names what mismatched on its later lines).
         message = " ".join(str(exc).split())[:600] or type(exc).__name__
         prefix = "error" if isinstance(exc, PglZooError) else f"error ({type(exc).__name__})"
-        click.echo(f"{prefix}: {message}", err=True)
+        error(message, prefix)
         sys.exit(1)
 
 

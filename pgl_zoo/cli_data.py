@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import click
 
+from .messages import say
+
 
 @click.command("sample-data")
 @click.option("--copy-to", "copy_to", metavar="DIR", type=click.Path(file_okay=False),
@@ -45,11 +47,11 @@ def sample_data_cmd(copy_to: str | None, overwrite: bool, path_only: bool) -> No
         except FileExistsError as exc:
             raise click.ClickException(str(exc)) from None
     if path_only:
-        click.echo(str(sample.folder))
+        say(str(sample.folder))
         return
     verb = "copied to" if copy_to else "in"
-    click.echo(f"{sample.name}: {len(sample.case_ids)} cases (CT + lung label), "
+    say(f"{sample.name}: {len(sample.case_ids)} cases (CT + lung label), "
                f"{sample.size_bytes / 1e6:.1f} MB, {verb} {sample.folder}")
     for case, (image, label) in zip(sample.case_ids, sample.pairs, strict=True):
-        click.echo(f"  {case}: {image.relative_to(sample.folder)}  {label.relative_to(sample.folder)}")
-    click.echo(f"license: {sample.license_line}")
+        say(f"  {case}: {image.relative_to(sample.folder)}  {label.relative_to(sample.folder)}")
+    say(f"license: {sample.license_line}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .errors import PglZooError
+from .messages import say
 
 
 @click.command("export", context_settings={"max_content_width": 110})
@@ -36,10 +37,10 @@ def export_cmd(source: str, out: str, format_: str, name: str | None, decoder: b
         from .nnunet import export_nnunet_checkpoint
 
         summary = export_nnunet_checkpoint(source, out, overwrite=overwrite)
-        click.echo(f"wrote {summary['path']}: {summary['model']} ({', '.join(summary['parts'])}), "
+        say(f"wrote {summary['path']}: {summary['model']} ({', '.join(summary['parts'])}), "
                    f"{summary['keys']} nnU-Net state-dict keys")
         if summary["initialised_by_nnunet"]:
-            click.echo(f"note: {len(summary['initialised_by_nnunet'])} tensors (the parts the model lacks) have "
+            say(f"note: {len(summary['initialised_by_nnunet'])} tensors (the parts the model lacks) have "
                        "nnU-Net's own initialisation", err=True)
         return
     if not name:
@@ -52,7 +53,7 @@ def export_cmd(source: str, out: str, format_: str, name: str | None, decoder: b
     from .pretrain.export import export_run
 
     folder = export_run(ref.path, name, out, include_decoder=decoder, overwrite=overwrite)
-    click.echo(f"exported {name} to {folder}")
+    say(f"exported {name} to {folder}")
 
 
 @click.command("nnunet-plans", context_settings={"max_content_width": 110})
@@ -94,8 +95,8 @@ def nnunet_plans_cmd(model: str, plans: str, out: str, plans_name: str | None, c
         with tempfile.TemporaryDirectory() as tmp:
             read_nnunet_checkpoint(check, Path(tmp) / "checked.pth")
     path = write_nnunet_plans(model, plans, out, plans_name=plans_name, overwrite=overwrite)
-    click.echo(f"wrote {path} (plans identifier {path.stem})")
+    say(f"wrote {path} (plans identifier {path.stem})")
     if check:
         loaded = check_with_nnunet(path, dataset_json, check)
-        click.echo(f"nnU-Net built the 3d_fullres network from {path.name} and loaded {check}: "
+        say(f"nnU-Net built the 3d_fullres network from {path.name} and loaded {check}: "
                    f"{loaded} parameters outside the segmentation layers")

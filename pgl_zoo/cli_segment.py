@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import PglZooError
+from .messages import say, warn
 from .options import OVERLAP, SizesType
 
 
@@ -99,15 +100,15 @@ def evaluate_cmd(pred, gt, num_classes, labels_json, hd95, out, overwrite, allow
         num_classes = count
     evaluation = evaluate_folders(pred, gt, num_classes=num_classes, label_names=names, hd95=hd95,
                                   labelled_classes=labelled)
-    click.echo(evaluation.table())
+    say(evaluation.table())
     written = write_evaluation(evaluation, report, overwrite=overwrite)
-    click.echo(f"written: {', '.join(str(p) for p in written)}")
+    say(f"written: {', '.join(str(p) for p in written)}")
     extra = (f"{len(evaluation.extra)} extra prediction(s) without ground truth: {', '.join(evaluation.extra)}"
              if evaluation.extra else "")
     if evaluation.missing and not allow_missing:
         raise PglZooError(f"{len(evaluation.missing)} missing prediction(s) in {pred}: "
                           f"{', '.join(evaluation.missing)}" + (f"; {extra}" if extra else ""))
     if extra:
-        click.echo(f"warning: {extra}", err=True)
+        warn(extra)
 
 

@@ -10,6 +10,7 @@ import json
 import click
 
 from .cards import ModelCard
+from .messages import say
 from .registry import get_card, list_models
 
 
@@ -52,7 +53,7 @@ def list_cmd(as_json: bool) -> None:
         for c, where in zip(cards, locations, strict=True)
     ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        say(json.dumps(rows, indent=2))
         return
     table = [("NAME", "STATUS", "SIZE", "MODALITY", "WEIGHTS", "RESULT")] + [
         (r["name"], r["status"], _size(r["size_bytes"]), r["modality"], r["weights"], r["evaluation"] or "not measured")
@@ -60,7 +61,7 @@ def list_cmd(as_json: bool) -> None:
     ]
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:
-        click.echo("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+        say("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
 
 
 def format_card(card: ModelCard) -> str:
@@ -92,7 +93,7 @@ def info_cmd(name: str, as_json: bool) -> None:
     from .resolve import model_card
 
     card = model_card(name)
-    click.echo(card.to_json().rstrip() if as_json else format_card(card))
+    say(card.to_json().rstrip() if as_json else format_card(card))
 
 
 @click.command("download")
@@ -123,7 +124,7 @@ def download_cmd(models, all_models, revision, cache_dir, local_dir, overwrite) 
         names = [n for n in list_models() if get_card(n).has_weights]
         skipped = [n for n in list_models() if not get_card(n).has_weights]
         for name in skipped:
-            click.echo(f"skip {name}: weights {get_card(name).status}", err=True)
+            say(f"skip {name}: weights {get_card(name).status}", err=True)
     else:
         names = list(models)
     if not names:
@@ -136,7 +137,7 @@ def download_cmd(models, all_models, revision, cache_dir, local_dir, overwrite) 
         else:
             path = download(name, revision=revision, cache_dir=cache_dir)
         verified = bool(get_card(name).sha256)  # both refuse a file that fails a recorded sha256
-        click.echo(f"{name}: {path} " + ("(sha256 verified)" if verified else "(no sha256 recorded: NOT verified)"))
+        say(f"{name}: {path} " + ("(sha256 verified)" if verified else "(no sha256 recorded: NOT verified)"))
 
 
 @click.command("push")
@@ -157,7 +158,7 @@ def push_cmd(folder, repo_id, revision, private, dry_run) -> None:
 
     result = push_to_hub(folder, repo_id, revision=revision, private=private, dry_run=dry_run)
     for item in result["files"]:
-        click.echo(f"{'would upload' if dry_run else 'uploaded'} {item['file']}  {item['bytes']} bytes  "
+        say(f"{'would upload' if dry_run else 'uploaded'} {item['file']}  {item['bytes']} bytes  "
                    f"sha256 {item['sha256']}")
     if not dry_run:
-        click.echo(f"commit {result['revision']}: {result['commit_url']}")
+        say(f"commit {result['revision']}: {result['commit_url']}")

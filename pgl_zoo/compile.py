@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .messages import caveat
+
 __all__ = ["compile_for_inference"]
 
 
@@ -43,10 +45,8 @@ class _CompiledForInference(nn.Module):
             if not self._first:
                 raise
             self.compile_error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            import warnings
-
-            warnings.warn(f"torch.compile failed, running the network uncompiled: {self.compile_error}",
-                          RuntimeWarning, stacklevel=2)
+            caveat(f"torch.compile failed, running the network uncompiled: {self.compile_error}",
+                   RuntimeWarning, stacklevel=2)
             return self.network(x)
         finally:
             self._first = False

@@ -44,6 +44,7 @@ import SimpleITK as sitk
 from .errors import PglZooError
 from .imaging.geometry import geometry_differences
 from .imaging.read import read_image
+from .messages import say
 from .runs import RunLock, atomic_write_json
 from .training import check_out_folder
 
@@ -197,7 +198,7 @@ def _segment_and_score(image_path: Path, expert: np.ndarray, target: Path, model
 
 def _say(config: DemoConfig, text: str) -> None:
     if config.progress:
-        print(text, flush=True)
+        say(text)
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:

@@ -48,6 +48,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_write
 from .errors import ImageReadError, ImageWriteError, PglZooError
+from .messages import caveat
 
 __all__ = ["SNOMED_CODES", "GENERIC_CODE", "CodedClass", "coded_class", "series_files", "write_dicom_seg",
            "write_rtstruct"]
@@ -250,8 +251,8 @@ def _codes_of(names: dict[int, str]) -> dict[int, CodedClass]:
         code = coded_class(name)
         if code is None:
             generic = GENERIC_CODE.codes()[1]
-            warnings.warn(f"class {class_id} {name!r} has no SNOMED CT code in pgl-zoo's table; coded with the "
-                          f"generic {generic.meaning} (SCT {generic.value})", stacklevel=3)
+            caveat(f"class {class_id} {name!r} has no SNOMED CT code in pgl-zoo's table; coded with the "
+                   f"generic {generic.meaning} (SCT {generic.value})", stacklevel=3)
             code = GENERIC_CODE
         coded[class_id] = code
     return coded

@@ -22,11 +22,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from . import messages
 from .cards import ModelCard
 from .compile import compile_for_inference
-from .imaging.discover import VolumeRef, discover_volumes, warn_stderr
+from .imaging.discover import VolumeRef, discover_volumes
 from .imaging.geometry import ImageGeometry
 from .imaging.write import write_image
+from .messages import say
 from .output_plan import OUTPUT_FORMATS, check_dicom_inputs, output_names, plan_outputs, preview_paths
 from .preprocessing.restore import restore_label
 from .preprocessing.scan import PreprocessedVolume, preprocess_image
@@ -143,7 +145,7 @@ def segment_files(
     """
     from .errors import PglZooError
 
-    warn = warn or warn_stderr
+    warn = warn or messages.warn
     if output_format not in OUTPUT_FORMATS:
         raise PglZooError(f"unknown output format {output_format!r}; one of {', '.join(OUTPUT_FORMATS)}")
     if not 0 <= overlap < 1:
@@ -158,7 +160,7 @@ def segment_files(
     for ref, name, target, png in zip(refs, names, targets, pngs, strict=True):
         written.append(_segment_scan(ref, target, loaded, settings, output_format, png, name, warn))
         if progress:
-            print(f"{ref} -> {target}", flush=True)
+            say(f"{ref} -> {target}")
     return written
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .errors import LoadError
+from .messages import report as report_line
 from .nets import PARTS, STEM_KEY, adapt_input_channels, part_of, unique_state_dict
-
-logger = logging.getLogger("pgl_zoo")
 
 __all__ = ["PARTS", "LoadReport", "load_parts", "part_of"]
 
@@ -112,5 +110,5 @@ def load_parts(
         where = report.path or "weights"
         raise LoadError(f"{where}: weights do not fit the network; {report.summary()}")
     model.load_state_dict(new_state, strict=False)
-    logger.info(report.summary())
+    report_line(report.summary())
     return report

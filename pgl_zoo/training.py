@@ -24,12 +24,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import OverwriteError, RunError
+from .messages import warn
 from .runs import (
     LOCK_NAME,
     RunLock,
@@ -117,7 +117,7 @@ class TrainingRun:
     """One run folder written by one trainer; see the module docstring for the order of the hooks.
 
     Subclasses set ``checkpoint_path``, ``metrics_key`` (the ``metrics.jsonl`` field a resumed run trims
-    by), ``may_change``, ``config_indent`` and ``warning_stream``, and define ``check_out`` and
+    by), ``may_change`` and ``config_indent``, and define ``check_out`` and
     ``stored_config``.
     """
 
@@ -126,7 +126,6 @@ class TrainingRun:
     metrics_key = "step"
     config_indent = 1
     may_change: tuple[str, ...] = ()
-    warning_stream = "stderr"  # or "stdout", where a trainer's log lines and warnings have always gone
 
     def __init__(self, out: str | Path, resume: bool, overwrite: bool, is_main: bool = True) -> None:
         self.out, self.resume, self.overwrite, self.is_main = Path(out), resume, overwrite, is_main
@@ -195,9 +194,9 @@ class TrainingRun:
             save_checkpoint(state, path or self.checkpoint_path)
 
     def warn(self, message: str) -> None:
-        """``warning: message`` on ``warning_stream``, from the main rank only."""
+        """``warning: message`` on stderr (:func:`pgl_zoo.messages.warn`), from the main rank only."""
         if self.is_main:
-            print(f"warning: {message}", file=getattr(sys, self.warning_stream), flush=True)
+            warn(message)
 
     def progress_bar(self, iterable: Iterable | None = None, **kwargs: Any):
         """A progress bar (:func:`pgl_zoo.progress.progress_bar`); None on the other ranks."""

@@ -14,7 +14,6 @@ bytes; any other file is checked when it is read (:func:`read_state_dict`) or co
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from safetensors.torch import load_file
 from .cards import BUNDLED, ModelCard
 from .errors import ChecksumError, LoadError, PglZooError, WeightsNotAvailableError
 from .hashing import sha256_file, verify_sha256
+from .messages import caveat
 from .registry import get_card
 from .resolve import WEIGHTS_FILE, ModelRef, resolve_model
 from .sources import BUNDLED_DIR, CACHED, CARD_NAME, ENV_WEIGHTS_DIR, NOWHERE, PORTABLE, is_commit, locate
@@ -229,8 +229,8 @@ def read_state_dict(
         digest = verified_sha256 if checked else verify_sha256(path, card.sha256)
     else:
         digest = sha256_file(path)
-        warnings.warn(f"{path}: the card records no sha256, so these weights are loaded unverified "
-                      f"(sha256 {digest})", stacklevel=2)
+        caveat(f"{path}: the card records no sha256, so these weights are loaded unverified "
+               f"(sha256 {digest})", stacklevel=2)
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from ..messages import say
 from ..options import (
     NON_NEGATIVE_INT,
     OVERLAP,
@@ -121,5 +122,5 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
         progress=not no_progress,
     )
     result = finetune(config)
-    click.echo(f"best validation Dice {result.best_mean_dice:.4f} at epoch {result.best_epoch} "
+    say(f"best validation Dice {result.best_mean_dice:.4f} at epoch {result.best_epoch} "
                f"({', '.join(f'{k} {v:.4f}' for k, v in result.best_dice.items())}); model in {result.model_dir}")

@@ -28,6 +28,7 @@ import torch
 
 from ..cards import LINEAR_PROBE
 from ..errors import DataError, RunError
+from ..messages import say
 from ..metrics import dice_per_class, nanmean
 from ..nets import LinearProbe3d, build_probe
 from ..partial_labels import LabelledClasses, labelled_classes_from, read_labelled_classes
@@ -296,8 +297,8 @@ class _Epochs:
         progress.history.append(record)
         run.append_metrics(record)
         if config.progress:
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, val Dice "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + f", mean {mean:.3f}", flush=True)
+            say(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, val Dice "
+                + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + f", mean {mean:.3f}")
         if not math.isnan(mean) and mean > progress.best_mean:
             progress.best_mean, progress.best_epoch, progress.best_dice = mean, epoch + 1, dice
             run.save({"model": self.net.state_dict(), "epoch": epoch + 1, "val_dice": dice}, run.best_path)

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
 
+from .. import messages
 from ..errors import ImageReadError
 from .dicom import list_dicom_series
 from .files import DETACHED_HEADER_SUFFIXES, has_volume_suffix, special_file_problem, strip_volume_suffix
 from .read import read_image
-
-
-def warn_stderr(message: str) -> None:
-    """The default ``warn`` of the readers: one ``warning: ...`` line on stderr."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ def discover_volumes(root: str | Path, warn: Callable[[str], None] | None = None
     every file's header; pretraining passes one that remembers the answer per folder).
     """
     root = Path(root)
-    warn = warn or warn_stderr
+    warn = warn or messages.warn
     special = special_file_problem(root)
     if special:
         raise ImageReadError(f"{root}: {special}")

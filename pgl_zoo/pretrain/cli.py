@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import PglZooError
+from ..messages import say, warn
 from ..options import (
     NON_NEGATIVE_FLOAT,
     NON_NEGATIVE_INT,
@@ -219,9 +220,9 @@ def prepare_cmd(data, model, spacing, window, non_hu, cache_dir, jobs, no_progre
     card, prep = resolve_preprocessing(cfg)
     started = time.perf_counter()
     prepared = prepare_volumes(cfg.data, prep, card.modality, cfg.non_hu, cfg.cache_dir,
-                               warn=lambda m: click.echo(f"warning: {m}", err=True), jobs=cfg.resolved_jobs,
+                               warn=warn, jobs=cfg.resolved_jobs,
                                progress=not no_progress)
     folder = cache_dir or default_cache_dir()
     size = sum(v.array_path.stat().st_size for v in prepared.volumes if v.array_path is not None)
-    click.echo(f"{prepared.summary()}; {prepared.prepared} prepared now with {cfg.resolved_jobs} process(es) in "
+    say(f"{prepared.summary()}; {prepared.prepared} prepared now with {cfg.resolved_jobs} process(es) in "
                f"{time.perf_counter() - started:.1f} s; cache {folder}: {size / 2**30:.2f} GiB for these volumes")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
@@ -37,6 +36,7 @@ from ..errors import DataError, PglZooError
 from ..imaging.discover import VolumeRef, discover_volumes
 from ..imaging.header_checks import max_voxels
 from ..imaging.scan_checks import label_map_reason, non_hu_reason
+from ..messages import caveat
 from ..preprocessing.intensity import IntensityMap, intensity_map
 from ..preprocessing.scan import preprocess_image
 from .cache import (  # noqa: F401 - CACHE_VERSION and default_cache_dir are part of this module's interface
@@ -221,12 +221,12 @@ def prepare_volumes(
     share first, then helps with the others', then waits for sources another process is preparing
     (by watching the cache, never in a collective). Every caller gets the same list, in discovery order.
     Interrupting loses no finished entry. ``warn`` receives one line per skipped or rescaled volume
-    (default: ``warnings.warn``). Raises :class:`DataError` only when no usable volume remains. When
+    (default: :func:`pgl_zoo.messages.caveat`). Raises :class:`DataError` only when no usable volume remains. When
     the cache cannot be written (read-only or full disk) the volumes are kept in memory instead.
     """
     if non_hu not in NON_HU_POLICIES:
         raise DataError(f"--non-hu must be one of {', '.join(NON_HU_POLICIES)}, got {non_hu!r}")
-    warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
+    warn = warn or (lambda msg: caveat(msg, stacklevel=3))
     max_voxels()  # a bad $PGL_ZOO_MAX_VOXELS is one error, not a reason to skip every volume
     roots = root if isinstance(root, list) else [root]
     cache = PretrainCache(cache_dir if cache_dir is not None else default_cache_dir(),

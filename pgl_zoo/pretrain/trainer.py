@@ -26,6 +26,7 @@ import torch
 from ..architecture import cumulative_strides, stage_strides, stage_widths
 from ..cards import ModelCard
 from ..errors import OverwriteError, PglZooError
+from ..messages import say
 from ..resolve import model_card, resolve_model
 from ..runs import StopFlag, atomic_write_json, load_state, read_jsonl
 from ..training import TrainingRun, check_out_folder
@@ -133,7 +134,7 @@ def pretrain(cfg: PretrainConfig, volumes: list[PretrainVolume] | None = None) -
         data = PreparedData(list(volumes)) if volumes is not None else _load_data(cfg, (rank, world), prep,
                                                                                    card.modality, patch, run.warn)
         if run.is_main:
-            print(f"data: {data.summary()}", flush=True)
+            say(f"data: {data.summary()}")
         info = setup(cfg.device)
         try:
             return _pretrain(run, info, data, checkpoint, card, patch)
@@ -199,7 +200,6 @@ class PretrainRun(TrainingRun):
 
     may_change = RESUMABLE_OVERRIDES
     metrics_name = METRICS_NAME
-    warning_stream = "stdout"  # with the run's other lines (data, resumed, done)
 
     def __init__(self, cfg: PretrainConfig, is_main: bool = True) -> None:
         super().__init__(cfg.out, cfg.resume, cfg.overwrite, is_main)
@@ -307,7 +307,7 @@ def _build_networks(cfg: PretrainConfig, info: DistInfo, card: ModelCard,
     if checkpoint is not None:
         step = _restore(checkpoint, Path(cfg.out) / CHECKPOINT_NAME, online, target, optimizer, scheduler)
         if info.is_main:
-            print(f"resumed {Path(cfg.out)} at step {step}", flush=True)
+            say(f"resumed {Path(cfg.out)} at step {step}")
     model: torch.nn.Module = online
     if info.distributed:
         unused = cfg.local_weight == 0 or min(levels) > 0
@@ -486,8 +486,7 @@ def _finish(run: _Run, log: _RunLog, interrupted: bool) -> RunResult:
                    "card": run.card.name, "local_levels": list(run.nets.levels), "interrupted": interrupted}
         atomic_write_json(run.out / "summary.json", summary)
         write_loss_curve(run.folder.metrics_path, run.out / "loss.png")
-        print(f"{'stopped' if interrupted else 'done'} at step {run.step}/{cfg.steps}; checkpoint: {run.ckpt_path}",
-              flush=True)
+        say(f"{'stopped' if interrupted else 'done'} at step {run.step}/{cfg.steps}; checkpoint: {run.ckpt_path}")
     result = RunResult(run.step, final, run.out, interrupted, parameter_digest(run.nets.online, run.nets.target))
     if interrupted:
         raise KeyboardInterrupt
