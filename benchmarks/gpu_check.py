@@ -184,7 +184,7 @@ class PretrainBench:
     """The pretraining measurements of one network and patch on one device (views/s, memory, data wait)."""
 
     def __init__(self, args, budget: Budget, device, volumes, source: str) -> None:
-        from pgl_zoo.architecture import stage_widths
+        from pgl_zoo.arch import stage_widths
         from pgl_zoo.pretrain.dataset import ViewPairDataset
         from pgl_zoo.pretrain.trainer import default_local_levels
         from pgl_zoo.registry import get_card

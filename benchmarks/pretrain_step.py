@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgl_zoo.architecture import stage_widths
+from pgl_zoo.arch import stage_widths
 from pgl_zoo.pretrain.config import default_workers
 from pgl_zoo.pretrain.data import PretrainVolume, prepare_volumes
 from pgl_zoo.pretrain.dataset import StepSampler, ViewPairDataset, make_loader

@@ -67,7 +67,7 @@ def main() -> None:
     import SimpleITK as sitk
     import torch
 
-    from pgl_zoo.architecture import resenc_arch
+    from pgl_zoo.arch import resenc_arch
     from pgl_zoo.cards import NOT_PUBLISHED, ModelCard, Preprocessing
     from pgl_zoo.finetune.export import export_segmentation_model
     from pgl_zoo.nets import build_unet

@@ -281,7 +281,7 @@ def _finetune_job(job: dict) -> dict:
     epochs = target.epochs
     result = finetune(FinetuneConfig(
         out=run, num_classes=target.num_classes, cases=cases, train_cases=job["train"], val_cases=job["val"],
-        encoder=encoder, architecture=str(card), init=job["init"], label_names=target.label_names,
+        encoder=encoder, arch_from=str(card), init=job["init"], label_names=target.label_names,
         patch_size_zyx=target.finetune_patch, epochs=epochs, steps_per_epoch=target.steps_per_epoch,
         batch_size=target.finetune_batch, freeze_encoder_epochs=epochs if job["mode"] == "probe" else 0,
         seed=job["seed"], overlap=0.25, progress=False, device=_SETTINGS["device"], overwrite=True,

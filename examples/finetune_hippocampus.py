@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     result = finetune(FinetuneConfig(
-        data=DATA, out=args.out, num_classes=3, encoder=args.encoder, architecture="pgl-ct-tiny",
+        data=DATA, out=args.out, num_classes=3, encoder=args.encoder, arch_from="pgl-ct-tiny",
         spacing_xyz_mm="native", window="none", normalization="zscore", modality="MRI",
         patch_size_zyx=(32, 48, 32), epochs=args.epochs, steps_per_epoch=25, batch_size=2,
         label_names={"0": "background", "1": "anterior", "2": "posterior"},

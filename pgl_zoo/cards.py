@@ -29,8 +29,11 @@ STATUSES = (NOT_PUBLISHED, PUBLISHED, BUNDLED)
 NORMALIZATIONS = ("zscore", "minmax", "none")
 NATIVE = "native"  # spacing override: keep each scan's own spacing
 NO_WINDOW = "none"  # window override: clip nothing
-# ModelCard.architecture: the network built on ``arch``: nnU-Net's ResidualEncoderUNet, or the frozen-encoder
-# linear probe (pgl_zoo.nets.probe) that `pgl-zoo finetune --freeze-encoder` trains.
+# ModelCard.architecture: which network is built on ``arch`` (the layer sizes, pgl_zoo.arch): nnU-Net's
+# ResidualEncoderUNet, or the frozen-encoder linear probe (pgl_zoo.nets.probe) that `pgl-zoo finetune
+# --freeze-encoder` trains. The JSON key keeps its name (published and bundled cards carry it); in code,
+# "arch" is always the block of sizes and "architecture" always this choice of network (fine-tuning's
+# --arch names the zoo entry whose ``arch`` a from-scratch run takes: FinetuneConfig.arch_from).
 UNET = "nnunet-resenc-unet3d"
 LINEAR_PROBE = "nnunet-resenc-linear-probe"
 ARCHITECTURES = (UNET, LINEAR_PROBE)
@@ -105,7 +108,7 @@ class ModelCard:
     """Metadata of one zoo entry (weights file + the architecture and preprocessing it expects).
 
     ``arch`` is nnU-Net's architecture block for ``ResidualEncoderUNet`` (``network_class_name``,
-    ``arch_kwargs``, ``_kw_requires_import``; see :mod:`pgl_zoo.architecture`), exactly as it appears
+    ``arch_kwargs``, ``_kw_requires_import``; see :mod:`pgl_zoo.arch`), exactly as it appears
     in an nnU-Net plans file. ``in_channels`` is the number of input channels the weights take.
     ``contents`` says which parts of the segmentation network the file holds
     ("encoder", "decoder", "head"); keys in the file are named as in :class:`pgl_zoo.nets.UNet3d`
@@ -145,7 +148,7 @@ class ModelCard:
     schema_version: int = CARD_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        from .architecture import validate_arch
+        from .arch import validate_arch
 
         if self.schema_version != CARD_SCHEMA_VERSION:
             raise ValueError(f"card schema_version {self.schema_version} is not supported (this pgl-zoo reads "

@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .architecture import cumulative_strides
+from .arch import cumulative_strides
 from .atomic import atomic_write
 from .cards import LINEAR_PROBE, ModelCard
 from .errors import PglZooError

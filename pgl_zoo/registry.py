@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .architecture import resenc_arch
+from .arch import resenc_arch
 from .cards import BUNDLED, NOT_PUBLISHED, ModelCard, Preprocessing
 from .errors import UnknownModelError
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import pgl_zoo
-from pgl_zoo.architecture import cumulative_strides, validate_arch
+from pgl_zoo.arch import cumulative_strides, validate_arch
 from pgl_zoo.cards import CARD_SCHEMA_VERSION, NORMALIZATIONS, STATUSES, ModelCard, Preprocessing
 
 NAMES = pgl_zoo.list_models()

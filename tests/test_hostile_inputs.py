@@ -21,7 +21,7 @@ from _cli import call, refused
 from _seg_helpers import save_micro_encoder, save_micro_segmenter
 
 import pgl_zoo
-from pgl_zoo.architecture import ALLOWED_OPS, validate_arch
+from pgl_zoo.arch import ALLOWED_OPS, validate_arch
 from pgl_zoo.errors import PglZooError
 
 REPO = Path(__file__).resolve().parents[1]

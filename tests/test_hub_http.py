@@ -28,7 +28,7 @@ from _hub_server import HubServer
 from safetensors.torch import load as safetensors_load
 
 import pgl_zoo
-from pgl_zoo.architecture import resenc_arch
+from pgl_zoo.arch import resenc_arch
 from pgl_zoo.cards import PUBLISHED
 from pgl_zoo.nets import build_unet
 

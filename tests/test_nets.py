@@ -11,7 +11,7 @@ from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 
 import pgl_zoo
-from pgl_zoo.architecture import ARCH_KWARGS, DECODER_ONLY_KWARGS
+from pgl_zoo.arch import ARCH_KWARGS, DECODER_ONLY_KWARGS
 from pgl_zoo.nets import (
     adapt_input_channels,
     build_encoder,

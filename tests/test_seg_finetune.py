@@ -31,7 +31,7 @@ def one_thread():
 def _config(tmp_path: Path, out: str, encoder, **changes) -> FinetuneConfig:
     options = dict(
         out=tmp_path / out, num_classes=3, data=hippocampus_subset(tmp_path / f"data_{out}", NAMES),
-        val_cases=NAMES[6:], encoder=encoder, architecture=tmp_path / "arch",
+        val_cases=NAMES[6:], encoder=encoder, arch_from=tmp_path / "arch",
         epochs=6, steps_per_epoch=10, batch_size=2, lr=3e-3, foreground_probability=0.5,
         spacing_xyz_mm="native", window="none", patch_size_zyx=(32, 32, 32), progress=False, seed=0,
     )
@@ -124,7 +124,7 @@ def test_explicit_case_pairs(tmp_path, arch_and_encoder):
     arch, _ = arch_and_encoder
     pairs = find_cases(HIPPOCAMPUS)[:3]
     config = FinetuneConfig(out=tmp_path / "p", num_classes=3, cases=pairs, train_cases=[pairs[0].name],
-                            val_cases=[pairs[2].name], encoder=None, architecture=arch, epochs=1,
+                            val_cases=[pairs[2].name], encoder=None, arch_from=arch, epochs=1,
                             steps_per_epoch=1, spacing_xyz_mm="native", window="none", progress=False)
     result = finetune(config)
     assert result.history[0]["val_dice"].keys() == {"class_1", "class_2"}

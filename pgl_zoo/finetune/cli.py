@@ -37,7 +37,7 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--encoder", default=default_encoder(), show_default=True, metavar="NAME|PATH|none",
               help="Zoo encoder to start from (registered name or folder with card.json); the default is the "
                    "zoo's best encoder with weights. 'none' trains from scratch on the same architecture (see --arch).")
-@click.option("--arch", "architecture", metavar="NAME|PATH",
+@click.option("--arch", "arch_from", metavar="NAME|PATH",
               help=f"With --encoder none: the zoo entry whose architecture to use (default {default_encoder()}).")
 @click.option("--num-classes", required=True, type=int, help="Number of classes including background (0).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -101,7 +101,7 @@ def _names(text: str | None) -> list[str] | None:
                                             "--epochs, --device may change).")
 @click.option("--overwrite", is_flag=True, help="Allow an --out folder that already holds other files.")
 @click.option("--no-progress", is_flag=True, help="No progress bar or per-epoch line.")
-def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases, train_cases, val_fraction, split_seed,
+def finetune_cmd(data, encoder, init, arch_from, num_classes, out, val_cases, train_cases, val_fraction, split_seed,
                  epochs, steps_per_epoch, batch_size, patch_size, lr, weight_decay, warmup_steps,
                  freeze_encoder_epochs, freeze_encoder, layer_decay, foreground_probability, spacing, window,
                  normalization, labelled_classes, modality, overlap, seed, device, name, resume, overwrite,
@@ -111,7 +111,7 @@ def finetune_cmd(data, encoder, init, architecture, num_classes, out, val_cases,
     from .trainer import finetune
 
     config = FinetuneConfig(
-        out=out, num_classes=num_classes, data=data, encoder=encoder, init=init, architecture=architecture,
+        out=out, num_classes=num_classes, data=data, encoder=encoder, init=init, arch_from=arch_from,
         train_cases=_names(train_cases), val_cases=_names(val_cases), val_fraction=val_fraction,
         split_seed=split_seed, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
         patch_size_zyx=patch_size, lr=lr, weight_decay=weight_decay,

@@ -34,7 +34,7 @@ class FinetuneConfig:
 
     Network: ``encoder`` is a zoo name or a folder with card.json (pretrained; default
     :func:`pgl_zoo.registry.default_encoder`, now "pgl-ct"), or None to train from scratch on
-    the architecture of ``architecture`` (default: the default encoder's, so that a from-scratch run
+    the ``arch`` of the zoo entry or card ``arch_from`` (default: the default encoder's, so that a from-scratch run
     is the baseline of the default fine-tuning).
     ``init``: "encoder+decoder" (default; the decoder too when the file has one) or "encoder".
     ``cases`` may hold :class:`CaseArrays` objects (preprocessed arrays) instead of files.
@@ -72,7 +72,7 @@ class FinetuneConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     encoder: str | Path | None = field(default_factory=default_encoder)
-    architecture: str | Path | None = None
+    arch_from: str | Path | None = None
     init: str = "encoder+decoder"
     label_names: dict[str, str] | None = None
     labelled_classes: str | Path | dict[str, Any] | None = None

@@ -91,7 +91,7 @@ def _build_network(config: FinetuneConfig) -> torch.nn.Module:
 
     if config.freeze_encoder:  # the linear probe on a frozen (pretrained or random) encoder
         if config.encoder is None:
-            card = model_card(str(config.architecture or default_encoder()))
+            card = model_card(str(config.arch_from or default_encoder()))
             net = build_probe(card.arch, config.num_classes)
         else:
             encoder = load_pgl_encoder(str(config.encoder))
@@ -101,7 +101,7 @@ def _build_network(config: FinetuneConfig) -> torch.nn.Module:
         net.freeze_encoder(True)
         return net
     if config.encoder is None:
-        return pgl_unet3d(config.num_classes, encoder=str(config.architecture or default_encoder()),
+        return pgl_unet3d(config.num_classes, encoder=str(config.arch_from or default_encoder()),
                           pretrained=False)
     return pgl_unet3d(config.num_classes, encoder=str(config.encoder), pretrained=True,
                       load_decoder=config.init == "encoder+decoder")

@@ -2,7 +2,7 @@
 
 The classes come from dynamic-network-architectures (the library nnU-Net v2 and nnssl build their
 networks with); pgl-zoo adds only what its API promises on top: multi-scale features, any input
-size, parameter groups and input-channel adaptation. See :mod:`pgl_zoo.architecture` for the card
+size, parameter groups and input-channel adaptation. See :mod:`pgl_zoo.arch` for the card
 format and :mod:`pgl_zoo.nets.keys` for the parameter names.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..architecture import (
+from ..arch import (
     DECODER_ONLY_KWARGS,
     REQUIRES_IMPORT,
     cumulative_strides,
@@ -53,7 +53,7 @@ __all__ = [
 
 def network_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
     """``arch_kwargs`` with the class names turned into classes, as nnU-Net's ``get_network_from_plans`` does,
-    but from the fixed allow-list of :data:`pgl_zoo.architecture.ALLOWED_OPS` only: a card never makes
+    but from the fixed allow-list of :data:`pgl_zoo.arch.ALLOWED_OPS` only: a card never makes
     pgl-zoo import or call anything by a name it holds (nnU-Net's ``pydoc.locate`` would)."""
     arch = validate_arch(arch)
     kwargs = dict(arch["arch_kwargs"])

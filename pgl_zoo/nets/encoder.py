@@ -7,7 +7,7 @@ from typing import Any
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 from torch import Tensor
 
-from ..architecture import cumulative_strides
+from ..arch import cumulative_strides
 from .padding import pad_to_multiple
 
 STEM_KEY = "stem.convs.0.conv.weight"  # the only weight whose shape depends on the input channels

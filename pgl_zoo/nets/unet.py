@@ -9,7 +9,7 @@ import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from torch import Tensor, nn
 
-from ..architecture import cumulative_strides
+from ..arch import cumulative_strides
 from .padding import pad_to_multiple
 
 

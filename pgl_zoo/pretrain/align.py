@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..architecture import zyx_triple
+from ..arch import zyx_triple
 
 
 def _hull_box(to_source: Tensor, size: Tensor, stride: Tensor) -> tuple[Tensor, Tensor]:

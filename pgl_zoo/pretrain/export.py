@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..architecture import stage_widths
+from ..arch import stage_widths
 from ..cards import NOT_PUBLISHED
 from ..errors import PglZooError
 from ..registry import get_card

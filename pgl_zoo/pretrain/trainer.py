@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..architecture import cumulative_strides, stage_strides, stage_widths
+from ..arch import cumulative_strides, stage_strides, stage_widths
 from ..cards import ModelCard
 from ..errors import OverwriteError, PglZooError
 from ..messages import say
