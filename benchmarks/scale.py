@@ -58,7 +58,9 @@ def build_archive(root: Path, n: int, per_folder: int = PER_FOLDER, seed: int = 
     """``n`` scans in folders of ``per_folder`` (root/000/scan_00000.nii.gz, ...); existing files are kept."""
     import SimpleITK as sitk
 
-    sources = [sitk.ReadImage(str(p)) for p in source_scans()]
+    from pgl_zoo.imaging import read_image
+
+    sources = [read_image(p) for p in source_scans()]
     folders = []
     made = 0
     for i in range(n):

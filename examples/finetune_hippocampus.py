@@ -14,6 +14,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from pgl_zoo.finetune import FinetuneConfig, finetune
+from pgl_zoo.imaging import read_image
 from pgl_zoo.inference import segment_files
 from pgl_zoo.metrics import dice_per_class
 
@@ -37,7 +38,7 @@ def main() -> None:
     name = json.loads((held_out / "card.json").read_text())["training"]["val_cases"][0]
     out = Path(args.out) / "predictions"
     [label] = segment_files([DATA / "imagesTr" / f"{name}.nii.gz"], out, result.run_dir, preview=out / "preview.png")
-    read = lambda path: sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # noqa: E731
+    read = lambda path: sitk.GetArrayFromImage(read_image(path))  # noqa: E731
     print(name, dice_per_class(read(label), read(DATA / "labelsTr" / f"{name}.nii.gz"), 3))
 
 

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from pgl_zoo.imaging import read_image
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "ct" / "lctsc_lungs"
 DEFAULT_OUT = REPO / "pgl_zoo" / "sample_data" / "lctsc_lungs"
@@ -153,8 +155,8 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def make_case(source: Path, name: str, out: Path) -> tuple[Path, Path]:
     """Derive one case from ``source`` into ``out`` (nnU-Net layout); returns (image, label) paths."""
-    image = sitk.ReadImage(str(source / "imagesTr" / f"{name}.nii.gz"))
-    label = sitk.ReadImage(str(source / "labelsTr" / f"{name}.nii.gz"))
+    image = read_image(source / "imagesTr" / f"{name}.nii.gz")
+    label = read_image(source / "labelsTr" / f"{name}.nii.gz")
     image, label = reduce_case(image, label)
     image_path = out / "imagesTr" / f"{name}_0000.nii.gz"
     label_path = out / "labelsTr" / f"{name}.nii.gz"
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = make_case(args.source, name, args.out)
         sizes = [p.stat().st_size for p in paths]
         total += sum(sizes)
-        print(f"{name}: {sitk.ReadImage(str(paths[0])).GetSize()} voxels (x, y, z) @ {SPACING_MM} mm, "
+        print(f"{name}: {read_image(paths[0]).GetSize()} voxels (x, y, z) @ {SPACING_MM} mm, "
               f"{sizes[0] / 1e6:.2f} MB + {sizes[1] / 1e6:.3f} MB")
     write_bytes(args.out / "dataset.json", dataset_json(sorted(args.cases)).encode())
     print(f"{len(args.cases)} cases, {total / 1e6:.2f} MB of volumes -> {args.out}")
