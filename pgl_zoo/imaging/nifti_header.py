@@ -73,24 +73,26 @@ def _nifti_header(header: bytes) -> tuple[str, tuple[int, ...], int, int, int] |
     return None
 
 
+# NIfTI-1 (header size 348) and NIfTI-2 (540): the struct codes of dim, pixdim and the q/sform codes, and the
+# byte offsets of dim, pixdim, qform_code (sform_code follows), quatern_b.. (6 values) and srow_x.. (12 values).
+_LAYOUTS = {
+    348: ("h", "f", "h", {"dims": 40, "pixdim": 76, "codes": 252, "quatern": 256, "srows": 280}),
+    540: ("q", "d", "i", {"dims": 16, "pixdim": 104, "codes": 344, "quatern": 352, "srows": 400}),
+}
+
+
 def _nifti_forms(header: bytes) -> dict | None:
     """Dims, pixdim, the qform and sform codes and their 4 x 4 matrices (RAS, mm) of a NIfTI-1/2 header."""
     for endian in "<>":
         sizeof = struct.unpack(endian + "i", header[:4])[0] if len(header) >= 4 else 0
-        if sizeof == 348 and len(header) >= 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            pixdim = struct.unpack(endian + "8f", header[76:108])
-            qcode, scode = struct.unpack(endian + "hh", header[252:256])
-            quatern = struct.unpack(endian + "6f", header[256:280])
-            srows = struct.unpack(endian + "12f", header[280:328])
-        elif sizeof == 540 and len(header) >= 540:
-            dims = struct.unpack(endian + "8q", header[16:80])
-            pixdim = struct.unpack(endian + "8d", header[104:168])
-            qcode, scode = struct.unpack(endian + "ii", header[344:352])
-            quatern = struct.unpack(endian + "6d", header[352:400])
-            srows = struct.unpack(endian + "12d", header[400:496])
-        else:
+        if sizeof not in _LAYOUTS or len(header) < sizeof:
             continue
+        ints, floats, codes, at = _LAYOUTS[sizeof]
+        dims = struct.unpack_from(endian + "8" + ints, header, at["dims"])
+        pixdim = struct.unpack_from(endian + "8" + floats, header, at["pixdim"])
+        qcode, scode = struct.unpack_from(endian + "2" + codes, header, at["codes"])
+        quatern = struct.unpack_from(endian + "6" + floats, header, at["quatern"])
+        srows = struct.unpack_from(endian + "12" + floats, header, at["srows"])
         b, c, d = quatern[:3]
         a = math.sqrt(max(0.0, 1.0 - (b * b + c * c + d * d)))
         rotation = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
