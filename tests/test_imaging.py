@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import struct
 
 import numpy as np
 import pytest
@@ -139,3 +141,40 @@ def test_geometry_differences_is_the_one_comparison_of_grids():
     flipped = grid(direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert [d.split()[0] for d in geometry_differences(base, flipped)] == ["direction"]
     assert geometry_differences(base, grid(size=(8, 9, 11)))[0].startswith("size (8, 9, 10) vs (8, 9, 11)")
+
+
+def _raw_header(version: int, endian: str = "<") -> bytes:
+    """A NIfTI-1 (348 bytes) or NIfTI-2 (540) header built from the specification's offsets: dims 5 x 6 x 7,
+    spacing 0.5 / 2 / 3 mm with qfac -1, qform: a 90-degree turn about z plus (10, 20, 30) mm; sform: rows."""
+    dims, pixdim = (3, 5, 6, 7, 1, 1, 1, 1), (-1.0, 0.5, 2.0, 3.0, 1, 1, 1, 1)
+    quatern = (0.0, 0.0, math.sqrt(0.5), 10.0, 20.0, 30.0)
+    srows = (0, -2, 0, 10, 0.5, 0, 0, 20, 0, 0, -3, 30)
+    if version == 1:
+        header = bytearray(348)
+        layout = ("h", "f", "h", 40, 76, 252, 256, 280)
+    else:
+        header = bytearray(540)
+        layout = ("q", "d", "i", 16, 104, 344, 352, 400)
+    ints, floats, codes, at_dims, at_pixdim, at_codes, at_quatern, at_srows = layout
+    struct.pack_into(endian + "i", header, 0, len(header))
+    struct.pack_into(endian + "8" + ints, header, at_dims, *dims)
+    struct.pack_into(endian + "8" + floats, header, at_pixdim, *pixdim)
+    struct.pack_into(endian + "2" + codes, header, at_codes, 1, 2)
+    struct.pack_into(endian + "6" + floats, header, at_quatern, *quatern)
+    struct.pack_into(endian + "12" + floats, header, at_srows, *srows)
+    return bytes(header)
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_nifti1_and_nifti2_headers_give_the_same_forms(endian):
+    from pgl_zoo.imaging.nifti_header import _nifti_forms
+
+    one, two = _nifti_forms(_raw_header(1, endian)), _nifti_forms(_raw_header(2, endian))
+    assert one is not None and two is not None
+    for forms in (one, two):
+        assert tuple(forms["dims"][:4]) == (3, 5, 6, 7) and (forms["qcode"], forms["scode"]) == (1, 2)
+        # quaternion (0, 0, sqrt(.5)) is 90 degrees about z; columns scaled by the spacing, the third by qfac -1
+        expected = np.array([[0, -2, 0, 10], [0.5, 0, 0, 20], [0, 0, -3, 30], [0, 0, 0, 1]], dtype=float)
+        np.testing.assert_allclose(forms["qform"], expected, atol=1e-6)
+        np.testing.assert_allclose(forms["sform"], expected, atol=1e-6)
+    assert _nifti_forms(_raw_header(1, endian)[:300]) is None  # truncated: not a header
