@@ -226,11 +226,14 @@ def read_nnunet_checkpoint(checkpoint: PathLike, copy_to: PathLike) -> Path:
     ``export_nnunet_checkpoint`` writes (``network_weights``: name -> tensor) and save those tensors alone to
     ``copy_to``, the file to hand to nnU-Net's own (pickle-trusting) loader. PglZooError names the file."""
     import pickle
+    import warnings
 
     import torch
 
     try:
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it may not support: the refusal says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise PglZooError(f"{checkpoint}: refused: not a plain tensor checkpoint (torch.load with weights_only=True: "

@@ -43,8 +43,10 @@ def setup(tmp_path_factory) -> dict:
         f"    steps={STEPS}, workers=0, jobs=1, cache_dir={micro['cache']!r}, device='cpu', checkpoint_every=2,\n"
         "    log_every=1, seed=3, resume=resume)\n"
         "result = pretrain(cfg)\n"
-        "print('RANK', os.environ['RANK'], os.environ['GROUP_RANK'], os.environ['LOCAL_RANK'],\n"
-        "      os.environ['WORLD_SIZE'], result.step, result.parameter_digest, flush=True)\n"
+        # one write per line: with PYTHONUNBUFFERED, print() writes each field apart and the ranks' lines mix
+        "line = ' '.join(map(str, ['RANK', os.environ['RANK'], os.environ['GROUP_RANK'], os.environ['LOCAL_RANK'],\n"
+        "                          os.environ['WORLD_SIZE'], result.step, result.parameter_digest]))\n"
+        "os.write(1, (line + '\\n').encode())\n"
     )
     return {**micro, "script": str(script), "root": root}
 

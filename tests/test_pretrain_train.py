@@ -273,7 +273,8 @@ def test_torchrun_two_cpu_processes_identical_parameters(micro, tmp_path):
         f"cfg = PretrainConfig(data=[{micro['data']!r}], out={str(tmp_path / 'run')!r}, model={micro['card']!r},\n"
         f"    batch_size=2, steps=3, workers=0, cache_dir={micro['cache']!r}, device='cpu')\n"
         "result = pretrain(cfg)\n"
-        "print('RANK', os.environ['RANK'], result.parameter_digest, flush=True)\n"
+        # one write per line: with PYTHONUNBUFFERED, print() writes each field apart and the ranks' lines mix
+        "os.write(1, f\"RANK {os.environ['RANK']} {result.parameter_digest}\\n\".encode())\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
