@@ -48,7 +48,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 RESULTS = HERE / "results"
-LUNG_CT = HERE.parents[1] / "shared" / "data" / "ct" / "lctsc_lungs" / "imagesTr" / "lung_006.nii.gz"
+DATA = Path(os.environ.get("PGL_ZOO_DATA", HERE.parents[1] / "shared" / "data"))  # as the tests read it
+LUNG_CT = DATA / "ct" / "lctsc_lungs" / "imagesTr" / "lung_006.nii.gz"
 
 
 class Skipped(Exception):

@@ -21,6 +21,7 @@ Prints, from one run (times are medians of --repeats, interleaved, after a warm-
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -29,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "lctsc_lungs" / "imagesTr"
+DATA = Path(os.environ.get("PGL_ZOO_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))  # as the tests
+SHARED = DATA / "ct" / "lctsc_lungs" / "imagesTr"
 
 
 def matmul_gflops(device: str, n: int = 2048, repeats: int = 20) -> float:

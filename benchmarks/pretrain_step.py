@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -42,7 +43,7 @@ from pgl_zoo.pretrain.model import OnlineNetwork, make_target
 from pgl_zoo.pretrain.trainer import default_local_levels, train_step
 from pgl_zoo.registry import get_card
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
+DATA = Path(os.environ.get("PGL_ZOO_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "ct"
 
 
 def synthetic_volumes(n: int = 3, shape_zyx: tuple[int, int, int] = (120, 128, 128), seed: int = 0
