@@ -44,12 +44,12 @@ from .runs import (
 __all__ = ["TrainingRun", "check_out_folder", "check_resumable", "default_warmup", "held_names",
            "resume_differences", "warmup_cosine"]
 
-WARMUP_FRACTION = 20  # the default warm-up is 1/20 (5 %) of the run's optimiser steps
+WARMUP_DIVISOR = 20  # the default warm-up: total steps // 20 (5 %)
 
 
 def default_warmup(total_steps: int) -> int:
     """Linear warm-up steps when none are given: 5 % of all optimiser steps, at least 1 (both trainers)."""
-    return max(1, total_steps // WARMUP_FRACTION)
+    return max(1, total_steps // WARMUP_DIVISOR)
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
