@@ -28,7 +28,6 @@ from .compile import compile_for_inference
 from .imaging.discover import VolumeRef, discover_volumes
 from .imaging.geometry import ImageGeometry
 from .imaging.write import write_image
-from .messages import say
 from .output_plan import OUTPUT_FORMATS, check_dicom_inputs, output_names, plan_outputs, preview_paths
 from .preprocessing.restore import restore_label
 from .preprocessing.scan import PreprocessedVolume, preprocess_image
@@ -160,7 +159,7 @@ def segment_files(
     for ref, name, target, png in zip(refs, names, targets, pngs, strict=True):
         written.append(_segment_scan(ref, target, loaded, settings, output_format, png, name, warn))
         if progress:
-            say(f"{ref} -> {target}")
+            messages.say(f"{ref} -> {target}")
     return written
 
 
