@@ -1,6 +1,9 @@
 #!/usr/bin/env python
-"""Regenerate pgl-zoo's sample data (pgl_zoo/sample_data/lctsc_lungs) from the LCTSC lung set.
+"""Regenerate pgl-zoo's sample data (pgl_zoo/sample_data/) from the source sets in ../shared/data.
 
+Two sets, chosen with ``--set`` (default ``lctsc_lungs``, as before):
+
+``--set lctsc_lungs`` (pgl_zoo/sample_data/lctsc_lungs).
 Source: ``../shared/data/ct/lctsc_lungs`` (8 chest CTs of the Lung CT Segmentation Challenge 2017,
 MSD layout ``imagesTr/lung_NNN.nii.gz`` + ``labelsTr/lung_NNN.nii.gz``, 1.5 x 1.5 x 3.0 mm, int16 HU,
 both lungs as label 1). For each case in ``SAMPLE_CASES``:
@@ -22,10 +25,23 @@ and voxels) are what the tests compare. Cases not in ``SAMPLE_CASES`` (lung_006,
 out of the sample on purpose: they stay an independent check. ``README.md`` and ``LICENSE`` in the
 output folder are hand-written and are not touched by this script.
 
+``--set openkbp_hn`` (pgl_zoo/sample_data/openkbp_hn).
+Source: ``../shared/data/ct/openkbp_hn`` (242 head-and-neck planning CTs of OpenKBP, nnU-Net layout
+``imagesTr/hn_NNN.nii.gz`` + ``labelsTr/hn_NNN.nii.gz``, 128 x 128 x 128 voxels at 3.5-5.5 mm in-plane
+and 2-3.5 mm slices, int16 HU, seven organs at risk 1..7, with ``dataset.json`` and ``structures.json``).
+The volumes are already small, so nothing is resampled: for each case in ``HN_CASES`` (two of
+OpenKBP's *test* patients, both with all seven organs contoured) the image and label files are
+copied byte for byte to ``imagesTr/hn_NNN_0000.nii.gz`` and ``labelsTr/hn_NNN.nii.gz``; the script
+writes ``dataset.json`` (the source's label names, the training list) and ``structures.json`` (the
+source's entries for these cases, same shape, so ``--labelled-classes`` reads it). A case that is
+not in OpenKBP's test split is refused: a model trained on OpenKBP's training and validation
+patients must never have seen the sample. ``README.md`` and ``LICENSE`` are hand-written here too.
+
 Usage (from the repository root)::
 
-    python scripts/make_sample_data.py                       # all sample cases, into the package
+    python scripts/make_sample_data.py                       # all LCTSC sample cases, into the package
     python scripts/make_sample_data.py --out /tmp/s --cases lung_000
+    python scripts/make_sample_data.py --set openkbp_hn      # the two OpenKBP cases, into the package
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -54,6 +71,11 @@ BODY_HU = -500
 MARGIN_XY_VOXELS = 10  # 30 mm of air around the body in x and y
 MARGIN_Z_VOXELS = 10  # 30 mm above and below the lungs
 GZIP_LEVEL = 9
+
+HN_SOURCE = REPO.parent / "shared" / "data" / "ct" / "openkbp_hn"
+HN_OUT = REPO / "pgl_zoo" / "sample_data" / "openkbp_hn"
+HN_CASES = ("hn_247", "hn_286")  # OpenKBP test patients pt_247 and pt_286, all seven organs contoured
+HN_SPLIT = "test-pats"  # the only OpenKBP split the sample may come from
 
 DATASET_JSON = {
     "name": "pgl-zoo sample: LCTSC lungs at 3 mm",
@@ -172,14 +194,114 @@ def dataset_json(cases: list[str]) -> str:
     return json.dumps(content, indent=2) + "\n"
 
 
+HN_DATASET_JSON = {
+    "name": "pgl-zoo sample: OpenKBP head-and-neck organs at risk",
+    "description": (
+        "Two head-and-neck radiotherapy planning CTs of OpenKBP's test split (pt_247, pt_286) with their seven "
+        "organs at risk, copied unchanged from ../shared/data/ct/openkbp_hn (128 x 128 x 128 voxels, spacing per "
+        "patient). Not every organ is contoured in every OpenKBP patient; these two have all seven "
+        "(structures.json). See README.md."
+    ),
+    "reference": "Babier A, Zhang B, Mahmood R, et al., OpenKBP: The open-access knowledge-based planning grand "
+                 "challenge and dataset, Med Phys 2021;48(9):5549-5561, DOI 10.1002/mp.14845; "
+                 "ababier/open-kbp (MIT); CTs from TCIA head-and-neck collections",
+    "licence": "research use; OpenKBP repository MIT; the TCIA collections' own licences were not verified "
+               "(see LICENSE)",
+    "channel_names": {"0": "CT"},
+    "labels": {},  # the source's, filled in by hn_dataset_json
+    "file_ending": ".nii.gz",
+    "tensorImageSize": "3D",
+}
+HN_LABELS = {"background": 0, "Brainstem": 1, "SpinalCord": 2, "RightParotid": 3, "LeftParotid": 4,
+             "Esophagus": 5, "Larynx": 6, "Mandible": 7}
+
+
+def hn_source_meta(source: Path) -> tuple[dict, dict]:
+    """The source's ``dataset.json`` labels (name -> value) and its ``structures.json`` (case -> entry)."""
+    labels = json.loads((source / "dataset.json").read_text())["labels"]
+    if labels != HN_LABELS:
+        raise ValueError(f"{source / 'dataset.json'}: labels {labels} differ from the expected {HN_LABELS}")
+    structures = json.loads((source / "structures.json").read_text())
+    return labels, structures
+
+
+def hn_check_cases(structures: dict, cases: list[str]) -> None:
+    """Refuse a case that is not one of OpenKBP's test patients (or is not in the source at all)."""
+    for case in cases:
+        if case not in structures:
+            raise ValueError(f"{case}: not in the source's structures.json")
+        if structures[case]["openkbp_split"] != HN_SPLIT:
+            raise ValueError(f"{case}: OpenKBP split {structures[case]['openkbp_split']!r}, not {HN_SPLIT!r} (a "
+                             "model trained on OpenKBP's training/validation patients may have seen it)")
+
+
+def hn_dataset_json(labels: dict, cases: list[str]) -> str:
+    content = dict(HN_DATASET_JSON, labels=labels, numTraining=len(cases),
+                   training=[{"image": f"./imagesTr/{c}_0000.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
+                             for c in cases])
+    return json.dumps(content, indent=2) + "\n"
+
+
+def hn_structures_json(structures: dict, cases: list[str]) -> str:
+    """The source's entries for ``cases``, unchanged, in the source's layout (indent 1)."""
+    return json.dumps({case: structures[case] for case in cases}, indent=1) + "\n"
+
+
+def copy_hn_case(source: Path, name: str, out: Path) -> tuple[Path, Path]:
+    """Copy one OpenKBP case byte for byte into ``out`` (nnU-Net names); returns (image, label) paths."""
+    image_path = out / "imagesTr" / f"{name}_0000.nii.gz"
+    label_path = out / "labelsTr" / f"{name}.nii.gz"
+    for src, dst in ((source / "imagesTr" / f"{name}.nii.gz", image_path),
+                     (source / "labelsTr" / f"{name}.nii.gz", label_path)):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    return image_path, label_path
+
+
+def make_hn(source: Path, out: Path, cases: list[str]) -> list[tuple[Path, Path]]:
+    """The whole OpenKBP sample: the cases' files, ``dataset.json`` and ``structures.json``."""
+    labels, structures = hn_source_meta(source)
+    cases = sorted(cases)
+    hn_check_cases(structures, cases)
+    pairs = [copy_hn_case(source, name, out) for name in cases]
+    write_bytes(out / "dataset.json", hn_dataset_json(labels, cases).encode())
+    write_bytes(out / "structures.json", hn_structures_json(structures, cases).encode())
+    return pairs
+
+
+SETS = {"lctsc_lungs": (DEFAULT_SOURCE, DEFAULT_OUT, SAMPLE_CASES),
+        "openkbp_hn": (HN_SOURCE, HN_OUT, HN_CASES)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="LCTSC folder (imagesTr, labelsTr)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--cases", nargs="+", default=list(SAMPLE_CASES), help="case ids (default: the sample)")
+    parser.add_argument("--set", dest="sample_set", choices=sorted(SETS), default="lctsc_lungs",
+                        help="which sample set to make (default: lctsc_lungs)")
+    parser.add_argument("--source", type=Path, help="source folder (imagesTr, labelsTr; default: the set's "
+                                                    "folder under ../shared/data/ct)")
+    parser.add_argument("--out", type=Path, help="output folder (default: the set's folder in the package)")
+    parser.add_argument("--cases", nargs="+", help="case ids (default: the set's sample cases)")
     args = parser.parse_args(argv)
+    default_source, default_out, default_cases = SETS[args.sample_set]
+    args.source = args.source or default_source
+    args.out = args.out or default_out
+    args.cases = args.cases or list(default_cases)
     if not (args.source / "imagesTr").is_dir():
-        parser.error(f"{args.source}: no imagesTr/ folder (the LCTSC source data is needed)")
+        parser.error(f"{args.source}: no imagesTr/ folder (the {args.sample_set} source data is needed)")
+    if args.sample_set == "openkbp_hn":
+        try:
+            pairs = make_hn(args.source, args.out, args.cases)
+        except ValueError as exc:
+            parser.error(str(exc))
+        total = sum(p.stat().st_size for pair in pairs for p in pair)
+        for image_path, _ in pairs:
+            image = read_image(image_path)
+            print(f"{image_path.name}: {image.GetSize()} voxels (x, y, z) @ "
+                  f"{tuple(round(s, 3) for s in image.GetSpacing())} mm, copied unchanged")
+        print(f"{len(pairs)} cases, {total / 1e6:.2f} MB of volumes -> {args.out}")
+        return
     total = 0
     for name in args.cases:
         paths = make_case(args.source, name, args.out)
