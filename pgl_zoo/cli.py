@@ -75,7 +75,7 @@ def cli(offline: bool, endpoint: str | None) -> None:
     Train:         pgl-zoo pretrain --data ./ct/ --out RUN ; pgl-zoo export RUN --name N --out DIR
     nnU-Net:       pgl-zoo nnunet-plans --model N --plans P.json --out DIR ; export N --format nnunet --out F
     Segment:       pgl-zoo finetune ... ; pgl-zoo segment SCAN -o OUT --model RUN ; pgl-zoo evaluate
-    Sample data:   pgl-zoo sample-data [--copy-to DIR]
+    Sample data:   pgl-zoo sample-data [--set openkbp_hn] [--copy-to DIR]
     """
     # Applied before any command imports huggingface_hub (which reads them at import time).
     if offline:

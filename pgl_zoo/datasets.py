@@ -1,6 +1,7 @@
 """Sample data shipped inside pgl-zoo, in the style of ``skimage.data``: real scans, no download.
 
-Example::
+Two sets: :func:`sample_lungs_ct` (six LCTSC chest CTs, lung label) and :func:`sample_hn_ct` (two
+OpenKBP head-and-neck CTs, seven organs at risk). Example::
 
     from pgl_zoo.datasets import sample_lungs_ct
     sample = sample_lungs_ct()
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SampleDataset", "sample_lungs_ct", "SAMPLE_ROOT"]
+__all__ = ["SampleDataset", "sample_lungs_ct", "sample_hn_ct", "SAMPLE_SETS", "SAMPLE_ROOT"]
 
 SAMPLE_ROOT = Path(str(resources.files("pgl_zoo").joinpath("sample_data")))
 """The folder that holds the package's sample data sets (inside the installed package)."""
@@ -34,6 +35,12 @@ LCTSC_LICENSE_LINE = (
     "Challenge, The Cancer Imaging Archive, 2017, DOI 10.7937/K9/TCIA.2017.3r3fvz08; "
     "resampled to 3 mm and cropped by pgl-zoo"
 )
+OPENKBP_LICENSE_LINE = (
+    "OpenKBP (ababier/open-kbp, MIT; CTs from TCIA head-and-neck collections, their licences not verified): "
+    "research use; cite Babier A, Zhang B, Mahmood R, et al., OpenKBP: The open-access knowledge-based "
+    "planning grand challenge and dataset, Med Phys 2021;48(9):5549-5561, DOI 10.1002/mp.14845; "
+    "copied unchanged by pgl-zoo"
+)
 
 
 @dataclass(frozen=True)
@@ -41,14 +48,16 @@ class SampleDataset:
     """A labelled sample data set on disk, in nnU-Net layout (``imagesTr/NAME_0000.nii.gz``, ``labelsTr/NAME.nii.gz``).
 
     Attributes:
-        name: the data set's short name.
-        folder: the folder holding ``imagesTr/``, ``labelsTr/``, ``dataset.json``, ``README.md`` and ``LICENSE``.
-        case_ids: the case names, sorted (``lung_000``, ...).
+        name: the data set's short name (``lctsc_lungs``, ``openkbp_hn``).
+        folder: the folder holding ``imagesTr/``, ``labelsTr/``, ``dataset.json``, ``README.md`` and ``LICENSE``
+            (and ``structures.json``, the classes contoured per case, for a set from partially contoured data;
+            see :attr:`labelled_classes_file`).
+        case_ids: the case names, sorted (``lung_000``, ..., or ``hn_247``, ``hn_286``).
         pairs: ``(image, label)`` paths per case, in the order of ``case_ids``. Images are CT in
-            Hounsfield units (int16), labels uint8 with 0 background and 1 lungs (both lungs), on the
-            image's exact grid. Spacing is 3.0 mm along x, y and z.
+            Hounsfield units (int16), labels uint8 with 0 background and the values of ``labels``, on the
+            image's exact grid. The spacing is the set's (its function's docstring says which).
         labels: label value -> name.
-        license: the full text of the data's ``LICENSE`` file (CC BY 3.0, with attribution).
+        license: the full text of the data's ``LICENSE`` file.
         license_line: one line naming the source, license and citation.
     """
 
@@ -67,11 +76,17 @@ class SampleDataset:
 
     @property
     def label_maps(self) -> tuple[Path, ...]:
-        """The label files (uint8, 1 = lungs), in the order of ``case_ids``."""
+        """The label files (uint8, values as in ``labels``), in the order of ``case_ids``."""
         return tuple(label for _, label in self.pairs)
 
+    @property
+    def labelled_classes_file(self) -> Path | None:
+        """``structures.json`` (case -> contoured organs), for ``--labelled-classes``; None for a fully labelled set."""
+        path = self.folder / "structures.json"
+        return path if path.is_file() else None
+
     def files(self) -> list[Path]:
-        """Every file of the data set (volumes, ``dataset.json``, ``README.md``, ``LICENSE``), sorted."""
+        """Every file of the data set (volumes, ``dataset.json``, ``README.md``, ``LICENSE``, ...), sorted."""
         return sorted(p for p in self.folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
     @property
@@ -171,3 +186,34 @@ def sample_lungs_ct() -> SampleDataset:
     not be modified there: use :meth:`SampleDataset.copy_to` for a writable copy.
     """
     return _dataset_at("lctsc_lungs", SAMPLE_ROOT / "lctsc_lungs", LCTSC_LICENSE_LINE)
+
+
+def sample_hn_ct() -> SampleDataset:
+    """Two head-and-neck planning CTs of OpenKBP's test split with seven organs at risk, shipped with pgl-zoo.
+
+    OpenKBP patients ``pt_247`` and ``pt_286`` (cases ``hn_247``, ``hn_286``): *test* patients of
+    OpenKBP's split, so a model trained on its training and validation patients never saw them.
+    Copied unchanged from ``../shared/data/ct/openkbp_hn`` (no resampling); about 0.7 MB in all.
+    Images are int16 Hounsfield units (-1024 outside the body region OpenKBP stored), 128 x 128 x
+    128 voxels; the spacing varies per patient (4.688 x 4.688 x 3.0 mm and 5.078 x 5.078 x 2.5 mm;
+    read it from the header). Labels are uint8 on exactly the image's grid: 0 background,
+    1 Brainstem, 2 SpinalCord, 3 RightParotid, 4 LeftParotid, 5 Esophagus, 6 Larynx, 7 Mandible.
+    SimpleITK sizes/spacings/origins are (x, y, z) in mm, numpy arrays from
+    ``sitk.GetArrayFromImage`` are (z, y, x). Not every organ is contoured in every OpenKBP
+    patient (these two have all seven): ``structures.json`` (:attr:`SampleDataset.labelled_classes_file`)
+    lists each case's contoured organs for ``--labelled-classes``, so that an organ nobody drew is
+    treated as unknown, not background. nnU-Net layout with a ``dataset.json``.
+    ``scripts/make_sample_data.py --set openkbp_hn`` in the repository regenerates the files.
+
+    License: research use; OpenKBP's repository is MIT, the CTs come from TCIA head-and-neck
+    collections whose licences were not verified; cite Babier et al., Med Phys 2021;48(9):5549-5561
+    (``LICENSE`` in the folder, ``license_line``).
+
+    Returns a frozen :class:`SampleDataset`; files are read from the installed package and must
+    not be modified there: use :meth:`SampleDataset.copy_to` for a writable copy.
+    """
+    return _dataset_at("openkbp_hn", SAMPLE_ROOT / "openkbp_hn", OPENKBP_LICENSE_LINE)
+
+
+SAMPLE_SETS = {"lctsc_lungs": sample_lungs_ct, "openkbp_hn": sample_hn_ct}
+"""Sample set name -> the function that returns it (the names ``pgl-zoo sample-data --set`` takes)."""

@@ -116,6 +116,12 @@ def test_wheel_installed_without_network_loads_the_bundled_encoder_and_the_sampl
         "assert len(s.case_ids) == 6 and all(p.is_file() for pair in s.pairs for p in pair)\n"
         "assert 'CC BY 3.0' in s.license and (s.folder / 'README.md').is_file()\n"
         "assert sitk.ReadImage(str(s.pairs[0][1])).GetSpacing() == (3.0, 3.0, 3.0)\n"
+        # and the head-and-neck set, with its structures.json (package data *.json)
+        "from pgl_zoo.datasets import sample_hn_ct\n"
+        "h = sample_hn_ct()\n"
+        f"assert str(h.folder).startswith({site!r}), h.folder\n"
+        "assert h.case_ids == ('hn_247', 'hn_286') and all(p.is_file() for pair in h.pairs for p in pair)\n"
+        "assert h.labelled_classes_file is not None and 'OpenKBP' in h.license\n"
     )
     result = subprocess.run([wheel.python, "-c", code], cwd=wheel.home, env=wheel.env, capture_output=True,
                             text=True)

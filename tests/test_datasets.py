@@ -1,4 +1,7 @@
-"""The sample data shipped inside the package: real LCTSC chest CTs with lung labels, 3 mm, <= 15 MB."""
+"""The sample data shipped inside the package: real LCTSC chest CTs with lung labels, 3 mm, <= 15 MB.
+
+The second set (OpenKBP head-and-neck) is tested in tests/test_datasets_hn.py; the size limit here covers both.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 from _cli import call
 
-from pgl_zoo.datasets import SAMPLE_ROOT, sample_lungs_ct
+from pgl_zoo.datasets import SAMPLE_ROOT, SAMPLE_SETS, sample_lungs_ct
 from pgl_zoo.finetune.data import find_cases, read_label_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +55,11 @@ def test_sample_cases_are_in_the_package_and_leave_two_source_cases_out(sample, 
 
 def test_total_size_is_at_most_15_mb(sample):
     assert sample.size_bytes <= 15 * 10**6
-    assert sum(f.stat().st_size for f in SAMPLE_ROOT.rglob("*") if f.is_file()) <= 15 * 10**6
+    total = sum(f.stat().st_size for f in SAMPLE_ROOT.rglob("*") if f.is_file())
+    assert total <= 15 * 10**6
+    # every folder under sample_data is a set, and the sets' files are all there is
+    assert sorted(p.name for p in SAMPLE_ROOT.iterdir()) == sorted(SAMPLE_SETS) == ["lctsc_lungs", "openkbp_hn"]
+    assert sum(load().size_bytes for load in SAMPLE_SETS.values()) == total
 
 
 @pytest.mark.parametrize("case", range(6))
@@ -161,10 +168,11 @@ def test_sample_data_and_its_command_do_not_import_torch():
         "import sys\n"
         "from pgl_zoo.cli import main\n"
         "main(['sample-data'])\n"
-        "from pgl_zoo.datasets import sample_lungs_ct\n"
-        "assert len(sample_lungs_ct().pairs) == 6\n"
+        "main(['sample-data', '--set', 'openkbp_hn'])\n"
+        "from pgl_zoo.datasets import sample_hn_ct, sample_lungs_ct\n"
+        "assert len(sample_lungs_ct().pairs) == 6 and len(sample_hn_ct().pairs) == 2\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "6 cases" in result.stdout
+    assert "6 cases" in result.stdout and "2 cases" in result.stdout
