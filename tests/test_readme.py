@@ -152,7 +152,8 @@ def test_sample_data_blocks(tmp_path, monkeypatch, capsys):
          scope)
     assert len(scope["sample"].case_ids) == 6
     ran = run_cli_commands(capsys, shell_commands(block("pgl-zoo sample-data                    #").code))
-    assert len(ran) == 2 and (tmp_path / "lungs" / "LICENSE").is_file()
+    assert len(ran) == 3 and (tmp_path / "lungs" / "LICENSE").is_file()
+    assert (tmp_path / "hn" / "structures.json").is_file() and not (tmp_path / "lungs" / "structures.json").exists()
 
 
 def test_offline_workflow(downloaded_all, monkeypatch):
