@@ -474,7 +474,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("study_data"), help="folder written by study_data.py")
     parser.add_argument("--work", type=Path, default=Path("runs/transfer_v2"), help="run folders and job records")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "v2")
     parser.add_argument("--targets", default="CT,MRI")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1, help="parallel job processes")

@@ -118,7 +118,7 @@ register(
             "summary": "LCTSC lungs, 1 labelled case: Dice 0.871 vs 0.867 from scratch (2 subsets, no interval; "
             "study v2, incomplete)",
             "protocol": "benchmarks/transfer.py: full fine-tuning 300 steps at 4 mm, 3 held-out LCTSC cases",
-            "results": "benchmarks/results/transfer_v2.md",
+            "results": "benchmarks/results/v2/transfer_v2.md",
         },
         notes=(
             "A small model, not the paper's: 1000 PGL steps (batch 8) on 12 public CT volumes, at 4 mm. The file "
