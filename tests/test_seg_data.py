@@ -101,3 +101,16 @@ def test_foreground_patches_contain_labels_and_small_volumes_are_padded():
         assert image.shape == patch.shape == (6, 6, 6) and patch.sum() == 1
     image, patch = sample_patch(case, (16, 16, 16), rng)
     assert image.shape == (16, 16, 16)
+
+
+def test_foreground_patches_draw_the_class_first_so_a_small_organ_is_seen_as_often_as_a_large_one():
+    label = np.zeros((20, 20, 20), np.int64)
+    label[:, :10, :] = 1  # a large organ: 4,000 voxels
+    label[15, 15, 15] = 2  # a one-voxel organ
+    case = CaseArrays("c", np.zeros((20, 20, 20), np.float32), label)
+    assert {c: v.size for c, v in case.foreground.items()} == {1: 4000, 2: 1}
+    assert np.array_equal(case.foreground[1], np.flatnonzero(label == 1))
+    rng = np.random.default_rng(0)
+    hits = sum(int((sample_patch(case, (2, 2, 2), rng, foreground_probability=1.0)[1] == 2).any())
+               for _ in range(400))
+    assert 150 < hits < 250  # about half; a voxel drawn over all foreground would hit it 1 time in 4,001

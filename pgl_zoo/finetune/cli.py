@@ -78,7 +78,8 @@ def _names(text: str | None) -> list[str] | None:
                    "lr*decay**(n+1) (1 = none).")
 @click.option("--foreground-probability", default=_DEFAULT("foreground_probability"), show_default=True,
               type=PROBABILITY,
-              help="Fraction of patches centred on a labelled voxel, in [0, 1].")
+              help="Fraction of patches centred on a labelled voxel, in [0, 1] (a class drawn uniformly among the "
+                   "case's classes, then one of its voxels: small organs are seen as often as large ones).")
 @click.option("--spacing", type=SpacingType(("native",)), metavar="X,Y,Z|native",
               help="Override the card's target spacing (mm, > 0) or keep each scan's.")
 @click.option("--window", type=WindowType(("none",)), metavar="LOW,HIGH|none",

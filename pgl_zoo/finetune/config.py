@@ -50,7 +50,8 @@ class FinetuneConfig:
     scores a class only on the cases that contour it. Every case must be listed.
 
     Schedule: ``epochs`` of ``steps_per_epoch`` optimiser steps on batches of ``batch_size``
-    random patches (``foreground_probability`` of them centred on a labelled voxel); AdamW with a
+    random patches (``foreground_probability`` of them centred on a labelled voxel of a class drawn
+    uniformly among the case's classes); AdamW with a
     linear warm-up over ``warmup_steps`` (default: 5 % of all steps, as in pretraining) then cosine
     decay to 0. ``freeze_encoder`` trains the frozen-encoder linear probe instead of a U-Net
     (:mod:`pgl_zoo.nets.probe`; the encoder never changes; with ``encoder=None`` the random-encoder

@@ -60,11 +60,17 @@ class CaseArrays:
     label: np.ndarray
 
     @property
-    def foreground(self) -> np.ndarray:
-        """Flat indices of the voxels with a label other than 0 (cached)."""
+    def foreground(self) -> dict[int, np.ndarray]:
+        """Flat indices of the voxels of each class other than 0 that occurs in ``label``, ascending (cached)."""
         cached = getattr(self, "_foreground", None)
         if cached is None:
-            cached = np.flatnonzero(self.label)
+            flat = self.label.ravel()
+            order = np.flatnonzero(flat)
+            values = flat[order]
+            sort = np.argsort(values, kind="stable")  # stable: indices stay ascending within a class
+            classes, starts = np.unique(values[sort], return_index=True)
+            cached = {int(c): order[sort][a:b] for c, a, b in zip(classes, starts, [*starts[1:], sort.size],
+                                                                    strict=True)}
             self._foreground = cached
         return cached
 
@@ -207,13 +213,19 @@ def sample_patch(
     case: CaseArrays, patch_zyx: Sequence[int], rng: np.random.Generator, foreground_probability: float = 0.33
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random (image, label) patch of ``patch_zyx`` voxels; with ``foreground_probability`` it is
-    centred (up to the volume edge) on a random labelled voxel. Volumes smaller than the patch are
-    padded at the far end (image with its minimum, label with 0)."""
+    centred (up to the volume edge) on a labelled voxel: a class drawn uniformly among the classes the
+    case holds, then a voxel of that class (as nnU-Net oversamples foreground), so that a small organ is
+    seen as often as a large one. Volumes smaller than the patch are padded at the far end (image with
+    its minimum, label with 0)."""
     image = _pad_to(case.image, patch_zyx, float(case.image.min()))
     label = _pad_to(case.label, patch_zyx, 0)
     shape = image.shape
-    if case.foreground.size and rng.random() < foreground_probability:
-        centre = np.unravel_index(case.foreground[rng.integers(case.foreground.size)], case.label.shape)
+    foreground = case.foreground
+    if foreground and rng.random() < foreground_probability:
+        classes = sorted(foreground)
+        # One class: no class draw (the random stream of a one-class task is what it was before classes).
+        voxels = foreground[classes[int(rng.integers(len(classes)))] if len(classes) > 1 else classes[0]]
+        centre = np.unravel_index(voxels[rng.integers(voxels.size)], case.label.shape)
         start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch_zyx, shape, strict=True)]
     else:
         start = [int(rng.integers(0, s - p + 1)) for p, s in zip(patch_zyx, shape, strict=True)]
