@@ -68,9 +68,9 @@ class CaseArrays:
             order = np.flatnonzero(flat)
             values = flat[order]
             sort = np.argsort(values, kind="stable")  # stable: indices stay ascending within a class
+            ordered = order[sort]
             classes, starts = np.unique(values[sort], return_index=True)
-            cached = {int(c): order[sort][a:b] for c, a, b in zip(classes, starts, [*starts[1:], sort.size],
-                                                                    strict=True)}
+            cached = {int(c): ordered[a:b] for c, a, b in zip(classes, starts, [*starts[1:], sort.size], strict=True)}
             self._foreground = cached
         return cached
 
