@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import locale
 import os
 import shutil
@@ -42,6 +43,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def script():
+    """``scripts/make_sample_data.py`` as a module (the sample sets' maker; tests/test_datasets*.py)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_sample_data.py"
+    spec = importlib.util.spec_from_file_location("make_sample_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,8 @@ The second set (OpenKBP head-and-neck) is tested in tests/test_datasets_hn.py; t
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,21 +17,10 @@ from _cli import call
 from pgl_zoo.datasets import SAMPLE_ROOT, SAMPLE_SETS, sample_lungs_ct
 from pgl_zoo.finetune.data import find_cases, read_label_names
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "make_sample_data.py"
-
 
 @pytest.fixture(scope="module")
 def sample():
     return sample_lungs_ct()
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("make_sample_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_sample_cases_are_in_the_package_and_leave_two_source_cases_out(sample, script):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +14,6 @@ from pgl_zoo.errors import DataError
 from pgl_zoo.finetune.data import find_cases, read_label_names
 from pgl_zoo.partial_labels import read_labelled_classes
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "make_sample_data.py"
 CASES = ("hn_247", "hn_286")
 LABELS = {0: "background", 1: "Brainstem", 2: "SpinalCord", 3: "RightParotid", 4: "LeftParotid", 5: "Esophagus",
           6: "Larynx", 7: "Mandible"}
@@ -26,14 +22,6 @@ LABELS = {0: "background", 1: "Brainstem", 2: "SpinalCord", 3: "RightParotid", 4
 @pytest.fixture(scope="module")
 def hn():
     return sample_hn_ct()
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("make_sample_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
