@@ -51,7 +51,6 @@ import gzip
 import io
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -187,8 +186,9 @@ def make_case(source: Path, name: str, out: Path) -> tuple[Path, Path]:
     return image_path, label_path
 
 
-def dataset_json(cases: list[str]) -> str:
-    content = dict(DATASET_JSON, numTraining=len(cases),
+def dataset_json(cases: list[str], base: dict = DATASET_JSON, **fields) -> str:
+    """``base`` (a set's dataset.json fields) with ``fields`` and the training list of ``cases``."""
+    content = dict(base, **fields, numTraining=len(cases),
                    training=[{"image": f"./imagesTr/{c}_0000.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
                              for c in cases])
     return json.dumps(content, indent=2) + "\n"
@@ -208,7 +208,7 @@ HN_DATASET_JSON = {
     "licence": "research use; OpenKBP repository MIT; the TCIA collections' own licences were not verified "
                "(see LICENSE)",
     "channel_names": {"0": "CT"},
-    "labels": {},  # the source's, filled in by hn_dataset_json
+    "labels": {},  # the source's, filled in by make_hn
     "file_ending": ".nii.gz",
     "tensorImageSize": "3D",
 }
@@ -235,13 +235,6 @@ def hn_check_cases(structures: dict, cases: list[str]) -> None:
                              "model trained on OpenKBP's training/validation patients may have seen it)")
 
 
-def hn_dataset_json(labels: dict, cases: list[str]) -> str:
-    content = dict(HN_DATASET_JSON, labels=labels, numTraining=len(cases),
-                   training=[{"image": f"./imagesTr/{c}_0000.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
-                             for c in cases])
-    return json.dumps(content, indent=2) + "\n"
-
-
 def hn_structures_json(structures: dict, cases: list[str]) -> str:
     """The source's entries for ``cases``, unchanged, in the source's layout (indent 1)."""
     return json.dumps({case: structures[case] for case in cases}, indent=1) + "\n"
@@ -251,12 +244,8 @@ def copy_hn_case(source: Path, name: str, out: Path) -> tuple[Path, Path]:
     """Copy one OpenKBP case byte for byte into ``out`` (nnU-Net names); returns (image, label) paths."""
     image_path = out / "imagesTr" / f"{name}_0000.nii.gz"
     label_path = out / "labelsTr" / f"{name}.nii.gz"
-    for src, dst in ((source / "imagesTr" / f"{name}.nii.gz", image_path),
-                     (source / "labelsTr" / f"{name}.nii.gz", label_path)):
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+    write_bytes(image_path, (source / "imagesTr" / f"{name}.nii.gz").read_bytes())  # under 0.5 MB each
+    write_bytes(label_path, (source / "labelsTr" / f"{name}.nii.gz").read_bytes())
     return image_path, label_path
 
 
@@ -266,7 +255,7 @@ def make_hn(source: Path, out: Path, cases: list[str]) -> list[tuple[Path, Path]
     cases = sorted(cases)
     hn_check_cases(structures, cases)
     pairs = [copy_hn_case(source, name, out) for name in cases]
-    write_bytes(out / "dataset.json", hn_dataset_json(labels, cases).encode())
+    write_bytes(out / "dataset.json", dataset_json(cases, HN_DATASET_JSON, labels=labels).encode())
     write_bytes(out / "structures.json", hn_structures_json(structures, cases).encode())
     return pairs
 
