@@ -11,6 +11,8 @@ maps on each input's own grid, as ``pgl-zoo segment`` writes them) and scores th
 ``pgl_zoo.evaluate.evaluate_folders`` against the expert labels. The test cases are the transfer
 study's (benchmarks/study_data.py): LCTSC lung_005..007, and the 30 seeded hippocampus cases.
 Prints the test Dice to record in the card; ``scripts/bundle_model.py NAME RUN/model`` then bundles it.
+A recipe with a ``preview_case`` also draws RUN/preview.png (expert against model on that test case;
+``--preview-only`` redraws it from an earlier run).
 
 ``hn-oars`` (the head-and-neck organs at risk of ``ct/openkbp_hn``) follows OpenKBP's own split: its 170
 training patients train, its 33 validation patients choose the epoch, its 39 test patients here are
@@ -57,6 +59,8 @@ RECIPES = {
         "label_names": {"0": "background", "1": "Brainstem", "2": "SpinalCord", "3": "RightParotid",
                         "4": "LeftParotid", "5": "Esophagus", "6": "Larynx", "7": "Mandible"},
         "labelled_classes": OPENKBP / "structures.json", "hd95": True, "batch": 2,
+        # The README's picture: this test patient (shipped as sample data), expert contours against the model.
+        "preview_case": "hn_247",
         # (epochs, steps per epoch): "today" is the other task models' 300 steps; "long" what the budget allowed.
         "schedules": {"today": (6, 50), "long": (8, 300)},
         # The fine-tuning recipe measured on the validation patients (benchmarks/transfer_hn_finetune.py
@@ -85,6 +89,23 @@ def split(task: str, names: list[str]) -> tuple[list[str], list[str], list[str]]
     return rest[10:], rest[:10], test
 
 
+def write_preview(run: Path, r: dict, pairs: dict) -> Path:
+    """RUN/preview.png: the recipe's ``preview_case``, its expert label (first row) against the model's
+    test prediction (its Dice per organ from RUN/test_evaluation.json in the row title)."""
+    import SimpleITK as sitk
+
+    from pgl_zoo.preview import write_comparison_preview
+
+    case = r["preview_case"]
+    scores = json.loads((run / "test_evaluation.json").read_text())["cases"][case]["dice"]
+    contoured = {k: v for k, v in scores.items() if v is not None}
+    mean = sum(contoured.values()) / len(contoured)
+    rows = [("expert", sitk.ReadImage(str(pairs[case].label))),
+            (f"{r['name']} (mean Dice {mean:.2f})", sitk.ReadImage(str(run / "test_predictions" / f"{case}.nii.gz")))]
+    return write_comparison_preview(sitk.ReadImage(str(pairs[case].image)), rows, run / "preview.png",
+                                    r["label_names"], title=f"{case} (held-out test patient)")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=sorted(RECIPES))
@@ -93,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--schedule", default=None, help="hn-oars: today (300 steps) or long")
     parser.add_argument("--evaluate-only", action="store_true", help="score RUN/model of an earlier run")
+    parser.add_argument("--preview-only", action="store_true",
+                        help="only draw RUN/preview.png from an earlier run's test predictions")
     args = parser.parse_args(argv)
     from pgl_zoo.evaluate import evaluate_folders
     from pgl_zoo.finetune import FinetuneConfig, finetune
@@ -117,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
         from pgl_zoo.partial_labels import read_labelled_classes
 
         labelled = read_labelled_classes(r["labelled_classes"], r["label_names"], r["num_classes"])
+    if args.preview_only:
+        return {"preview": str(write_preview(run, r, pairs))}
     started = time.perf_counter()
     result = None if args.evaluate_only else finetune(FinetuneConfig(
         out=run, num_classes=r["num_classes"], data=r["data"], train_cases=train, val_cases=val,
@@ -150,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
         summary["test_hd95_cases_per_class"] = evaluation.class_counts("hd95")
     (run / "test_summary.json").write_text(json.dumps(summary, indent=2))
     (run / "test_evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))  # per case
+    if r.get("preview_case"):
+        summary["preview"] = str(write_preview(run, r, pairs))
     print(json.dumps({k: v for k, v in summary.items() if not k.endswith("_cases")}, indent=2))
     return summary
 
