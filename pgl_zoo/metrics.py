@@ -59,11 +59,13 @@ def _surface_distances(a: np.ndarray, b: np.ndarray, spacing_xyz_mm: Sequence[fl
         img.SetSpacing(tuple(float(s) for s in spacing_xyz_mm))
         return img
 
-    surface_a = sitk.GetArrayViewFromImage(sitk.LabelContour(image(a), fullyConnected=False)) > 0
+    # Copies, not views: a view of a temporary image (GetArrayViewFromImage(sitk.LabelContour(...))) reads
+    # freed memory once the image is collected, which gave random HD95 values of hundreds of mm.
+    surface_a = sitk.GetArrayFromImage(sitk.LabelContour(image(a), fullyConnected=False)) > 0
     surface_b = sitk.LabelContour(image(b), fullyConnected=False)
     distance_b = sitk.SignedMaurerDistanceMap(surface_b, insideIsPositive=False, squaredDistance=False,
                                               useImageSpacing=True)
-    return np.abs(sitk.GetArrayViewFromImage(distance_b))[surface_a]
+    return np.abs(sitk.GetArrayFromImage(distance_b))[surface_a]
 
 
 def hd95_per_class(
