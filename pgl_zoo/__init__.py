@@ -3,7 +3,8 @@
 Quick start::
 
     import pgl_zoo
-    pgl_zoo.list_models()   # ['pgl-ct', 'pgl-ct-large', 'pgl-ct-tiny', 'pgl-hippocampus-mri', 'pgl-lungs-ct']
+    pgl_zoo.list_models()   # ['pgl-ct', 'pgl-ct-large', 'pgl-ct-tiny', 'pgl-hippocampus-mri', 'pgl-hn-oars-ct',
+                            #  'pgl-lungs-ct']
     encoder = pgl_zoo.load_pgl_encoder("pgl-ct-tiny")       # verified weights, load report
     net = pgl_zoo.pgl_unet3d(num_classes=3, encoder="pgl-ct-tiny")
 
