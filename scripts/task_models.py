@@ -91,7 +91,7 @@ def split(task: str, names: list[str]) -> tuple[list[str], list[str], list[str]]
 
 def write_preview(run: Path, r: dict, pairs: dict) -> Path:
     """RUN/preview.png: the recipe's ``preview_case``, its expert label (first row) against the model's
-    test prediction (its Dice per organ from RUN/test_evaluation.json in the row title)."""
+    test prediction (the row title gives its mean Dice over the contoured organs, from RUN/test_evaluation.json)."""
     import SimpleITK as sitk
 
     from pgl_zoo.preview import write_comparison_preview
