@@ -43,6 +43,7 @@ BLOCKS = {
     "python benchmarks/study_data.py --out study_data":
         (SKIP, "the transfer study reads ../shared/data (absent from a fresh clone) and runs on a GPU machine; "
                "tests/test_transfer_study.py runs its --quick path on real scans where ../shared exists"),
+    "pgl-zoo sample-data --set openkbp_hn --copy-to hn/": (RUN, "test_head_and_neck_block"),
     'pip install "pgl-zoo[dicom]"':
         (SKIP, "needs a DICOM series, which a fresh clone lacks (the sample CTs are NIfTI); "
                "tests/test_dicom_output.py runs segment --format dicom-seg / rtstruct on real series from ../shared"),
@@ -154,6 +155,25 @@ def test_sample_data_blocks(tmp_path, monkeypatch, capsys):
     ran = run_cli_commands(capsys, shell_commands(block("pgl-zoo sample-data                    #").code))
     assert len(ran) == 3 and (tmp_path / "lungs" / "LICENSE").is_file()
     assert (tmp_path / "hn" / "structures.json").is_file() and not (tmp_path / "lungs" / "structures.json").exists()
+
+
+def test_head_and_neck_block(tmp_path, monkeypatch, capsys):
+    """The organ-at-risk commands on the shipped OpenKBP patients: copy, segment with a preview, evaluate on
+    partial labels (the per-organ figures themselves: tests/test_task_models.py)."""
+    monkeypatch.chdir(tmp_path)
+    skip = {**SKIPPED_COMMANDS, "pgl-zoo segment ct_series/": "needs a DICOM series, which a fresh clone lacks; "
+            "tests/test_dicom_output.py runs pgl-hn-oars-ct on hn_247 written as one"}
+    ran = run_cli_commands(capsys, shell_commands(block("pgl-zoo sample-data --set openkbp_hn").code), skip)
+    assert len(ran) == 3
+    assert sorted(p.name for p in (tmp_path / "hn_oars").glob("*.nii.gz")) == ["hn_247_0000.nii.gz",
+                                                                              "hn_286_0000.nii.gz"]
+    for case in ("hn_247_0000", "hn_286_0000"):  # --preview with several inputs: one picture per input
+        assert (tmp_path / f"hn_oars_{case}.png").stat().st_size > 10_000
+    report = json.loads((tmp_path / "hn_oars" / "evaluation.json").read_text())
+    organs = [n for c, n in get_card("pgl-hn-oars-ct").label_names.items() if c != "0"]
+    assert set(report["cases"]) == {"hn_247", "hn_286"}
+    assert report["cases_per_class"]["dice"] == dict.fromkeys(organs, 2)  # both contour all seven
+    assert report["mean"]["dice"]["Mandible"] > 0.5  # the model found organs, not an empty map
 
 
 def test_offline_workflow(downloaded_all, monkeypatch):
