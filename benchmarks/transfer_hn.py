@@ -534,9 +534,24 @@ def run_report(runs: Path, out: Path, name: str = "transfer_v3") -> Path:
               "| K | comparison | subsets | difference [95 % interval] |", "|---|---|---|---|"]
     for row in table["differences"]:
         lines.append(f"| {row['k']} | {row['comparison']} | {row['n']} | {interval_text(row)} |")
+    lines += organ_difference_lines(table["differences"], with_k=True)
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     _plot(table, out / f"{name}_probe.png")
+    _plot_differences(table, out / f"{name}_differences.png")
     return out / f"{name}.md"
+
+
+def organ_difference_lines(differences: list[dict], with_k: bool) -> list[str]:
+    """The per-organ paired differences as a Markdown table (``row["organs"][organ]`` = ``[mean, low, high]``
+    over the subsets where both arms scored that organ), one row per comparison (and K)."""
+    head = ("| K " if with_k else "") + "| comparison | " + " | ".join(ORGANS) + " |"
+    lines = ["", "Per organ: paired differences of the organ's mean Dice, mean [95 % bootstrap interval] over "
+             "subsets.", "", head, "|---" * (len(ORGANS) + 1 + with_k) + "|"]
+    for row in differences:
+        cells = [interval_text({"mean": m, "low": lo, "high": hi, "n": row["n"]})
+                 for m, lo, hi in (row["organs"][o] for o in ORGANS)]
+        lines.append((f"| {row['k']} " if with_k else "") + f"| {row['comparison']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _plot(table: dict, path: Path) -> None:
@@ -550,6 +565,25 @@ def _plot(table: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("labelled training patients K")
         ax.set_ylabel("mean Dice (probe, test patients)\nband: 95 % bootstrap over subsets")
+
+    write_figure(path, draw)
+
+
+def _plot_differences(table: dict, path: Path) -> None:
+    """PGL minus each other arm against K, the band its paired 95 % bootstrap interval (3 subsets or more)."""
+    def draw(ax) -> None:
+        comparisons = {r["comparison"] for r in table["differences"] if r["comparison"].startswith("pgl -")}
+        for comparison in sorted(comparisons):
+            rows = [r for r in table["differences"] if r["comparison"] == comparison]
+            ks = [r["k"] for r in rows]
+            ax.plot(ks, [r["mean"] for r in rows], marker="o", label=comparison)
+            banded = [r for r in rows if r["n"] >= MIN_INTERVAL_SUBSETS]
+            ax.fill_between([r["k"] for r in banded], [r["low"] for r in banded], [r["high"] for r in banded],
+                            alpha=0.2)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training patients K")
+        ax.set_ylabel("paired difference of mean Dice (probe)\nband: 95 % bootstrap over subsets")
 
     write_figure(path, draw)
 
@@ -572,8 +606,16 @@ def write_figure(path: Path, draw) -> None:
     plt.close(fig)
 
 
+MIN_INTERVAL_SUBSETS = 3  # a bootstrap over fewer subsets is not an interval (2 values give 3 distinct means)
+
+
 def interval_text(row: dict) -> str:
-    """A paired difference and its 95 % bootstrap interval as the reports write it: ``+0.012 [-0.003, +0.027]``."""
+    """A paired difference and its 95 % bootstrap interval as the reports write it: ``+0.012 [-0.003, +0.027]``;
+    over fewer than ``MIN_INTERVAL_SUBSETS`` subsets (``row["n"]``) the mean alone, saying so; ``-`` for none."""
+    if row["mean"] is None or np.isnan(row["mean"]):
+        return "-"
+    if row.get("n", MIN_INTERVAL_SUBSETS) < MIN_INTERVAL_SUBSETS:
+        return f"{row['mean']:+.3f} (n = {row['n']}: no interval)"
     return f"{row['mean']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
 
 

@@ -223,7 +223,12 @@ def summarise(runs: Path, plan: Plan) -> dict:
         if paired:
             diffs = [runs_found[(a, s)]["test_mean_dice"] - runs_found[(b, s)]["test_mean_dice"] for s in paired]
             mean, low, high = bootstrap_interval(diffs)
-            differences.append({"comparison": f"{a} - {b}", "n": len(paired), "mean": mean, "low": low, "high": high})
+            organs = {}
+            for o in study.ORGANS:
+                pairs = [(runs_found[(a, s)]["organs"][o], runs_found[(b, s)]["organs"][o]) for s in paired]
+                organs[o] = list(bootstrap_interval([x - y for x, y in pairs if x is not None and y is not None]))
+            differences.append({"comparison": f"{a} - {b}", "n": len(paired), "mean": mean, "low": low, "high": high,
+                                "organs": organs})
     return {"runs": list(runs_found.values()), "differences": differences}
 
 
@@ -249,6 +254,7 @@ def run_report(runs: Path, out: Path, plan: Plan, name: str) -> Path:
     lines += ["", "| comparison | subsets | difference of test mean Dice [95 % bootstrap interval] |", "|---|---|---|"]
     for row in table["differences"]:
         lines.append(f"| {row['comparison']} | {row['n']} | {study.interval_text(row)} |")
+    lines += study.organ_difference_lines(table["differences"], with_k=False)
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     _plot_curves(table, out / f"{name}_curves.png")
     return out / f"{name}.md"

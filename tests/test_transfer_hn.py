@@ -115,3 +115,30 @@ def test_quick_study_runs_every_stage_and_pairs_arms(tmp_path):
         assert {o for o, n in r["cases_per_organ"].items() if n} <= contoured
         assert len(r["curve"]) == 1 and 0 <= r["test_mean_dice"] <= 1
     assert [row["comparison"] for row in table["differences"]] == ["pgl - random"]
+
+
+def test_paired_differences_pair_by_subset_and_claim_no_interval_below_three_subsets():
+    """The report pairs arms by (K, subset): a subset only one arm finished is left out of the difference; with
+    two paired subsets the Markdown states the mean and no interval, with four it gives the bootstrap interval."""
+    rng = np.random.default_rng(0)
+
+    def record(arm, k, s, dice):
+        organs = {o: float(dice + rng.normal(0, 0.01)) for o in study.ORGANS}
+        return {"arm": arm, "k": k, "subset": s, "mean_dice": float(np.mean(list(organs.values()))),
+                "organ_mean": organs}
+
+    records = [record("random", 1, s, 0.1 + 0.01 * s) for s in range(4)]  # random finished 4 subsets at K = 1
+    records += [record("pgl", 1, s, 0.15 + 0.01 * s) for s in range(2)]  # pgl only 2 of them
+    records += [record(arm, 2, s, base) for s in range(4) for arm, base in (("random", 0.2), ("pgl", 0.25))]
+    table = study.summarise(records)
+    by = {(r["arm"], r["k"], r["subset"]): r for r in records}
+    rows = {(row["k"], row["comparison"]): row for row in table["differences"]}
+    k1 = rows[(1, "pgl - random")]
+    assert k1["n"] == 2 and k1["mean"] == pytest.approx(
+        np.mean([by[("pgl", 1, s)]["mean_dice"] - by[("random", 1, s)]["mean_dice"] for s in range(2)]))
+    assert "no interval" in study.interval_text(k1) and "[" not in study.interval_text(k1)
+    k2 = rows[(2, "pgl - random")]
+    assert k2["n"] == 4 and k2["low"] <= k2["mean"] <= k2["high"] and "[" in study.interval_text(k2)
+    lines = study.organ_difference_lines(table["differences"], with_k=True)
+    assert len(lines) == 5 + len(table["differences"])
+    assert all(line.count("|") == len(study.ORGANS) + 3 for line in lines[3:])
