@@ -9,7 +9,9 @@ Stages (each resumable; a finished job is reused, an interrupted one continues f
     and the diagnostic ``shuffled`` (local loss on permuted positions; shorter). Pool: the images of
     OpenKBP's training and validation patients (labels unused) plus every other real-HU CT under
     ``../shared/data/ct`` (label maps and non-HU scans are skipped by the pretraining data checks);
-    OpenKBP's test patients are never in it (asserted).
+    OpenKBP's test patients are never in it (asserted). ``pgl-small`` is ``pgl`` on the other CTs only
+    (``OTHER_CT``: no head and neck, the size and kind of ``pgl-ct``'s pool), so that ``pgl`` - ``pgl-small``
+    measures the pool alone, where ``pgl`` - ``pgl-ct`` also differs in intensity map, spacing and steps.
 
 ``prepare``
     Every case the evaluation reads (the labelled pool: ``POOL_SIZE`` training patients drawn once
@@ -20,8 +22,8 @@ Stages (each resumable; a finished job is reused, an interrupted one continues f
 
 ``features --arm A``
     The frozen encoder of arm A (``random``: the study architecture, seed 0; ``pgl-ct``: today's zoo
-    encoder, fed with its own card's intensity map; ``byol``/``pgl``/``shuffled``: the pretraining
-    runs) applied once to every prepared case: for test cases each stage's map (float16; the probe's
+    encoder, fed with its own card's intensity map; ``byol``/``pgl``/``shuffled``/``pgl-small``: the
+    pretraining runs) applied once to every prepared case: for test cases each stage's map (float16; the probe's
     linear head is applied at each stage's own resolution, :mod:`pgl_zoo.nets.probe`), for pool cases
     the stages' maps brought to the input grid at the sampled voxels (float32).
 
@@ -35,8 +37,10 @@ Stages (each resumable; a finished job is reused, an interrupted one continues f
 
 ``report``
     Per K, arm and organ: mean Dice over subsets; paired differences PGL - random, PGL - BYOL,
-    PGL - shuffled, PGL - pgl-ct per subset with a 95 % bootstrap interval over subsets; Dice against K
-    with interval bands. ``benchmarks/results/transfer_v3.{json,md}`` and ``transfer_v3_probe.png``.
+    PGL - shuffled, PGL - pgl-ct, PGL - pgl-small (and the rest of ``COMPARISONS``) per subset with a 95 %
+    bootstrap interval over subsets (none over fewer than 3), also per organ; Dice against K with interval
+    bands. ``benchmarks/results/transfer_v3.{json,md}``, ``transfer_v3_probe.png`` and
+    ``transfer_v3_differences.png``.
 
 ``--quick`` runs every stage on a tiny budget (pretraining: 2 steps of batch 2 per arm on two images;
 probe: 3 pool and 2 test patients, K 1 and 2, 2 subsets), as tests/test_transfer_hn.py does.
@@ -49,7 +53,7 @@ measured on the validation patients and recorded in the results.
 
     python benchmarks/transfer_hn.py pretrain --runs /work/runs/v3 --steps 500 --threads 1
     python benchmarks/transfer_hn.py prepare --runs /work/runs/v3
-    python benchmarks/transfer_hn.py features --runs /work/runs/v3 --arm random   # and pgl-ct, byol, pgl, shuffled
+    python benchmarks/transfer_hn.py features --runs /work/runs/v3 --arm random   # and every other PROBE_ARMS
     python benchmarks/transfer_hn.py probe --runs /work/runs/v3 --arm random
     python benchmarks/transfer_hn.py report --runs /work/runs/v3 --out benchmarks/results
 """
@@ -79,8 +83,12 @@ PRETRAIN_ARMS = {
     "pgl": ["--local-weight", "1.0"],
     "byol": ["--local-weight", "0"],
     "shuffled": ["--local-weight", "1.0", "--local-control", "shuffled"],
+    "pgl-small": ["--local-weight", "1.0"],
 }
-PROBE_ARMS = ("random", "pgl-ct", "byol", "pgl", "shuffled")
+# Pretrained on OTHER_CT only (the 15 real-HU CTs that are not OpenKBP's: no head and neck, about the size and
+# kind of pgl-ct's 12): with everything else as "pgl", "pgl" - "pgl-small" is what the 218-volume pool adds.
+SMALL_POOL_ARMS = ("pgl-small",)
+PROBE_ARMS = ("random", "pgl-ct", "pgl-small", "byol", "pgl", "shuffled")
 SPLIT_SEED = 2020
 POOL_SIZE = 40
 KS = (1, 2, 5, 10, 20)
@@ -136,8 +144,11 @@ def pool_folder(runs: Path, quick: bool = False) -> Path:
     return folder
 
 
-def pretrain_args(runs: Path, quick: bool = False) -> list[str]:
-    args = ["--data", str(pool_folder(runs, quick))]
+def pretrain_args(runs: Path, quick: bool = False, arm: str = "pgl") -> list[str]:
+    """The ``--data`` options of an arm's pretraining: the pool (``SMALL_POOL_ARMS``: ``OTHER_CT`` only;
+    ``quick``: two OpenKBP training images for every arm)."""
+    small = arm in SMALL_POOL_ARMS and not quick
+    args = [] if small else ["--data", str(pool_folder(runs, quick))]
     for rel in () if quick else OTHER_CT:
         args += ["--data", str(SHARED / "ct" / rel)]
     return args
@@ -157,7 +168,7 @@ def run_pretraining(runs: Path, steps: int, shuffled_steps: int, batch: int, thr
         if (out / "checkpoint.pt").exists():
             cmd += ["--resume", "--workers", "1"]
         else:
-            cmd += [*pretrain_args(runs, quick), "--model", str(STUDY_CARD), "--steps", str(arm_steps),
+            cmd += [*pretrain_args(runs, quick, arm), "--model", str(STUDY_CARD), "--steps", str(arm_steps),
                     "--batch-size", str(batch), "--seed", "0", "--workers", "1",
                     "--checkpoint-every", str(checkpoint_every), "--cache-dir", str(runs / "cache"),
                     *PRETRAIN_ARMS[arm]]
@@ -480,8 +491,8 @@ def organ_means(per_case: dict[str, dict[str, float]]) -> dict[str, float]:
 
 # ---------------------------------------------------------------- report
 
-COMPARISONS = (("pgl", "random"), ("pgl", "byol"), ("pgl", "shuffled"), ("pgl", "pgl-ct"), ("byol", "random"),
-               ("pgl-ct", "random"))
+COMPARISONS = (("pgl", "random"), ("pgl", "byol"), ("pgl", "shuffled"), ("pgl", "pgl-ct"), ("pgl", "pgl-small"),
+               ("byol", "random"), ("pgl-ct", "random"), ("pgl-small", "pgl-ct"))
 
 
 def summarise(records: list[dict]) -> dict:
@@ -627,7 +638,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shuffled-steps", type=int, default=250)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--arms", default="pgl,byol,shuffled")
+    p.add_argument("--arms", default=",".join(PRETRAIN_ARMS))
     p.add_argument("--checkpoint-every", type=int, default=25)
     for stage in ("prepare", "features", "probe", "report"):
         q = sub.add_parser(stage)

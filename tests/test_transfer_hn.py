@@ -142,3 +142,14 @@ def test_paired_differences_pair_by_subset_and_claim_no_interval_below_three_sub
     lines = study.organ_difference_lines(table["differences"], with_k=True)
     assert len(lines) == 5 + len(table["differences"])
     assert all(line.count("|") == len(study.ORGANS) + 3 for line in lines[3:])
+
+
+def test_the_small_pool_arm_pretrains_on_the_other_ct_only(tmp_path):
+    """``pgl-small`` reads OTHER_CT and nothing of OpenKBP; the other arms read the OpenKBP pool plus OTHER_CT."""
+    small = study.pretrain_args(tmp_path, arm="pgl-small")
+    assert small[::2] == ["--data"] * len(study.OTHER_CT)
+    assert small[1::2] == [str(study.SHARED / "ct" / rel) for rel in study.OTHER_CT]
+    assert not any("openkbp" in a for a in small)
+    if study.OPENKBP.is_dir():
+        full = study.pretrain_args(tmp_path, arm="pgl")
+        assert full[1] == str(tmp_path / "openkbp_pool") and full[2:] == small
