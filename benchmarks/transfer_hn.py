@@ -529,12 +529,17 @@ def summarise(records: list[dict]) -> dict:
     return table
 
 
-def run_report(runs: Path, out: Path, name: str = "transfer_v3") -> Path:
+def run_report(runs: Path, out: Path, budget: Budget, name: str = "transfer_v3") -> Path:
     records = [json.loads(p.read_text()) for p in sorted((runs / "probe").glob("*/k*_s*.json"))]
     table = summarise(records)
+    planned = len(budget.ks) * budget.subsets
+    table["fits"] = {arm: sum(r["arm"] == arm for r in records) for arm in PROBE_ARMS}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"records": records, **table}, indent=1) + "\n")
     lines = [f"# {name}: frozen-encoder probe on OpenKBP organs at risk", "",
+             "Fits finished (of " + str(planned) + " per arm: K in " + ", ".join(map(str, budget.ks)) + ", "
+             + str(budget.subsets) + " subsets each): "
+             + ", ".join(f"{arm} {n}" for arm, n in table["fits"].items()) + ".", "",
              "Mean Dice over the test patients (each organ only where contoured), averaged over subsets.", "",
              "| K | arm | subsets | mean Dice | " + " | ".join(ORGANS) + " |",
              "|---|---|---|---|" + "---|" * len(ORGANS)]
@@ -663,7 +668,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.stage == "probe":
         run_probe(args.runs, args.arm, budget)
     elif args.stage == "report":
-        print(run_report(args.runs, args.out, "transfer_v3-quick" if args.quick else "transfer_v3"))
+        print(run_report(args.runs, args.out, budget, "transfer_v3-quick" if args.quick else "transfer_v3"))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,10 @@ def test_quick_study_runs_every_stage_and_pairs_arms(tmp_path):
         for case, dice in r["dice"].items():  # only contoured organs are scored
             assert set(dice) == set(contoured[case]["structures"])
     assert all(len(cases) == 1 for cases in by_subset.values())  # every arm trained on the same subsets
-    assert {row["comparison"] for row in report["differences"]} >= {"pgl - random", "pgl - byol", "pgl - shuffled"}
+    assert {row["comparison"] for row in report["differences"]} >= {"pgl - random", "pgl - byol", "pgl - shuffled",
+                                                                    "pgl - pgl-small", "pgl - pgl-ct"}
+    quick = study.QUICK
+    assert report["fits"] == {arm: len(quick.ks) * quick.subsets for arm in study.PROBE_ARMS}
     assert (tmp_path / "results" / "transfer_v3-quick.md").read_text().count("|") > 10
     # test patients never enter pretraining
     sources = json.loads((tmp_path / "runs" / "pretrain" / "pgl" / "summary.json").read_text())["data"]["sources"]
