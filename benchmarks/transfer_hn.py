@@ -10,7 +10,7 @@ Stages (each resumable; a finished job is reused, an interrupted one continues f
     OpenKBP's training and validation patients (labels unused) plus every other real-HU CT under
     ``../shared/data/ct`` (label maps and non-HU scans are skipped by the pretraining data checks);
     OpenKBP's test patients are never in it (asserted). ``pgl-small`` is ``pgl`` on the other CTs only
-    (``OTHER_CT``: no head and neck, the size and kind of ``pgl-ct``'s pool), so that ``pgl`` - ``pgl-small``
+    (``OTHER_CT``: ``pgl-ct``'s 12 CTs and LCTSC lung_005..007; no head and neck), so that ``pgl`` - ``pgl-small``
     measures the pool alone, where ``pgl`` - ``pgl-ct`` also differs in intensity map, spacing and steps.
 
 ``prepare``
@@ -85,8 +85,9 @@ PRETRAIN_ARMS = {
     "shuffled": ["--local-weight", "1.0", "--local-control", "shuffled"],
     "pgl-small": ["--local-weight", "1.0"],
 }
-# Pretrained on OTHER_CT only (the 15 real-HU CTs that are not OpenKBP's: no head and neck, about the size and
-# kind of pgl-ct's 12): with everything else as "pgl", "pgl" - "pgl-small" is what the 218-volume pool adds.
+# Pretrained on OTHER_CT only (the 15 real-HU CTs that are not OpenKBP's: pgl-ct's 12 and LCTSC lung_005..007,
+# chest and abdomen, no head and neck): with everything else as "pgl", "pgl" - "pgl-small" is what the
+# 218-volume pool adds.
 SMALL_POOL_ARMS = ("pgl-small",)
 PROBE_ARMS = ("random", "pgl-ct", "pgl-small", "byol", "pgl", "shuffled")
 SPLIT_SEED = 2020

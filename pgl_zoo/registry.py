@@ -116,14 +116,24 @@ register(
         },
         evaluation={
             "summary": "LCTSC lungs, 1 labelled case: Dice 0.871 vs 0.867 from scratch (2 subsets, no interval; "
-            "study v2, incomplete)",
-            "protocol": "benchmarks/transfer.py: full fine-tuning 300 steps at 4 mm, 3 held-out LCTSC cases",
-            "results": "benchmarks/results/v2/transfer_v2.md",
+            "study v2, incomplete). OpenKBP head-and-neck organs at risk, frozen-encoder linear probe (study v3, "
+            "39 test patients, 10 subsets per K): no better than a random encoder (mean Dice minus random's, "
+            "K = 1: +0.003 [-0.009, +0.016]; K = 20: -0.026 [-0.035, -0.019]), and below the same network "
+            "PGL-pretrained with the study's recipe ([-250, 350] HU to [0, 1], 4 x 4 x 3 mm, 500 steps of batch 4) "
+            "on 15 CTs (by 0.012 to 0.054 Dice, K = 1-20; intervals above 0 from K = 2)",
+            "protocol": "v2: benchmarks/transfer.py, full fine-tuning 300 steps at 4 mm, 3 held-out LCTSC cases; "
+            "v3: benchmarks/transfer_hn.py, a linear probe on the frozen encoder's features, fed this card's "
+            "preprocessing, with K = 1, 2, 5, 10, 20 labelled OpenKBP training patients, paired 95 % bootstrap "
+            "intervals over subsets",
+            "results": "benchmarks/results/v2/transfer_v2.md; benchmarks/results/transfer_v3.md",
         },
         notes=(
             "A small model, not the paper's: 1000 PGL steps (batch 8) on 12 public CT volumes, at 4 mm. The file "
             "holds the encoder and the decoder; the local loss trained decoder level 3, finer levels keep their "
-            "initialisation. Its measured transfer gain is within noise (README, transfer study v2). "
+            "initialisation. Its measured transfer gain is within noise on lungs (README, transfer study v2) and "
+            "nil on head-and-neck organs at risk (study v3, where a 218-volume pool did no better than 15 volumes "
+            "with the same recipe, so it was not retrained on that pool); for head-and-neck targets pretrain "
+            "with the study's recipe (README, study v3). "
             + PGL_CITATION_NOTE
         ),
     )

@@ -211,7 +211,7 @@ def test_bad_input_is_one_line(tmp_path):
     help_text = _cli("pretrain", "--help").stdout
     for option in ("--data", "--out", "--model", "--patch-size", "--batch-size", "--steps", "--lr", "--warmup",
                    "--local-weight", "--local-scales", "--crop-scale", "--overlap", "--local-control", "--rotate",
-                   "--non-hu",
+                   "--non-hu", "--spacing", "--window", "--normalization",
                    "--workers", "--seed", "--checkpoint-every", "--log-every", "--resume", "--amp", "--compile",
                    "--cache-dir", "--device"):
         assert option in help_text, option
@@ -256,6 +256,40 @@ def test_cli_pretrains_tiny_network_on_real_ct_and_exports(tmp_path):
     assert card["training"]["data"]["count"] == 7 and card["training"]["steps"] == 8
     assert set(card["training"]["final_losses"]) == {"loss", "loss_global", "loss_local"}
     assert card["training"]["config"]["local_weight"] == 1.0
+
+
+@pytest.mark.slow
+def test_intensity_overrides_reach_the_network_input_and_the_exported_card(tmp_path):
+    """--spacing/--window/--normalization replace the card's preprocessing in what the network is fed (a
+    soft-tissue window mapped onto [0, 1], as study v3 measured for head-and-neck organs) and in the card that
+    export writes; the card's own z-score would give negative inputs."""
+    from pgl_zoo.pretrain.data import prepare_volumes
+    from pgl_zoo.pretrain.trainer import resolve_preprocessing
+
+    folder = DATA / "ct" / "totalseg_patient_a"
+    if not folder.is_dir():
+        pytest.skip(f"real data folder {folder} is absent (it sits beside the checkout in CI)")
+    overrides = ["--model", "pgl-ct-tiny", "--spacing", "4,4,3", "--window", "-250,350", "--normalization", "minmax"]
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    result = _cli("pretrain", "--data", str(folder), "--out", str(run), *overrides, "--patch-size", "16,32,32",
+                  "--batch-size", "2", "--steps", "2", "--workers", "1", "--cache-dir", str(cache))
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = PretrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert config.normalization == "minmax"
+    card, prep = resolve_preprocessing(config)
+    assert (prep.spacing_xyz_mm, prep.window, prep.normalization) == ((4.0, 4.0, 3.0), (-250.0, 350.0), "minmax")
+    assert card.preprocessing.normalization == "zscore"  # the card itself is unchanged
+    volumes = prepare_volumes([folder], prep, "CT", "skip", cache, jobs=1, progress=False).volumes
+    assert volumes
+    for volume in volumes:
+        x = volume.load_normalized()
+        assert x.min() == pytest.approx(0.0, abs=1e-6) and x.max() == pytest.approx(1.0, abs=1e-6)  # air, bone
+    out = tmp_path / "exported"
+    result = _cli("export", str(run), "--name", "soft-tissue-pgl", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    exported = json.loads((out / "card.json").read_text())["preprocessing"]
+    assert exported["normalization"] == "minmax" and exported["window"] == [-250.0, 350.0]
+    assert exported["spacing_xyz_mm"] == [4.0, 4.0, 3.0]
 
 
 def _free_port() -> int:

@@ -58,6 +58,8 @@ SKIPPED_COMMANDS = {
     "pgl-zoo finetune --data Task04_Hippocampus": "the MSD hippocampus set is not in a fresh clone "
                                                   "(tests/test_seg_*.py run it from ../shared)",
     "pgl-zoo --offline ...": "a pattern for the global options, not a command",
+    "pgl-zoo pretrain --data hn_ct/": "a folder of the user's own head-and-neck CT; the overrides it shows run in "
+                                      "tests/test_pretrain_train.py (test_intensity_overrides_...)",
 }
 
 def run_cli_commands(capsys, commands: list[str], skip: dict[str, str] = SKIPPED_COMMANDS) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from ..cards import NORMALIZATIONS
 from ..errors import PglZooError
 from ..messages import say, warn
 from ..options import (
@@ -64,6 +65,10 @@ SPACING_OPTION = click.option(
 WINDOW_OPTION = click.option(
     "--window", type=WindowType(), metavar="LO,HI",
     help="Intensity clip in scan units before normalisation, LO < HI. Default: the card's ([-1024, 325] HU).")
+NORMALIZATION_OPTION = click.option(
+    "--normalization", type=click.Choice(NORMALIZATIONS),
+    help="Intensity normalisation after the window: zscore (per volume), minmax (the window onto [0, 1]) or none. "
+         "Default: the card's (zscore).")
 NON_HU_OPTION = click.option(
     "--non-hu", type=click.Choice(["skip", "rescale", "keep"]), default=_DEFAULT("non_hu"), show_default=True,
     help="CT scans not in HU (no value below -500, e.g. uint8 0..255): skip them, rescale their [min, max] onto the "
@@ -89,6 +94,7 @@ JOBS_OPTION = click.option(
                    "256^3 voxels in all. Default: the card's.")
 @SPACING_OPTION
 @WINDOW_OPTION
+@NORMALIZATION_OPTION
 @click.option("--batch-size", default=_DEFAULT("batch_size"), show_default=True, type=int,
               help="View pairs per step and per process (rank).")
 @click.option("--steps", default=_DEFAULT("steps"), show_default=True, type=int,
@@ -195,11 +201,12 @@ def pretrain_cmd(ctx: click.Context, **options) -> None:
 @MODEL_OPTION
 @SPACING_OPTION
 @WINDOW_OPTION
+@NORMALIZATION_OPTION
 @NON_HU_OPTION
 @CACHE_OPTION
 @JOBS_OPTION
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def prepare_cmd(data, model, spacing, window, non_hu, cache_dir, jobs, no_progress) -> None:
+def prepare_cmd(data, model, spacing, window, normalization, non_hu, cache_dir, jobs, no_progress) -> None:
     """Fill the pretraining cache in parallel, once, before `pgl-zoo pretrain` (like nnU-Net's preprocessing -np).
 
     Reads, checks and resamples every scan as `pgl-zoo pretrain` would with the same options, in -j processes;
@@ -215,7 +222,8 @@ def prepare_cmd(data, model, spacing, window, non_hu, cache_dir, jobs, no_progre
     from .data import default_cache_dir, prepare_volumes
     from .trainer import resolve_preprocessing
 
-    cfg = PretrainConfig(data=list(data), model=model, spacing=spacing, window=window, non_hu=non_hu,
+    cfg = PretrainConfig(data=list(data), model=model, spacing=spacing, window=window, normalization=normalization,
+                         non_hu=non_hu,
                          cache_dir=cache_dir, jobs=jobs)
     card, prep = resolve_preprocessing(cfg)
     started = time.perf_counter()

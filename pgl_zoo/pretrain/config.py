@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..cards import NORMALIZATIONS
 from ..errors import PglZooError
 from ..options import OptionError, in_range, spacing, voxel_sizes, window
 from ..training import default_warmup
@@ -45,6 +46,7 @@ class PretrainConfig:
     patch_size: tuple[int, int, int] | None = None  # (z, y, x) voxels; None: the card's
     spacing: tuple[float, float, float] | None = None  # (x, y, z) mm; None: the card's
     window: tuple[float, float] | None = None  # scan units (HU); None: the card's
+    normalization: str | None = None  # "zscore", "minmax" or "none" (after the window); None: the card's
     batch_size: int = 4  # per rank
     steps: int = 1000
     lr: float = 1e-3
@@ -96,6 +98,8 @@ class PretrainConfig:
             problems.append("--local-weight must be >= 0")
         if self.amp not in ("auto", "bf16", "off"):
             problems.append(f"--amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.normalization is not None and self.normalization not in NORMALIZATIONS:
+            problems.append(f"--normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
         if self.optimizer not in ("adamw", "lars"):
             problems.append(f"--optimizer must be adamw or lars, got {self.optimizer!r}")
         checks = [  # the command line's checks (pgl_zoo.options), for the Python API and a stored config too

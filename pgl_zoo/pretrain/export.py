@@ -66,7 +66,8 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, include_deco
         raise PglZooError(f"{run_dir}: the decoder was not trained (local weight 0); export without --decoder")
     state = {k[len("branch."):]: v for k, v in ckpt["online"].items()
              if k.startswith(tuple(f"branch.{p}." for p in parts))}
-    prep = base.preprocessing.with_overrides(cfg.get("spacing") or None, cfg.get("window") or None)
+    prep = base.preprocessing.with_overrides(cfg.get("spacing") or None, cfg.get("window") or None,
+                                             cfg.get("normalization") or None)
     step = int(ckpt["step"])
     data = ckpt.get("data", {})
     training = {

@@ -62,9 +62,10 @@ class RunResult:
 
 
 def resolve_preprocessing(cfg: PretrainConfig):
-    """The card of ``cfg.model`` and its preprocessing with the run's ``--spacing``/``--window`` overrides."""
+    """The card of ``cfg.model`` and its preprocessing with the run's ``--spacing``/``--window``/``--normalization``
+    overrides."""
     card = model_card(cfg.model)
-    return card, card.preprocessing.with_overrides(cfg.spacing, cfg.window)
+    return card, card.preprocessing.with_overrides(cfg.spacing, cfg.window, cfg.normalization)
 
 
 def default_local_levels(n_stages: int) -> tuple[int, ...]:
