@@ -223,8 +223,7 @@ def prepare_cmd(data, model, spacing, window, normalization, non_hu, cache_dir, 
     from .trainer import resolve_preprocessing
 
     cfg = PretrainConfig(data=list(data), model=model, spacing=spacing, window=window, normalization=normalization,
-                         non_hu=non_hu,
-                         cache_dir=cache_dir, jobs=jobs)
+                         non_hu=non_hu, cache_dir=cache_dir, jobs=jobs)
     card, prep = resolve_preprocessing(cfg)
     started = time.perf_counter()
     prepared = prepare_volumes(cfg.data, prep, card.modality, cfg.non_hu, cfg.cache_dir,
