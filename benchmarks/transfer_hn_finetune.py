@@ -11,11 +11,15 @@ Stages (each resumable: a run continues from its checkpoint, a finished one is r
     Each candidate of ``RECIPES`` (spacing, window and normalisation, patch) trained from scratch on the
     K = 5 subset 0 of the probe half for ``RECIPE_EPOCHS`` x ``STEPS_PER_EPOCH`` steps, validated after
     every epoch on ``VAL_CASES`` of OpenKBP's validation patients (the first of them in sorted order).
-    The candidate with the best validation mean Dice is the recipe of the ``finetune`` stage.
+    The candidate with the best validation mean Dice is the recipe of the ``finetune`` stage. Its result is
+    recorded in the work folder's ``finetune/recipe.json``; the study's own result (2026-12-06) is committed
+    as ``benchmarks/transfer_v3/recipe.json``, which ``finetune`` reads where the work folder has none.
 
 ``finetune --arm A [--subset S]``
     Arm A (``random``: the study architecture from scratch; ``byol``/``pgl``: the exported pretraining
-    runs) fine-tuned with the chosen recipe on the K = 5 subset S (all of ``FT_SUBSETS`` without
+    runs, exported once into ``RUNS/encoders/ARM``; the study's exports are committed in
+    ``benchmarks/transfer_v3/encoders/ARM`` and used where the work folder has neither) fine-tuned with the
+    chosen recipe on the K = 5 subset S (all of ``FT_SUBSETS`` without
     ``--subset``) for ``--epochs`` x ``STEPS_PER_EPOCH`` steps, the epoch with the best validation Dice
     kept (``pgl-zoo finetune``'s ``model/``), then scored on the 39 test patients.
 
@@ -61,6 +65,8 @@ RECIPE_EPOCHS = 6  # 300 steps: the issue's own from-scratch measurement
 FT_EPOCHS = 24  # 1,200 steps; the validation curves show whether the random arm has converged
 VAL_CASES = 8
 BATCH = 2
+RECIPE_RECORD = HERE / "transfer_v3" / "recipe.json"  # the recipe stage's result, committed
+COMMITTED_ENCODERS = HERE / "transfer_v3" / "encoders"  # the byol and pgl runs' exports, committed
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,9 @@ def encoder_args(arm: str, runs: Path) -> list[str]:
         return ["--encoder", "none", "--arch", str(study.STUDY_CARD)]
     folder = runs / "encoders" / arm
     if not (folder / "card.json").exists():
+        committed = COMMITTED_ENCODERS / arm
+        if not (runs / "pretrain" / arm / "summary.json").exists() and (committed / "card.json").exists():
+            return ["--encoder", str(committed)]
         study.arm_encoder(arm, runs)  # exports the finished run into runs/encoders/ARM
     return ["--encoder", str(folder)]
 
@@ -186,11 +195,20 @@ def run_recipe(runs: Path, plan: Plan, quick: bool) -> str:
     return chosen
 
 
+def recipe_record(runs: Path) -> dict | None:
+    """The recipe stage's result: the work folder's own ``finetune/recipe.json``, else the study's committed
+    record (``RECIPE_RECORD``, the measurement of 2026-12-06), so that the fine-tunes resume on a new machine."""
+    for path in (runs / "finetune" / "recipe.json", RECIPE_RECORD):
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
+
+
 def chosen_recipe(runs: Path) -> str:
-    path = runs / "finetune" / "recipe.json"
-    if not path.exists():
-        raise SystemExit(f"{path}: run the recipe stage first")
-    return json.loads(path.read_text())["chosen"]
+    record = recipe_record(runs)
+    if record is None:
+        raise SystemExit(f"{runs / 'finetune' / 'recipe.json'}: run the recipe stage first")
+    return record["chosen"]
 
 
 def run_finetune(runs: Path, arm: str, subsets: list[int], plan: Plan, epochs: int, quick: bool) -> None:
@@ -234,17 +252,18 @@ def summarise(runs: Path, plan: Plan) -> dict:
 
 def run_report(runs: Path, out: Path, plan: Plan, name: str) -> Path:
     table = summarise(runs, plan)
-    recipe_path = runs / "finetune" / "recipe.json"
-    table["recipe"] = json.loads(recipe_path.read_text()) if recipe_path.exists() else None
+    table["recipe"] = recipe_record(runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(table, indent=1) + "\n")
     lines = [f"# {name}: full fine-tuning on OpenKBP organs at risk, K = {FT_K}", ""]
     if table["recipe"]:
         lines += ["Recipe candidates (from scratch, validation mean Dice, best epoch):", ""]
         for cand, result in table["recipe"]["candidates"].items():
-            lines.append(f"- {cand} {result['recipe']}: {result['best']['val_dice']:.3f} at epoch "
-                         f"{result['best']['epoch']}{' (chosen)' if cand == table['recipe']['chosen'] else ''}")
-        lines.append("")
+            epoch = result["best"]["epoch"]
+            lines.append(f"- {cand} {result['recipe']}: {result['best']['val_dice']:.3f}"
+                         f"{'' if epoch is None else f' at epoch {epoch}'}"
+                         f"{' (chosen)' if cand == table['recipe']['chosen'] else ''}")
+        lines += ([""] if "note" not in table["recipe"] else ["", table["recipe"]["note"]]) + [""]
     lines += ["| arm | subset | test mean Dice | " + " | ".join(study.ORGANS) + " |",
               "|---|---|---|" + "---|" * len(study.ORGANS)]
     for row in table["runs"]:
