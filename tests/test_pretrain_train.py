@@ -48,8 +48,11 @@ def test_resume_gives_identical_parameters(micro, tmp_path):
         pretrain(_config(micro, tmp_path / "full"))
     first = pretrain(_config(micro, tmp_path / "split", stop_after=3))
     assert first.step == 3
-    with pytest.raises(PglZooError, match="cannot resume with different options"):
-        pretrain(_config(micro, tmp_path / "split", resume=True, lr=1e-2))
+    # the optimiser and the data's preprocessing (a changed grid or intensity map would change the data mid-run)
+    for changed in ({"lr": 1e-2}, {"spacing": (3.0, 3.0, 3.0)}, {"window": (-250.0, 350.0)},
+                    {"normalization": "minmax"}):
+        with pytest.raises(PglZooError, match="cannot resume with different options"):
+            pretrain(_config(micro, tmp_path / "split", resume=True, **changed))
     second = pretrain(_config(micro, tmp_path / "split", resume=True))
     assert second.step == 6 and second.parameter_digest == full.parameter_digest
     a, b = _params(tmp_path / "full"), _params(tmp_path / "split")
