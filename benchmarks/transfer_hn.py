@@ -40,7 +40,10 @@ Stages (each resumable; a finished job is reused, an interrupted one continues f
     PGL - shuffled, PGL - pgl-ct, PGL - pgl-small (and the rest of ``COMPARISONS``) per subset with a 95 %
     bootstrap interval over subsets (none over fewer than 3), also per organ; Dice against K with interval
     bands. ``benchmarks/results/transfer_v3.{json,md}``, ``transfer_v3_probe.png`` and
-    ``transfer_v3_differences.png``.
+    ``transfer_v3_differences.png``. ``--replicate-of EARLIER.json --name NAME``: this folder's pretraining
+    arms are a second run of the earlier report's (same code, data and seed; on another CPU, whose
+    floating-point differences make another run); adds each arm's replicate 2 - replicate 1 and both
+    replicates' PGL - BYOL, paired by subset (the subset bootstrap does not cover the pretraining's own variation).
 
 ``--quick`` runs every stage on a tiny budget (pretraining: 2 steps of batch 2 per arm on two images;
 probe: 3 pool and 2 test patients, K 1 and 2, 2 subsets), as tests/test_transfer_hn.py does.
@@ -496,17 +499,37 @@ COMPARISONS = (("pgl", "random"), ("pgl", "byol"), ("pgl", "shuffled"), ("pgl", 
                ("byol", "random"), ("pgl-ct", "random"), ("pgl-small", "pgl-ct"))
 
 
+def paired_difference(a: dict[int, dict], b: dict[int, dict], comparison: str, k: int) -> dict | None:
+    """``a`` - ``b`` over the subsets both have (each a dict subset -> probe record): mean Dice and per organ,
+    each with its 95 % bootstrap interval over subsets; None when no subset is shared."""
+    from transfer import bootstrap_interval  # benchmarks/transfer.py: one home of the interval
+
+    paired = sorted(set(a) & set(b))
+    if not paired:
+        return None
+    row = {"comparison": comparison, "k": k, "n": len(paired)}
+    row["mean"], row["low"], row["high"] = bootstrap_interval([a[s]["mean_dice"] - b[s]["mean_dice"] for s in paired])
+    row["organs"] = {}
+    for organ in ORGANS:
+        diffs = [a[s]["organ_mean"][organ] - b[s]["organ_mean"][organ] for s in paired]
+        row["organs"][organ] = list(bootstrap_interval([d for d in diffs if not np.isnan(d)]))
+    return row
+
+
+def by_subset(records: list[dict], arm: str, k: int) -> dict[int, dict]:
+    return {r["subset"]: r for r in records if r["arm"] == arm and r["k"] == k}
+
+
 def summarise(records: list[dict]) -> dict:
     """Means per (arm, K) and paired differences per comparison, with 95 % bootstrap intervals over subsets."""
     from transfer import bootstrap_interval  # benchmarks/transfer.py: one home of the interval
 
-    by = {(r["arm"], r["k"], r["subset"]): r for r in records}
     arms = sorted({r["arm"] for r in records}, key=lambda a: PROBE_ARMS.index(a))
     ks = sorted({r["k"] for r in records})
     table = {"means": [], "differences": []}
     for k in ks:
         for arm in arms:
-            cell = [r for (a, kk, _), r in by.items() if a == arm and kk == k]
+            cell = list(by_subset(records, arm, k).values())
             if cell:
                 mean, low, high = bootstrap_interval([r["mean_dice"] for r in cell])
                 table["means"].append({"arm": arm, "k": k, "n": len(cell), "mean_dice": mean, "low": low,
@@ -514,25 +537,41 @@ def summarise(records: list[dict]) -> dict:
                                        "organs": {o: float(np.nanmean([r["organ_mean"][o] for r in cell]))
                                                   for o in ORGANS}})
         for a, b in COMPARISONS:
-            paired = sorted({s for (arm, kk, s) in by if arm == a and kk == k}
-                            & {s for (arm, kk, s) in by if arm == b and kk == k})
-            if not paired:
-                continue
-            row = {"comparison": f"{a} - {b}", "k": k, "n": len(paired)}
-            row["mean"], row["low"], row["high"] = bootstrap_interval(
-                [by[(a, k, s)]["mean_dice"] - by[(b, k, s)]["mean_dice"] for s in paired])
-            row["organs"] = {}
-            for organ in ORGANS:
-                diffs = [by[(a, k, s)]["organ_mean"][organ] - by[(b, k, s)]["organ_mean"][organ] for s in paired]
-                diffs = [d for d in diffs if not np.isnan(d)]
-                row["organs"][organ] = list(bootstrap_interval(diffs))
-            table["differences"].append(row)
+            row = paired_difference(by_subset(records, a, k), by_subset(records, b, k), f"{a} - {b}", k)
+            if row is not None:
+                table["differences"].append(row)
     return table
 
 
-def run_report(runs: Path, out: Path, budget: Budget, name: str = "transfer_v3") -> Path:
+def replicate_differences(first: list[dict], second: list[dict], arms: list[str]) -> list[dict]:
+    """For each arm pretrained twice (same code, data, seed; another machine): replicate 2 - replicate 1 per
+    subset, and each replicate's PGL - BYOL side by side (where both arms were replicated). The bootstrap over
+    subsets does not cover the pretraining run's own variation; this measures it, with one rerun."""
+    rows = []
+    for k in sorted({r["k"] for r in second}):
+        for arm in arms:
+            row = paired_difference(by_subset(second, arm, k), by_subset(first, arm, k),
+                                    f"{arm}: replicate 2 - replicate 1", k)
+            if row is not None:
+                rows.append(row)
+        if {"pgl", "byol"} <= set(arms):
+            for label, records in (("replicate 1", first), ("replicate 2", second)):
+                row = paired_difference(by_subset(records, "pgl", k), by_subset(records, "byol", k),
+                                        f"pgl - byol, {label}", k)
+                if row is not None:
+                    rows.append(row)
+    return rows
+
+
+def run_report(runs: Path, out: Path, budget: Budget, name: str = "transfer_v3", replicate_of: Path | None = None,
+               replicated: tuple[str, ...] = ()) -> Path:
+    """The report of the work folder's probe records. ``replicate_of``: an earlier report's JSON, whose
+    records of the ``replicated`` arms are their first pretraining run (this folder's are the second)."""
     records = [json.loads(p.read_text()) for p in sorted((runs / "probe").glob("*/k*_s*.json"))]
     table = summarise(records)
+    if replicate_of is not None:
+        first = json.loads(replicate_of.read_text())["records"]
+        table["replicates"] = replicate_differences(first, records, list(replicated))
     planned = len(budget.ks) * budget.subsets
     table["fits"] = {arm: sum(r["arm"] == arm for r in records) for arm in PROBE_ARMS}
     out.mkdir(parents=True, exist_ok=True)
@@ -552,6 +591,13 @@ def run_report(runs: Path, out: Path, budget: Budget, name: str = "transfer_v3")
     for row in table["differences"]:
         lines.append(f"| {row['k']} | {row['comparison']} | {row['n']} | {interval_text(row)} |")
     lines += organ_difference_lines(table["differences"], with_k=True)
+    if "replicates" in table:
+        lines += ["", f"Replicates: {', '.join(replicated)} pretrained a second time (same code, data and seed, "
+                  f"another machine; replicate 1: {replicate_of.name}). Paired by subset, mean and 95 % bootstrap "
+                  "interval over subsets.", "", "| K | comparison | subsets | difference [95 % interval] |",
+                  "|---|---|---|---|"]
+        lines += [f"| {row['k']} | {row['comparison']} | {row['n']} | {interval_text(row)} |"
+                  for row in table["replicates"]]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     _plot(table, out / f"{name}_probe.png")
     _plot_differences(table, out / f"{name}_differences.png")
@@ -652,6 +698,10 @@ def main(argv: list[str] | None = None) -> None:
             q.add_argument("--arm", required=True, choices=PROBE_ARMS)
         if stage == "report":
             q.add_argument("--out", type=Path, default=HERE / "results")
+            q.add_argument("--name", default=None, help="report name (default transfer_v3)")
+            q.add_argument("--replicate-of", type=Path, default=None,
+                           help="an earlier report's JSON whose --replicated arms are their first pretraining run")
+            q.add_argument("--replicated", default="pgl,byol", help="arms pretrained again (with --replicate-of)")
     for q in sub.choices.values():
         q.add_argument("--runs", type=Path, required=True, help="study work folder (run folders, cache, features)")
         q.add_argument("--quick", action="store_true", help="every branch on a tiny budget (about a minute)")
@@ -669,7 +719,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.stage == "probe":
         run_probe(args.runs, args.arm, budget)
     elif args.stage == "report":
-        print(run_report(args.runs, args.out, budget, "transfer_v3-quick" if args.quick else "transfer_v3"))
+        name = args.name or ("transfer_v3-quick" if args.quick else "transfer_v3")
+        print(run_report(args.runs, args.out, budget, name, args.replicate_of, tuple(args.replicated.split(","))))
 
 
 if __name__ == "__main__":

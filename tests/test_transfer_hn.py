@@ -147,6 +147,32 @@ def test_paired_differences_pair_by_subset_and_claim_no_interval_below_three_sub
     assert all(line.count("|") == len(study.ORGANS) + 3 for line in lines[3:])
 
 
+def test_replicates_pair_the_same_arm_by_subset_across_pretraining_runs():
+    """A second pretraining run of pgl that is replicate 1 plus 0.02 on every subset gives replicate 2 - replicate
+    1 = +0.02 exactly, an arm not replicated gets no row, and each replicate's pgl - byol is its own."""
+    rng = np.random.default_rng(1)
+
+    def record(arm, k, s, dice):
+        organs = {o: float(dice + rng.normal(0, 0.01)) for o in study.ORGANS}
+        return {"arm": arm, "k": k, "subset": s, "mean_dice": float(np.mean(list(organs.values()))),
+                "organ_mean": organs}
+
+    first = [record(arm, 5, s, base + 0.01 * s) for s in range(4)
+             for arm, base in (("random", 0.1), ("byol", 0.15), ("pgl", 0.16))]
+    shifted = {o: 0.02 for o in study.ORGANS}
+    second = [r if r["arm"] != "pgl" else
+              {**r, "mean_dice": r["mean_dice"] + 0.02,
+               "organ_mean": {o: v + shifted[o] for o, v in r["organ_mean"].items()}} for r in first]
+    rows = {row["comparison"]: row for row in study.replicate_differences(first, second, ["pgl", "byol"])}
+    assert set(rows) == {"pgl: replicate 2 - replicate 1", "byol: replicate 2 - replicate 1",
+                         "pgl - byol, replicate 1", "pgl - byol, replicate 2"}
+    assert rows["pgl: replicate 2 - replicate 1"]["mean"] == pytest.approx(0.02)
+    assert rows["pgl: replicate 2 - replicate 1"]["organs"]["Larynx"][0] == pytest.approx(0.02)
+    assert rows["byol: replicate 2 - replicate 1"]["mean"] == pytest.approx(0.0)
+    assert rows["pgl - byol, replicate 2"]["mean"] == pytest.approx(rows["pgl - byol, replicate 1"]["mean"] + 0.02)
+    assert all(row["n"] == 4 for row in rows.values())
+
+
 def test_the_small_pool_arm_pretrains_on_the_other_ct_only(tmp_path):
     """``pgl-small`` reads OTHER_CT and nothing of OpenKBP; the other arms read the OpenKBP pool plus OTHER_CT."""
     small = study.pretrain_args(tmp_path, arm="pgl-small")
