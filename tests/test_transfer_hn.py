@@ -173,6 +173,27 @@ def test_replicates_pair_the_same_arm_by_subset_across_pretraining_runs():
     assert all(row["n"] == 4 for row in rows.values())
 
 
+def test_a_new_work_folder_fine_tunes_from_the_committed_encoders_and_recipe(tmp_path):
+    """On a machine without the study's work folder the fine-tunes start from the committed encoders (whose
+    weights match their cards' sha256) with the committed recipe; a folder's own pretraining run comes first."""
+    import hashlib
+
+    for arm in ("pgl", "byol"):
+        flags = finetune_half.encoder_args(arm, tmp_path)
+        folder = finetune_half.COMMITTED_ENCODERS / arm
+        assert flags == ["--encoder", str(folder)]
+        card = json.loads((folder / "card.json").read_text())
+        assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == card["sha256"]
+        assert card["preprocessing"] == {"spacing_xyz_mm": [4.0, 4.0, 3.0], "orientation": "LPS",
+                                         "window": [-250.0, 350.0], "normalization": "minmax"}
+    assert finetune_half.encoder_args("random", tmp_path)[:2] == ["--encoder", "none"]
+    assert finetune_half.chosen_recipe(tmp_path) == "native-patch48"
+    own = tmp_path / "finetune" / "recipe.json"
+    own.parent.mkdir(parents=True)
+    own.write_text(json.dumps({"chosen": "study"}))
+    assert finetune_half.chosen_recipe(tmp_path) == "study"
+
+
 def test_the_small_pool_arm_pretrains_on_the_other_ct_only(tmp_path):
     """``pgl-small`` reads OTHER_CT and nothing of OpenKBP; the other arms read the OpenKBP pool plus OTHER_CT."""
     small = study.pretrain_args(tmp_path, arm="pgl-small")
