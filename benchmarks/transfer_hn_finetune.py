@@ -26,7 +26,10 @@ Stages (each resumable: a run continues from its checkpoint, a finished one is r
 ``report``
     Validation curves of every run, test Dice per arm and subset, and the paired differences
     (PGL - random, PGL - BYOL) with 95 % bootstrap intervals over subsets:
-    ``benchmarks/results/transfer_v3_finetune.{json,md}`` and ``transfer_v3_finetune_curves.png``.
+    ``benchmarks/results/transfer_v3_finetune.{json,md}`` and ``transfer_v3_finetune_curves.png``. Each
+    finished run of the work folder is first recorded in ``benchmarks/results/transfer_v3_finetune_runs/``
+    (per-patient test Dice and the validation curve; committed), and the report reads those records: runs
+    of earlier sessions on other machines count.
 
 ``--quick``: one epoch of 2 steps, one validation and one test patient, sliding windows without overlap,
 one candidate, arms random and pgl (tests/test_transfer_hn.py runs it after the probe half's quick stages).
@@ -220,21 +223,35 @@ def run_finetune(runs: Path, arm: str, subsets: list[int], plan: Plan, epochs: i
         print(f"{arm} subset {s}: test mean Dice {record['mean']['dice']['mean']}", flush=True)
 
 
-def summarise(runs: Path, plan: Plan) -> dict:
-    """Test Dice per (arm, subset), validation curves, and paired differences with bootstrap intervals."""
-    from transfer import bootstrap_interval  # benchmarks/transfer.py: one home of the interval
+def collect_runs(runs: Path, records: Path, plan: Plan) -> None:
+    """Each finished run of the work folder as one JSON in ``records`` (its test Dice per organ and patient,
+    validation curve and training patients): the study's durable result, committed with the report, so
+    that a later session on a new machine reports every run, those of earlier sessions included."""
+    from pgl_zoo.runs import atomic_write_json
 
-    runs_found = {}
     for arm in plan.arms:
         for s in range(plan.subsets):
             run = runs / "finetune" / arm / f"s{s}"
             if (run / "test.json").exists():
                 test = json.loads((run / "test.json").read_text())
-                runs_found[(arm, s)] = {"arm": arm, "subset": s, "train_cases": train_cases(plan, s, plan == QUICK),
-                                        "test_mean_dice": test["mean"]["dice"]["mean"],
-                                        "organs": {o: test["mean"]["dice"].get(o) for o in study.ORGANS},
-                                        "cases_per_organ": test["cases_per_class"]["dice"],
-                                        "curve": validation_curve(run)}
+                atomic_write_json(records / f"{arm}_s{s}.json", {
+                    "arm": arm, "subset": s, "train_cases": train_cases(plan, s, plan == QUICK),
+                    "test_mean_dice": test["mean"]["dice"]["mean"],
+                    "organs": {o: test["mean"]["dice"].get(o) for o in study.ORGANS},
+                    "cases_per_organ": test["cases_per_class"]["dice"], "curve": validation_curve(run),
+                    "test": test})
+
+
+def summarise(records: Path, plan: Plan) -> dict:
+    """Test Dice per (arm, subset), validation curves, and paired differences with bootstrap intervals, from
+    the run records of :func:`collect_runs`."""
+    from transfer import bootstrap_interval  # benchmarks/transfer.py: one home of the interval
+
+    runs_found = {}
+    for path in sorted(records.glob("*_s*.json")):
+        record = json.loads(path.read_text())
+        if record["arm"] in plan.arms and record["subset"] < plan.subsets:
+            runs_found[(record["arm"], record["subset"])] = {k: v for k, v in record.items() if k != "test"}
     differences = []
     for a, b in (("pgl", "random"), ("pgl", "byol"), ("byol", "random")):
         paired = sorted(s for (arm, s) in runs_found if arm == a and (b, s) in runs_found)
@@ -251,7 +268,11 @@ def summarise(runs: Path, plan: Plan) -> dict:
 
 
 def run_report(runs: Path, out: Path, plan: Plan, name: str) -> Path:
-    table = summarise(runs, plan)
+    """Collect the work folder's finished runs into ``OUT/NAME_runs/`` (one JSON each; earlier sessions'
+    records stay), then report every record there."""
+    records = out / f"{name}_runs"
+    collect_runs(runs, records, plan)
+    table = summarise(records, plan)
     table["recipe"] = recipe_record(runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(table, indent=1) + "\n")

@@ -118,6 +118,14 @@ def test_quick_study_runs_every_stage_and_pairs_arms(tmp_path):
         assert {o for o, n in r["cases_per_organ"].items() if n} <= contoured
         assert len(r["curve"]) == 1 and 0 <= r["test_mean_dice"] <= 1
     assert [row["comparison"] for row in table["differences"]] == ["pgl - random"]
+    # each run is recorded on its own; a report from a work folder without the runs still reports them
+    records = tmp_path / "results" / "transfer_v3_finetune-quick_runs"
+    assert sorted(p.name for p in records.iterdir()) == ["pgl_s0.json", "random_s0.json"]
+    assert json.loads((records / "pgl_s0.json").read_text())["test"]["mean"]["dice"]["mean"] == next(
+        r["test_mean_dice"] for r in table["runs"] if r["arm"] == "pgl")
+    finetune_half.main(["report", "--out", str(tmp_path / "results"), "--quick", "--runs", str(tmp_path / "new")])
+    again = json.loads((tmp_path / "results" / "transfer_v3_finetune-quick.json").read_text())
+    assert again["runs"] == table["runs"] and again["differences"] == table["differences"]
 
 
 def test_paired_differences_pair_by_subset_and_claim_no_interval_below_three_subsets():
