@@ -42,7 +42,8 @@ Stages (each resumable; a finished job is reused, an interrupted one continues f
     bands. ``benchmarks/results/transfer_v3.{json,md}``, ``transfer_v3_probe.png`` and
     ``transfer_v3_differences.png``. ``--replicate-of EARLIER.json --name NAME``: this folder's pretraining
     arms are a second run of the earlier report's (same code, data and seed; on another CPU, whose
-    floating-point differences make another run); adds each arm's replicate 2 - replicate 1 and both
+    floating-point differences make another run), and arms this folder did not probe are taken from the
+    earlier report; adds each arm's replicate 2 - replicate 1 and both
     replicates' PGL - BYOL, paired by subset (the subset bootstrap does not cover the pretraining's own variation).
 
 ``--quick`` runs every stage on a tiny budget (pretraining: 2 steps of batch 2 per arm on two images;
@@ -568,9 +569,12 @@ def run_report(runs: Path, out: Path, budget: Budget, name: str = "transfer_v3",
     """The report of the work folder's probe records. ``replicate_of``: an earlier report's JSON, whose
     records of the ``replicated`` arms are their first pretraining run (this folder's are the second)."""
     records = [json.loads(p.read_text()) for p in sorted((runs / "probe").glob("*/k*_s*.json"))]
+    first = json.loads(replicate_of.read_text())["records"] if replicate_of is not None else None
+    if first is not None:  # arms not probed here (not pretrained again) are the earlier report's
+        here = {r["arm"] for r in records}
+        records += [r for r in first if r["arm"] not in here]
     table = summarise(records)
-    if replicate_of is not None:
-        first = json.loads(replicate_of.read_text())["records"]
+    if first is not None:
         table["replicates"] = replicate_differences(first, records, list(replicated))
     planned = len(budget.ks) * budget.subsets
     table["fits"] = {arm: sum(r["arm"] == arm for r in records) for arm in PROBE_ARMS}

@@ -155,7 +155,7 @@ def test_paired_differences_pair_by_subset_and_claim_no_interval_below_three_sub
     assert all(line.count("|") == len(study.ORGANS) + 3 for line in lines[3:])
 
 
-def test_replicates_pair_the_same_arm_by_subset_across_pretraining_runs():
+def test_replicates_pair_the_same_arm_by_subset_across_pretraining_runs(tmp_path):
     """A second pretraining run of pgl that is replicate 1 plus 0.02 on every subset gives replicate 2 - replicate
     1 = +0.02 exactly, an arm not replicated gets no row, and each replicate's pgl - byol is its own."""
     rng = np.random.default_rng(1)
@@ -179,6 +179,21 @@ def test_replicates_pair_the_same_arm_by_subset_across_pretraining_runs():
     assert rows["byol: replicate 2 - replicate 1"]["mean"] == pytest.approx(0.0)
     assert rows["pgl - byol, replicate 2"]["mean"] == pytest.approx(rows["pgl - byol, replicate 1"]["mean"] + 0.02)
     assert all(row["n"] == 4 for row in rows.values())
+    # the report: this folder probed pgl and byol again; random comes from the earlier report
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    for r in second:
+        if r["arm"] != "random":
+            path = runs / "probe" / r["arm"] / f"k{r['k']}_s{r['subset']}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(r))
+    (tmp_path / "first.json").write_text(json.dumps({"records": first}))
+    study.run_report(runs, out, study.Budget(ks=(5,), subsets=4), "replicate", tmp_path / "first.json",
+                     ("pgl", "byol"))
+    table = json.loads((out / "replicate.json").read_text())
+    assert table["fits"]["random"] == table["fits"]["pgl"] == 4
+    reported = {row["comparison"]: row["mean"] for row in table["replicates"]}
+    assert reported["pgl: replicate 2 - replicate 1"] == pytest.approx(0.02)
+    assert "| 5 | pgl: replicate 2 - replicate 1 | 4 | +0.020 [" in (out / "replicate.md").read_text()
 
 
 def test_a_new_work_folder_fine_tunes_from_the_committed_encoders_and_recipe(tmp_path):
