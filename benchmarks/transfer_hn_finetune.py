@@ -70,6 +70,7 @@ VAL_CASES = 8
 BATCH = 2
 RECIPE_RECORD = HERE / "transfer_v3" / "recipe.json"  # the recipe stage's result, committed
 COMMITTED_ENCODERS = HERE / "transfer_v3" / "encoders"  # the byol and pgl runs' exports, committed
+RECORDS = HERE / "results" / "transfer_v3_finetune_runs"  # one JSON per finished run (the report writes them)
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,13 @@ def chosen_recipe(runs: Path) -> str:
 
 
 def run_finetune(runs: Path, arm: str, subsets: list[int], plan: Plan, epochs: int, quick: bool) -> None:
+    """Fine-tune and score each subset; a run already recorded in ``RECORDS`` (committed, by an earlier
+    session's report) is not run again, whichever machine ran it."""
     recipe = RECIPES[chosen_recipe(runs)]
     for s in subsets:
+        if not quick and (RECORDS / f"{arm}_s{s}.json").exists():
+            print(f"{arm} subset {s}: recorded in {RECORDS}, reused", flush=True)
+            continue
         out = runs / "finetune" / arm / f"s{s}"
         train(runs, out, recipe, arm, train_cases(plan, s, quick), plan, epochs)
         record = score_on_test(runs, out, plan)

@@ -211,6 +211,12 @@ def test_a_new_work_folder_fine_tunes_from_the_committed_encoders_and_recipe(tmp
                                          "window": [-250.0, 350.0], "normalization": "minmax"}
     assert finetune_half.encoder_args("random", tmp_path)[:2] == ["--encoder", "none"]
     assert finetune_half.chosen_recipe(tmp_path) == "native-patch48"
+    # a run an earlier session recorded is not run again (nothing is trained: the work folder stays empty)
+    recorded = sorted(finetune_half.RECORDS.glob("*_s*.json"))
+    assert recorded, "the study has recorded no fine-tune"
+    first = json.loads(recorded[0].read_text())
+    finetune_half.run_finetune(tmp_path, first["arm"], [first["subset"]], finetune_half.Plan(), 24, quick=False)
+    assert not (tmp_path / "finetune").exists()
     own = tmp_path / "finetune" / "recipe.json"
     own.parent.mkdir(parents=True)
     own.write_text(json.dumps({"chosen": "study"}))
