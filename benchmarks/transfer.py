@@ -52,6 +52,7 @@ import shlex
 import sys
 import time
 import traceback
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,6 +365,47 @@ def bootstrap_interval(diffs: list[float], seed: int = 0) -> tuple[float, float,
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, d.size, size=(BOOTSTRAP, d.size))].mean(axis=1)
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def two_level_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, chunk: int = 1000) -> dict:
+    """Paired difference of mean Dice ``a - b`` with a 95 % two-level percentile bootstrap: the training
+    subsets resampled, then the test patients within each drawn subset (the same patients for both arms).
+
+    ``a`` and ``b``: Dice of shape (subsets, patients, organs), NaN where the organ was not contoured
+    (not scored). The statistic is the evaluation's: per organ the mean over the patients who have it,
+    then the mean over organs, averaged over subsets. So the interval counts the test patients' sampling
+    as well as the training subsets'; with one subset it is a bootstrap over test patients alone.
+    Returns ``{"mean", "low", "high", "organs": [[mean, low, high] per organ]}`` (NaN where no patient
+    of any subset has the organ)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"two_level_interval: shapes {a.shape} and {b.shape}, expected equal (subsets, patients, organs)")
+    # both arms are scored on the same contours; a NaN in either (a missing score) drops the pair
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = np.where(keep, a, np.nan), np.where(keep, b, np.nan)
+
+    def organ_difference(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # (..., subsets, patients, organs)
+        with warnings.catch_warnings():  # an organ none of the drawn patients has: NaN, skipped by nanmean
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(np.nanmean(x, axis=-2) - np.nanmean(y, axis=-2), axis=-2)  # (..., organs)
+
+    observed = organ_difference(a, b)
+    rng = np.random.default_rng(seed)
+    n_sub, n_pat, _ = a.shape
+    draws = []
+    for start in range(0, BOOTSTRAP, chunk):
+        size = min(chunk, BOOTSTRAP - start)
+        subsets = rng.integers(0, n_sub, size=(size, n_sub, 1))
+        patients = rng.integers(0, n_pat, size=(size, n_sub, n_pat))
+        draws.append(organ_difference(a[subsets, patients], b[subsets, patients]))
+    draws = np.concatenate(draws)  # (BOOTSTRAP, organs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        overall = np.nanmean(draws, axis=1)
+        organs = [[float(observed[o]), float(np.nanpercentile(draws[:, o], 2.5)),
+                   float(np.nanpercentile(draws[:, o], 97.5))] for o in range(observed.size)]
+    return {"mean": float(np.nanmean(observed)), "low": float(np.percentile(overall, 2.5)),
+            "high": float(np.percentile(overall, 97.5)), "organs": organs}
 
 
 def summarise(records: list[dict]) -> list[dict]:

@@ -25,7 +25,8 @@ Stages (each resumable: a run continues from its checkpoint, a finished one is r
 
 ``report``
     Validation curves of every run, test Dice per arm and subset, and the paired differences
-    (PGL - random, PGL - BYOL) with 95 % bootstrap intervals over subsets:
+    (PGL - random, PGL - BYOL, BYOL - random) with 95 % bootstrap intervals over the training subsets and,
+    two-level, over the subsets and the test patients (``transfer.two_level_interval``):
     ``benchmarks/results/transfer_v3_finetune.{json,md}`` and ``transfer_v3_finetune_curves.png``. Each
     finished run of the work folder is first recorded in ``benchmarks/results/transfer_v3_finetune_runs/``
     (per-patient test Dice and the validation curve; committed), and the report reads those records: runs
@@ -48,6 +49,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -248,16 +251,27 @@ def collect_runs(runs: Path, records: Path, plan: Plan) -> None:
                     "test": test})
 
 
-def summarise(records: Path, plan: Plan) -> dict:
-    """Test Dice per (arm, subset), validation curves, and paired differences with bootstrap intervals, from
-    the run records of :func:`collect_runs`."""
-    from transfer import bootstrap_interval  # benchmarks/transfer.py: one home of the interval
+def case_dice(test: dict) -> np.ndarray:
+    """A run's test Dice as (patients in sorted order, organs in ``study.ORGANS`` order), NaN where not scored."""
+    cases = test["cases"]
+    return np.array([[np.nan if cases[c]["dice"].get(o) is None else cases[c]["dice"][o] for o in study.ORGANS]
+                     for c in sorted(cases)], dtype=np.float64)
 
-    runs_found = {}
+
+def summarise(records: Path, plan: Plan) -> dict:
+    """Test Dice per (arm, subset), validation curves, and paired differences from the run records of
+    :func:`collect_runs`, each with two 95 % bootstrap intervals: over the training subsets (``low``/``high``,
+    none below ``study.MIN_INTERVAL_SUBSETS`` subsets), and over the subsets and the test patients
+    (``patients``: the same patients resampled for both arms; what one subset can say)."""
+    from transfer import bootstrap_interval, two_level_interval  # benchmarks/transfer.py: one home of intervals
+
+    runs_found, cases = {}, {}
     for path in sorted(records.glob("*_s*.json")):
         record = json.loads(path.read_text())
         if record["arm"] in plan.arms and record["subset"] < plan.subsets:
-            runs_found[(record["arm"], record["subset"])] = {k: v for k, v in record.items() if k != "test"}
+            key = (record["arm"], record["subset"])
+            runs_found[key] = {k: v for k, v in record.items() if k != "test"}
+            cases[key] = record["test"]
     differences = []
     for a, b in (("pgl", "random"), ("pgl", "byol"), ("byol", "random")):
         paired = sorted(s for (arm, s) in runs_found if arm == a and (b, s) in runs_found)
@@ -268,8 +282,14 @@ def summarise(records: Path, plan: Plan) -> dict:
             for o in study.ORGANS:
                 pairs = [(runs_found[(a, s)]["organs"][o], runs_found[(b, s)]["organs"][o]) for s in paired]
                 organs[o] = list(bootstrap_interval([x - y for x, y in pairs if x is not None and y is not None]))
+            for s in paired:
+                if sorted(cases[(a, s)]["cases"]) != sorted(cases[(b, s)]["cases"]):
+                    raise SystemExit(f"{records}: {a}_s{s} and {b}_s{s} were scored on different test patients")
+            two_level = two_level_interval(np.stack([case_dice(cases[(a, s)]) for s in paired]),
+                                           np.stack([case_dice(cases[(b, s)]) for s in paired]))
+            two_level["organs"] = dict(zip(study.ORGANS, two_level["organs"]))
             differences.append({"comparison": f"{a} - {b}", "n": len(paired), "mean": mean, "low": low, "high": high,
-                                "organs": organs})
+                                "organs": organs, "patients": two_level})
     return {"runs": list(runs_found.values()), "differences": differences}
 
 
@@ -297,10 +317,21 @@ def run_report(runs: Path, out: Path, plan: Plan, name: str) -> Path:
         lines.append(f"| {row['arm']} | {row['subset']} | {row['test_mean_dice']:.3f} | "
                      + " | ".join("-" if row["organs"][o] is None else f"{row['organs'][o]:.3f}"
                                   for o in study.ORGANS) + " |")
-    lines += ["", "| comparison | subsets | difference of test mean Dice [95 % bootstrap interval] |", "|---|---|---|"]
+    lines += ["", "Paired differences of test mean Dice, each with two 95 % bootstrap intervals: over the training "
+              "subsets, and over the subsets and the 39 test patients (the same patients resampled for both arms; "
+              "with one subset, the test patients' sampling alone).", "",
+              "| comparison | subsets | difference [interval over subsets] | interval over subsets and patients |",
+              "|---|---|---|---|"]
     for row in table["differences"]:
-        lines.append(f"| {row['comparison']} | {row['n']} | {study.interval_text(row)} |")
+        lines.append(f"| {row['comparison']} | {row['n']} | {study.interval_text(row)} | "
+                     f"[{row['patients']['low']:+.3f}, {row['patients']['high']:+.3f}] |")
     lines += study.organ_difference_lines(table["differences"], with_k=False)
+    lines += ["", "Per organ, over the subsets and the test patients who have the organ contoured:", "",
+              "| comparison | " + " | ".join(study.ORGANS) + " |", "|---" * (len(study.ORGANS) + 1) + "|"]
+    for row in table["differences"]:
+        lines.append(f"| {row['comparison']} | " + " | ".join(
+            study.interval_text({"mean": m, "low": lo, "high": hi})
+            for m, lo, hi in (row["patients"]["organs"][o] for o in study.ORGANS)) + " |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     _plot_curves(table, out / f"{name}_curves.png")
     return out / f"{name}.md"

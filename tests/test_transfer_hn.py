@@ -155,6 +155,38 @@ def test_paired_differences_pair_by_subset_and_claim_no_interval_below_three_sub
     assert all(line.count("|") == len(study.ORGANS) + 3 for line in lines[3:])
 
 
+def test_fine_tune_report_gives_one_subset_an_interval_over_test_patients_only(tmp_path):
+    """With one subset per arm the report claims no interval over subsets, and gives the two-level interval
+    over the test patients, paired: pgl = random + 0.03 on every scored organ of every patient gives exactly
+    +0.03; records scored on different test patients are refused."""
+    rng = np.random.default_rng(2)
+    cases = {f"hn_{i:03d}": {"dice": {o: (None if (i + j) % 4 == 0 else float(rng.uniform(0.1, 0.9)))
+                                      for j, o in enumerate(study.ORGANS)}} for i in range(240, 252)}
+
+    def record(arm, shift, test_cases):
+        shifted = {c: {"dice": {o: None if d is None else d + shift for o, d in v["dice"].items()}}
+                   for c, v in test_cases.items()}
+        organs = {o: float(np.mean([v["dice"][o] for v in shifted.values() if v["dice"][o] is not None]))
+                  for o in study.ORGANS}
+        return {"arm": arm, "subset": 0, "test_mean_dice": float(np.mean(list(organs.values()))), "organs": organs,
+                "curve": [], "test": {"cases": shifted}}
+
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "random_s0.json").write_text(json.dumps(record("random", 0.0, cases)))
+    (records / "pgl_s0.json").write_text(json.dumps(record("pgl", 0.03, cases)))
+    table = finetune_half.summarise(records, finetune_half.Plan())
+    (row,) = table["differences"]
+    assert row["comparison"] == "pgl - random" and row["n"] == 1 and row["mean"] == pytest.approx(0.03)
+    assert "no interval" in study.interval_text(row)
+    assert row["patients"]["low"] == pytest.approx(0.03) and row["patients"]["high"] == pytest.approx(0.03)
+    assert row["patients"]["organs"]["Larynx"][0] == pytest.approx(0.03)
+    fewer = dict(list(cases.items())[:-1])
+    (records / "pgl_s0.json").write_text(json.dumps(record("pgl", 0.03, fewer)))
+    with pytest.raises(SystemExit, match="different test patients"):
+        finetune_half.summarise(records, finetune_half.Plan())
+
+
 def test_replicates_pair_the_same_arm_by_subset_across_pretraining_runs(tmp_path):
     """A second pretraining run of pgl that is replicate 1 plus 0.02 on every subset gives replicate 2 - replicate
     1 = +0.02 exactly, an arm not replicated gets no row, and each replicate's pgl - byol is its own."""

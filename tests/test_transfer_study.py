@@ -40,6 +40,31 @@ def test_bootstrap_interval_brackets_the_mean_and_detects_a_consistent_gain():
     assert lo < 0 < hi
 
 
+def test_two_level_interval_pairs_patients_and_counts_both_levels_of_sampling():
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0.2, 0.9, size=(3, 39, 7))  # patients differ a lot from one another
+    b[:, ::3, 4] = np.nan  # an organ contoured in a third of the patients only: not scored elsewhere
+    a = b + 0.05  # the same gain on every patient: pairing leaves no spread
+    result = transfer.two_level_interval(a, b)
+    assert result["mean"] == pytest.approx(0.05) and result["low"] == pytest.approx(0.05)
+    assert result["high"] == pytest.approx(0.05)
+    assert [row[0] for row in result["organs"]] == pytest.approx([0.05] * 7)
+    # the statistic is the evaluation's: per organ the mean over the patients who have it, then over organs
+    a[:, :, 4] = np.where(np.isnan(b[:, :, 4]), 0.0, b[:, :, 4] + 0.4)  # a score where b has none: dropped
+    organ_gain = np.array([0.05] * 4 + [0.4] + [0.05] * 2)
+    assert transfer.two_level_interval(a, b)["mean"] == pytest.approx(organ_gain.mean())
+    # test patients' noise alone (one subset): an interval around the mean that is not a point
+    noisy = b[:1] + rng.normal(0.0, 0.1, size=b[:1].shape)
+    one = transfer.two_level_interval(noisy, b[:1])
+    assert one["low"] < one["mean"] < one["high"] and one["high"] - one["low"] > 0.01
+    # subsets that disagree (+0.2, -0.2, +0.2): wider than the patients' sampling within each subset
+    shifts = np.array([0.2, -0.2, 0.2])[:, None, None]
+    spread = transfer.two_level_interval(b + shifts, b)
+    assert spread["low"] < 0 < spread["high"] and spread["mean"] == pytest.approx(0.2 / 3)
+    with pytest.raises(ValueError, match="shapes"):
+        transfer.two_level_interval(a[:2], b)
+
+
 def test_summarise_pairs_differences_by_subset():
     records = []
     for subset, (s, p) in enumerate([(0.5, 0.6), (0.7, 0.75), (0.2, 0.4)]):
