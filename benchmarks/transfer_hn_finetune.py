@@ -73,7 +73,7 @@ VAL_CASES = 8
 BATCH = 2
 RECIPE_RECORD = HERE / "transfer_v3" / "recipe.json"  # the recipe stage's result, committed
 COMMITTED_ENCODERS = HERE / "transfer_v3" / "encoders"  # the byol and pgl runs' exports, committed
-RECORDS = HERE / "results" / "transfer_v3_finetune_runs"  # one JSON per finished run (the report writes them)
+RESULTS = HERE / "results"  # the report and its run records (--out)
 
 
 @dataclass(frozen=True)
@@ -218,13 +218,25 @@ def chosen_recipe(runs: Path) -> str:
     return record["chosen"]
 
 
-def run_finetune(runs: Path, arm: str, subsets: list[int], plan: Plan, epochs: int, quick: bool) -> None:
-    """Fine-tune and score each subset; a run already recorded in ``RECORDS`` (committed, by an earlier
-    session's report) is not run again, whichever machine ran it."""
+def report_name(quick: bool) -> str:
+    return "transfer_v3_finetune-quick" if quick else "transfer_v3_finetune"
+
+
+def records_folder(out: Path, quick: bool) -> Path:
+    """Where the report keeps one JSON per finished run (``OUT/NAME_runs``; the study's are committed in
+    ``benchmarks/results/transfer_v3_finetune_runs``)."""
+    return out / f"{report_name(quick)}_runs"
+
+
+def run_finetune(runs: Path, arm: str, subsets: list[int], plan: Plan, epochs: int, quick: bool,
+                 out: Path = RESULTS) -> None:
+    """Fine-tune and score each subset; a run already recorded in ``records_folder(out)`` (committed, by an
+    earlier session's report) is not run again, whichever machine ran it (``--quick`` always runs)."""
     recipe = RECIPES[chosen_recipe(runs)]
+    records = records_folder(out, quick)
     for s in subsets:
-        if not quick and (RECORDS / f"{arm}_s{s}.json").exists():
-            print(f"{arm} subset {s}: recorded in {RECORDS}, reused", flush=True)
+        if not quick and (records / f"{arm}_s{s}.json").exists():
+            print(f"{arm} subset {s}: recorded in {records}, reused", flush=True)
             continue
         out = runs / "finetune" / arm / f"s{s}"
         train(runs, out, recipe, arm, train_cases(plan, s, quick), plan, epochs)
@@ -293,10 +305,10 @@ def summarise(records: Path, plan: Plan) -> dict:
     return {"runs": list(runs_found.values()), "differences": differences}
 
 
-def run_report(runs: Path, out: Path, plan: Plan, name: str) -> Path:
-    """Collect the work folder's finished runs into ``OUT/NAME_runs/`` (one JSON each; earlier sessions'
-    records stay), then report every record there."""
-    records = out / f"{name}_runs"
+def run_report(runs: Path, out: Path, plan: Plan, quick: bool) -> Path:
+    """Collect the work folder's finished runs into :func:`records_folder` (one JSON each; earlier sessions'
+    records stay), then report every record there as ``OUT/NAME.{json,md}`` and ``OUT/NAME_curves.png``."""
+    name, records = report_name(quick), records_folder(out, quick)
     collect_runs(runs, records, plan)
     table = summarise(records, plan)
     table["recipe"] = recipe_record(runs)
@@ -360,7 +372,9 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--subset", type=int, default=None, help="one subset (default: all)")
     f.add_argument("--epochs", type=int, default=FT_EPOCHS)
     r = sub.add_parser("report")
-    r.add_argument("--out", type=Path, default=HERE / "results")
+    for q in (f, r):
+        q.add_argument("--out", type=Path, default=RESULTS,
+                       help="the report and its run records, OUT/transfer_v3_finetune_runs (default: benchmarks/results)")
     for q in sub.choices.values():
         q.add_argument("--runs", type=Path, required=True, help="the study's work folder (as for transfer_hn.py)")
         q.add_argument("--quick", action="store_true", help="every branch on a tiny budget")
@@ -371,10 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.stage == "finetune":
         epochs = 1 if args.quick else args.epochs
         subsets = [args.subset] if args.subset is not None else list(range(plan.subsets))
-        run_finetune(args.runs, args.arm, subsets, plan, epochs, args.quick)
+        run_finetune(args.runs, args.arm, subsets, plan, epochs, args.quick, args.out)
     else:
-        name = "transfer_v3_finetune-quick" if args.quick else "transfer_v3_finetune"
-        print(run_report(args.runs, args.out, plan, name))
+        print(run_report(args.runs, args.out, plan, args.quick))
 
 
 if __name__ == "__main__":

@@ -244,10 +244,16 @@ def test_a_new_work_folder_fine_tunes_from_the_committed_encoders_and_recipe(tmp
     assert finetune_half.encoder_args("random", tmp_path)[:2] == ["--encoder", "none"]
     assert finetune_half.chosen_recipe(tmp_path) == "native-patch48"
     # a run an earlier session recorded is not run again (nothing is trained: the work folder stays empty)
-    recorded = sorted(finetune_half.RECORDS.glob("*_s*.json"))
+    recorded = sorted(finetune_half.records_folder(finetune_half.RESULTS, quick=False).glob("*_s*.json"))
     assert recorded, "the study has recorded no fine-tune"
     first = json.loads(recorded[0].read_text())
     finetune_half.run_finetune(tmp_path, first["arm"], [first["subset"]], finetune_half.Plan(), 24, quick=False)
+    assert not (tmp_path / "finetune").exists()
+    # the records are read where --out puts them (subset 7: one the study never runs, so recorded only here)
+    elsewhere = finetune_half.records_folder(tmp_path / "results", quick=False)
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "byol_s7.json").write_text(json.dumps({**first, "arm": "byol", "subset": 7}))
+    finetune_half.run_finetune(tmp_path, "byol", [7], finetune_half.Plan(), 24, quick=False, out=tmp_path / "results")
     assert not (tmp_path / "finetune").exists()
     own = tmp_path / "finetune" / "recipe.json"
     own.parent.mkdir(parents=True)
