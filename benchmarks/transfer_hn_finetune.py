@@ -24,7 +24,7 @@ Stages (each resumable: a run continues from its checkpoint, a finished one is r
     kept (``pgl-zoo finetune``'s ``model/``), then scored on the 39 test patients.
 
 ``report``
-    Validation curves of every run, test Dice per arm and subset, and the paired differences
+    Validation curves of every run (and the step each organ switched on), test Dice per arm and subset, the paired differences
     (PGL - random, PGL - BYOL, BYOL - random) with 95 % bootstrap intervals over the training subsets and,
     two-level, over the subsets and the test patients (``transfer.two_level_interval``):
     ``benchmarks/results/transfer_v3_finetune.{json,md}`` and ``transfer_v3_finetune_curves.png``. Each
@@ -175,13 +175,28 @@ def score_on_test(runs: Path, run: Path, plan: Plan) -> dict:
     return record
 
 
+ONSET_DICE = 0.2  # an organ has "switched on" once its validation Dice reaches this (the curves jump past it)
+
+
 def validation_curve(run: Path) -> list[dict]:
-    """(epoch, step, validation mean Dice) per epoch from the run's metrics.jsonl."""
+    """(epoch, step, validation mean Dice, validation Dice per organ) per epoch from the run's metrics.jsonl."""
     rows = []
     for line in (run / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        rows.append({"epoch": record["epoch"], "step": record["step"], "val_dice": record["val_mean_dice"]})
+        rows.append({"epoch": record["epoch"], "step": record["step"], "val_dice": record["val_mean_dice"],
+                     "organs": record.get("val_dice")})
     return rows
+
+
+def onset_steps(curve: list[dict]) -> dict[str, int | None]:
+    """Per organ, the first validation step at which its Dice reached ``ONSET_DICE`` (None: never; the
+    organs on these curves go from about 0 to 0.5-0.8 within a few hundred steps, or stay at 0)."""
+    onsets: dict[str, int | None] = {o: None for o in study.ORGANS}
+    for row in curve:
+        for organ, dice in (row.get("organs") or {}).items():
+            if organ in onsets and onsets[organ] is None and dice is not None and dice >= ONSET_DICE:
+                onsets[organ] = row["step"]
+    return onsets
 
 
 def run_recipe(runs: Path, plan: Plan, quick: bool) -> str:
@@ -329,6 +344,14 @@ def run_report(runs: Path, out: Path, plan: Plan, quick: bool) -> Path:
         lines.append(f"| {row['arm']} | {row['subset']} | {row['test_mean_dice']:.3f} | "
                      + " | ".join("-" if row["organs"][o] is None else f"{row['organs'][o]:.3f}"
                                   for o in study.ORGANS) + " |")
+    lines += ["", f"Validation step at which each organ's Dice first reached {ONSET_DICE} ('-': never; runs recorded "
+              "before per-organ curves were kept have none):", "",
+              "| arm | subset | " + " | ".join(study.ORGANS) + " |", "|---|---|" + "---|" * len(study.ORGANS)]
+    for row in table["runs"]:
+        if any(r.get("organs") for r in row["curve"]):
+            onsets = onset_steps(row["curve"])
+            lines.append(f"| {row['arm']} | {row['subset']} | "
+                         + " | ".join("-" if onsets[o] is None else str(onsets[o]) for o in study.ORGANS) + " |")
     lines += ["", "Paired differences of test mean Dice, each with two 95 % bootstrap intervals: over the training "
               "subsets, and over the subsets and the 39 test patients (the same patients resampled for both arms; "
               "with one subset, the test patients' sampling alone).", "",

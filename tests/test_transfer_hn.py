@@ -187,6 +187,17 @@ def test_fine_tune_report_gives_one_subset_an_interval_over_test_patients_only(t
         finetune_half.summarise(records, finetune_half.Plan())
 
 
+def test_onset_is_the_first_validation_step_an_organ_reaches_the_threshold():
+    organs = dict.fromkeys(study.ORGANS, 0.0)
+    curve = [{"step": 50, "organs": {**organs, "Mandible": 0.3}},
+             {"step": 100, "organs": {**organs, "Mandible": 0.1, "Larynx": finetune_half.ONSET_DICE}},
+             {"step": 150, "organs": {**organs, "Mandible": 0.7, "Brainstem": None}}]
+    onsets = finetune_half.onset_steps(curve)
+    assert onsets["Mandible"] == 50 and onsets["Larynx"] == 100  # the first step, not the last or the best
+    assert onsets["Brainstem"] is None and onsets["Esophagus"] is None
+    assert finetune_half.onset_steps([{"step": 50, "val_dice": 0.1}]) == dict.fromkeys(study.ORGANS)  # older records
+
+
 def test_replicates_pair_the_same_arm_by_subset_across_pretraining_runs(tmp_path):
     """A second pretraining run of pgl that is replicate 1 plus 0.02 on every subset gives replicate 2 - replicate
     1 = +0.02 exactly, an arm not replicated gets no row, and each replicate's pgl - byol is its own."""
