@@ -379,7 +379,8 @@ def two_level_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, chunk: int =
     of any subset has the organ)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 3:
-        raise ValueError(f"two_level_interval: shapes {a.shape} and {b.shape}, expected equal (subsets, patients, organs)")
+        raise ValueError(f"two_level_interval: shapes {a.shape} and {b.shape}, "
+                         "expected equal (subsets, patients, organs)")
     # both arms are scored on the same contours; a NaN in either (a missing score) drops the pair
     keep = ~(np.isnan(a) | np.isnan(b))
     a, b = np.where(keep, a, np.nan), np.where(keep, b, np.nan)

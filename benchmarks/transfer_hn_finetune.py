@@ -24,8 +24,8 @@ Stages (each resumable: a run continues from its checkpoint, a finished one is r
     kept (``pgl-zoo finetune``'s ``model/``), then scored on the 39 test patients.
 
 ``report``
-    Validation curves of every run (and the step each organ switched on), test Dice per arm and subset, the paired differences
-    (PGL - random, PGL - BYOL, BYOL - random) with 95 % bootstrap intervals over the training subsets and,
+    Validation curves of every run (and the step each organ switched on), test Dice per arm and subset, the
+    paired differences (PGL - random, PGL - BYOL, BYOL - random) with 95 % bootstrap intervals over the training subsets and,
     two-level, over the subsets and the test patients (``transfer.two_level_interval``):
     ``benchmarks/results/transfer_v3_finetune.{json,md}`` and ``transfer_v3_finetune_curves.png``. Each
     finished run of the work folder is first recorded in ``benchmarks/results/transfer_v3_finetune_runs/``
@@ -314,7 +314,7 @@ def summarise(records: Path, plan: Plan) -> dict:
                     raise SystemExit(f"{records}: {a}_s{s} and {b}_s{s} were scored on different test patients")
             two_level = two_level_interval(np.stack([case_dice(cases[(a, s)]) for s in paired]),
                                            np.stack([case_dice(cases[(b, s)]) for s in paired]))
-            two_level["organs"] = dict(zip(study.ORGANS, two_level["organs"]))
+            two_level["organs"] = dict(zip(study.ORGANS, two_level["organs"], strict=True))
             differences.append({"comparison": f"{a} - {b}", "n": len(paired), "mean": mean, "low": low, "high": high,
                                 "organs": organs, "patients": two_level})
     return {"runs": list(runs_found.values()), "differences": differences}
@@ -397,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("report")
     for q in (f, r):
         q.add_argument("--out", type=Path, default=RESULTS,
-                       help="the report and its run records, OUT/transfer_v3_finetune_runs (default: benchmarks/results)")
+                       help="the report and its run records, OUT/transfer_v3_finetune_runs "
+                            "(default: benchmarks/results)")
     for q in sub.choices.values():
         q.add_argument("--runs", type=Path, required=True, help="the study's work folder (as for transfer_hn.py)")
         q.add_argument("--quick", action="store_true", help="every branch on a tiny budget")
