@@ -25,8 +25,8 @@ Stages (each resumable: a run continues from its checkpoint, a finished one is r
 
 ``report``
     Validation curves of every run (and the step each organ switched on), test Dice per arm and subset, the
-    paired differences (PGL - random, PGL - BYOL, BYOL - random) with 95 % bootstrap intervals over the training subsets and,
-    two-level, over the subsets and the test patients (``transfer.two_level_interval``):
+    paired differences (PGL - random, PGL - BYOL, BYOL - random) with 95 % bootstrap intervals over the
+    training subsets and, two-level, over the subsets and the test patients (``transfer.two_level_interval``):
     ``benchmarks/results/transfer_v3_finetune.{json,md}`` and ``transfer_v3_finetune_curves.png``. Each
     finished run of the work folder is first recorded in ``benchmarks/results/transfer_v3_finetune_runs/``
     (per-patient test Dice and the validation curve; committed), and the report reads those records: runs
