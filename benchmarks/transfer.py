@@ -367,14 +367,18 @@ def bootstrap_interval(diffs: list[float], seed: int = 0) -> tuple[float, float,
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def two_level_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, chunk: int = 1000) -> dict:
+def two_level_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, chunk: int = 1000,
+                       resample_subsets: bool = True) -> dict:
     """Paired difference of mean Dice ``a - b`` with a 95 % two-level percentile bootstrap: the training
     subsets resampled, then the test patients within each drawn subset (the same patients for both arms).
+    ``resample_subsets=False`` keeps the subsets as they are and resamples the test patients alone (what
+    fewer than three subsets allow: a bootstrap over two values has three distinct means).
 
     ``a`` and ``b``: Dice of shape (subsets, patients, organs), NaN where the organ was not contoured
     (not scored). The statistic is the evaluation's: per organ the mean over the patients who have it,
     then the mean over organs, averaged over subsets. So the interval counts the test patients' sampling
-    as well as the training subsets'; with one subset it is a bootstrap over test patients alone.
+    as well as the training subsets'; with one subset it is a bootstrap over test patients alone. Neither
+    level samples the training run's own randomness beyond what differs between subsets.
     Returns ``{"mean", "low", "high", "organs": [[mean, low, high] per organ]}`` (NaN where no patient
     of any subset has the organ)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -396,7 +400,8 @@ def two_level_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, chunk: int =
     draws = []
     for start in range(0, BOOTSTRAP, chunk):
         size = min(chunk, BOOTSTRAP - start)
-        subsets = rng.integers(0, n_sub, size=(size, n_sub, 1))
+        subsets = (rng.integers(0, n_sub, size=(size, n_sub, 1)) if resample_subsets
+                   else np.broadcast_to(np.arange(n_sub)[None, :, None], (size, n_sub, 1)))
         patients = rng.integers(0, n_pat, size=(size, n_sub, n_pat))
         draws.append(organ_difference(a[subsets, patients], b[subsets, patients]))
     draws = np.concatenate(draws)  # (BOOTSTRAP, organs)

@@ -289,7 +289,8 @@ def summarise(records: Path, plan: Plan) -> dict:
     """Test Dice per (arm, subset), validation curves, and paired differences from the run records of
     :func:`collect_runs`, each with two 95 % bootstrap intervals: over the training subsets (``low``/``high``,
     none below ``study.MIN_INTERVAL_SUBSETS`` subsets), and over the subsets and the test patients
-    (``patients``: the same patients resampled for both arms; what one subset can say)."""
+    (``patients``: the same patients resampled for both arms; below ``MIN_INTERVAL_SUBSETS`` subsets the
+    patients alone, the subsets held fixed: what one or two subsets can say)."""
     from transfer import bootstrap_interval, two_level_interval  # benchmarks/transfer.py: one home of intervals
 
     runs_found, cases = {}, {}
@@ -312,8 +313,11 @@ def summarise(records: Path, plan: Plan) -> dict:
             for s in paired:
                 if sorted(cases[(a, s)]["cases"]) != sorted(cases[(b, s)]["cases"]):
                     raise SystemExit(f"{records}: {a}_s{s} and {b}_s{s} were scored on different test patients")
+            resample_subsets = len(paired) >= study.MIN_INTERVAL_SUBSETS
             two_level = two_level_interval(np.stack([case_dice(cases[(a, s)]) for s in paired]),
-                                           np.stack([case_dice(cases[(b, s)]) for s in paired]))
+                                           np.stack([case_dice(cases[(b, s)]) for s in paired]),
+                                           resample_subsets=resample_subsets)
+            two_level["subsets_resampled"] = resample_subsets
             two_level["organs"] = dict(zip(study.ORGANS, two_level["organs"], strict=True))
             differences.append({"comparison": f"{a} - {b}", "n": len(paired), "mean": mean, "low": low, "high": high,
                                 "organs": organs, "patients": two_level})
@@ -353,15 +357,18 @@ def run_report(runs: Path, out: Path, plan: Plan, quick: bool) -> Path:
             lines.append(f"| {row['arm']} | {row['subset']} | "
                          + " | ".join("-" if onsets[o] is None else str(onsets[o]) for o in study.ORGANS) + " |")
     lines += ["", "Paired differences of test mean Dice, each with two 95 % bootstrap intervals: over the training "
-              "subsets, and over the subsets and the 39 test patients (the same patients resampled for both arms; "
-              "with one subset, the test patients' sampling alone).", "",
+              f"subsets (from {study.MIN_INTERVAL_SUBSETS} subsets), and over the subsets and the 39 test patients "
+              "(the same patients resampled for both arms; below "
+              f"{study.MIN_INTERVAL_SUBSETS} subsets the patients alone, the subsets held fixed). Neither counts "
+              "the training run's own randomness beyond what differs between subsets.", "",
               "| comparison | subsets | difference [interval over subsets] | interval over subsets and patients |",
               "|---|---|---|---|"]
     for row in table["differences"]:
+        level = "" if row["patients"]["subsets_resampled"] else " (patients only)"
         lines.append(f"| {row['comparison']} | {row['n']} | {study.interval_text(row)} | "
-                     f"[{row['patients']['low']:+.3f}, {row['patients']['high']:+.3f}] |")
+                     f"[{row['patients']['low']:+.3f}, {row['patients']['high']:+.3f}]{level} |")
     lines += study.organ_difference_lines(table["differences"], with_k=False)
-    lines += ["", "Per organ, over the subsets and the test patients who have the organ contoured:", "",
+    lines += ["", "Per organ, over the subsets (from 3) and the test patients who have the organ contoured:", "",
               "| comparison | " + " | ".join(study.ORGANS) + " |", "|---" * (len(study.ORGANS) + 1) + "|"]
     for row in table["differences"]:
         lines.append(f"| {row['comparison']} | " + " | ".join(

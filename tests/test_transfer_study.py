@@ -61,6 +61,8 @@ def test_two_level_interval_pairs_patients_and_counts_both_levels_of_sampling():
     shifts = np.array([0.2, -0.2, 0.2])[:, None, None]
     spread = transfer.two_level_interval(b + shifts, b)
     assert spread["low"] < 0 < spread["high"] and spread["mean"] == pytest.approx(0.2 / 3)
+    fixed = transfer.two_level_interval(b + shifts, b, resample_subsets=False)  # the subsets held as they are
+    assert fixed["low"] == pytest.approx(0.2 / 3) and fixed["high"] == pytest.approx(0.2 / 3)
     with pytest.raises(ValueError, match="shapes"):
         transfer.two_level_interval(a[:2], b)
 
