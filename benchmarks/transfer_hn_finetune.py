@@ -320,7 +320,8 @@ def summarise(records: Path, plan: Plan) -> dict:
             two_level["subsets_resampled"] = resample_subsets
             two_level["organs"] = dict(zip(study.ORGANS, two_level["organs"], strict=True))
             differences.append({"comparison": f"{a} - {b}", "n": len(paired), "mean": mean, "low": low, "high": high,
-                                "organs": organs, "patients": two_level})
+                                "per_subset": dict(zip(paired, diffs, strict=True)), "organs": organs,
+                                "patients": two_level})
     return {"runs": list(runs_found.values()), "differences": differences}
 
 
@@ -361,12 +362,13 @@ def run_report(runs: Path, out: Path, plan: Plan, quick: bool) -> Path:
               "(the same patients resampled for both arms; below "
               f"{study.MIN_INTERVAL_SUBSETS} subsets the patients alone, the subsets held fixed). Neither counts "
               "the training run's own randomness beyond what differs between subsets.", "",
-              "| comparison | subsets | difference [interval over subsets] | interval over subsets and patients |",
-              "|---|---|---|---|"]
+              "| comparison | subsets | difference [interval over subsets] | interval over subsets and patients "
+              "| per subset |", "|---|---|---|---|---|"]
     for row in table["differences"]:
         level = "" if row["patients"]["subsets_resampled"] else " (patients only)"
         lines.append(f"| {row['comparison']} | {row['n']} | {study.interval_text(row)} | "
-                     f"[{row['patients']['low']:+.3f}, {row['patients']['high']:+.3f}]{level} |")
+                     f"[{row['patients']['low']:+.3f}, {row['patients']['high']:+.3f}]{level} | "
+                     + ", ".join(f"s{s}: {d:+.3f}" for s, d in row["per_subset"].items()) + " |")
     lines += study.organ_difference_lines(table["differences"], with_k=False)
     lines += ["", "Per organ, over the subsets (from 3) and the test patients who have the organ contoured:", "",
               "| comparison | " + " | ".join(study.ORGANS) + " |", "|---" * (len(study.ORGANS) + 1) + "|"]

@@ -182,6 +182,7 @@ def test_fine_tune_report_gives_one_subset_an_interval_over_test_patients_only(t
     assert row["patients"]["low"] == pytest.approx(0.03) and row["patients"]["high"] == pytest.approx(0.03)
     assert row["patients"]["organs"]["Larynx"][0] == pytest.approx(0.03)
     assert row["patients"]["subsets_resampled"] is False  # one subset: the test patients alone
+    assert row["per_subset"] == {0: pytest.approx(0.03)}
     fewer = dict(list(cases.items())[:-1])
     (records / "pgl_s0.json").write_text(json.dumps(record("pgl", 0.03, fewer)))
     with pytest.raises(SystemExit, match="different test patients"):
