@@ -244,11 +244,11 @@ def records_folder(out: Path, quick: bool) -> Path:
 
 
 def run_finetune(runs: Path, arm: str, subsets: list[int], plan: Plan, epochs: int, quick: bool,
-                 out: Path = RESULTS) -> None:
-    """Fine-tune and score each subset; a run already recorded in ``records_folder(out)`` (committed, by an
-    earlier session's report) is not run again, whichever machine ran it (``--quick`` always runs)."""
+                 results: Path = RESULTS) -> None:
+    """Fine-tune and score each subset; a run already recorded in ``records_folder(results)`` (committed, by
+    an earlier session's report) is not run again, whichever machine ran it (``--quick`` always runs)."""
     recipe = RECIPES[chosen_recipe(runs)]
-    records = records_folder(out, quick)
+    records = records_folder(results, quick)
     for s in subsets:
         if not quick and (records / f"{arm}_s{s}.json").exists():
             print(f"{arm} subset {s}: recorded in {records}, reused", flush=True)
@@ -370,7 +370,8 @@ def run_report(runs: Path, out: Path, plan: Plan, quick: bool) -> Path:
                      f"[{row['patients']['low']:+.3f}, {row['patients']['high']:+.3f}]{level} | "
                      + ", ".join(f"s{s}: {d:+.3f}" for s, d in row["per_subset"].items()) + " |")
     lines += study.organ_difference_lines(table["differences"], with_k=False)
-    lines += ["", "Per organ, over the subsets (from 3) and the test patients who have the organ contoured:", "",
+    lines += ["", f"Per organ, over the subsets (from {study.MIN_INTERVAL_SUBSETS}) and the test patients who have "
+              "the organ contoured:", "",
               "| comparison | " + " | ".join(study.ORGANS) + " |", "|---" * (len(study.ORGANS) + 1) + "|"]
     for row in table["differences"]:
         lines.append(f"| {row['comparison']} | " + " | ".join(

@@ -266,7 +266,8 @@ def test_a_new_work_folder_fine_tunes_from_the_committed_encoders_and_recipe(tmp
     elsewhere = finetune_half.records_folder(tmp_path / "results", quick=False)
     elsewhere.mkdir(parents=True)
     (elsewhere / "byol_s7.json").write_text(json.dumps({**first, "arm": "byol", "subset": 7}))
-    finetune_half.run_finetune(tmp_path, "byol", [7], finetune_half.Plan(), 24, quick=False, out=tmp_path / "results")
+    finetune_half.run_finetune(tmp_path, "byol", [7], finetune_half.Plan(), 24, quick=False,
+                               results=tmp_path / "results")
     assert not (tmp_path / "finetune").exists()
     own = tmp_path / "finetune" / "recipe.json"
     own.parent.mkdir(parents=True)
