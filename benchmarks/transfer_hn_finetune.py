@@ -285,13 +285,21 @@ def case_dice(test: dict) -> np.ndarray:
                      for c in sorted(cases)], dtype=np.float64)
 
 
+def by_subset(runs_found: dict, arm: str, subsets: list[int]) -> dict[int, dict]:
+    """An arm's runs as ``study.paired_difference`` reads probe records: subset -> mean Dice and organ means
+    (NaN where the organ was never scored)."""
+    return {s: {"mean_dice": runs_found[(arm, s)]["test_mean_dice"],
+                "organ_mean": {o: np.nan if d is None else d for o, d in runs_found[(arm, s)]["organs"].items()}}
+            for s in subsets}
+
+
 def summarise(records: Path, plan: Plan) -> dict:
     """Test Dice per (arm, subset), validation curves, and paired differences from the run records of
     :func:`collect_runs`, each with two 95 % bootstrap intervals: over the training subsets (``low``/``high``,
     none below ``study.MIN_INTERVAL_SUBSETS`` subsets), and over the subsets and the test patients
     (``patients``: the same patients resampled for both arms; below ``MIN_INTERVAL_SUBSETS`` subsets the
     patients alone, the subsets held fixed: what one or two subsets can say)."""
-    from transfer import bootstrap_interval, two_level_interval  # benchmarks/transfer.py: one home of intervals
+    from transfer import two_level_interval  # benchmarks/transfer.py: one home of the intervals
 
     runs_found, cases = {}, {}
     for path in sorted(records.glob("*_s*.json")):
@@ -304,24 +312,20 @@ def summarise(records: Path, plan: Plan) -> dict:
     for a, b in (("pgl", "random"), ("pgl", "byol"), ("byol", "random")):
         paired = sorted(s for (arm, s) in runs_found if arm == a and (b, s) in runs_found)
         if paired:
-            diffs = [runs_found[(a, s)]["test_mean_dice"] - runs_found[(b, s)]["test_mean_dice"] for s in paired]
-            mean, low, high = bootstrap_interval(diffs)
-            organs = {}
-            for o in study.ORGANS:
-                pairs = [(runs_found[(a, s)]["organs"][o], runs_found[(b, s)]["organs"][o]) for s in paired]
-                organs[o] = list(bootstrap_interval([x - y for x, y in pairs if x is not None and y is not None]))
             for s in paired:
                 if sorted(cases[(a, s)]["cases"]) != sorted(cases[(b, s)]["cases"]):
                     raise SystemExit(f"{records}: {a}_s{s} and {b}_s{s} were scored on different test patients")
+            row = study.paired_difference(by_subset(runs_found, a, paired), by_subset(runs_found, b, paired),
+                                          f"{a} - {b}", FT_K)
+            row["per_subset"] = {s: runs_found[(a, s)]["test_mean_dice"] - runs_found[(b, s)]["test_mean_dice"]
+                                 for s in paired}
             resample_subsets = len(paired) >= study.MIN_INTERVAL_SUBSETS
             two_level = two_level_interval(np.stack([case_dice(cases[(a, s)]) for s in paired]),
                                            np.stack([case_dice(cases[(b, s)]) for s in paired]),
                                            resample_subsets=resample_subsets)
             two_level["subsets_resampled"] = resample_subsets
             two_level["organs"] = dict(zip(study.ORGANS, two_level["organs"], strict=True))
-            differences.append({"comparison": f"{a} - {b}", "n": len(paired), "mean": mean, "low": low, "high": high,
-                                "per_subset": dict(zip(paired, diffs, strict=True)), "organs": organs,
-                                "patients": two_level})
+            differences.append({**row, "patients": two_level})
     return {"runs": list(runs_found.values()), "differences": differences}
 
 
