@@ -310,17 +310,23 @@ def test_torchrun_two_cpu_processes_identical_parameters(micro, tmp_path):
         f"cfg = PretrainConfig(data=[{micro['data']!r}], out={str(tmp_path / 'run')!r}, model={micro['card']!r},\n"
         f"    batch_size=2, steps=3, workers=0, cache_dir={micro['cache']!r}, device='cpu')\n"
         "result = pretrain(cfg)\n"
+        # what rank 0 writes last, as each rank finds it on its return from pretrain()
+        "done = all(os.path.exists(os.path.join(cfg.out, f)) for f in ('summary.json', 'loss.png'))\n"
         # one write per line: with PYTHONUNBUFFERED, print() writes each field apart and the ranks' lines mix
-        "os.write(1, f\"RANK {os.environ['RANK']} {result.parameter_digest}\\n\".encode())\n"
+        "os.write(1, f\"RANK {os.environ['RANK']} {result.parameter_digest} {done}\\n\".encode())\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
          f"--master_port={_free_port()}", str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    sums = dict(line.split()[1:3] for line in result.stdout.splitlines() if line.startswith("RANK"))
+    lines = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("RANK")]
+    sums = {rank: digest for rank, digest, _ in lines}
     assert set(sums) == {"0", "1"} and sums["0"] == sums["1"], sums
     assert len(sums["0"]) == 64  # sha256 of every parameter, online and target
+    # the ranks leave together (a barrier before the group is destroyed): rank 1 returns only after rank 0
+    # has written the run's last files, so no rank tears gloo's connections down under rank 0's writes
+    assert all(done == "True" for _, _, done in lines), lines
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert records[0]["views_per_s"] > 0

@@ -62,6 +62,15 @@ def setup(device_name: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
-def cleanup() -> None:
+def cleanup(synchronize: bool = False) -> None:
+    """Destroy the process group. With ``synchronize`` (a run that ended on every rank) the ranks first meet
+    at a barrier, so that none tears its connections down while rank 0 still writes the run's last files:
+    ranks that left early made gloo abort rank 0 at exit now and then ("terminate called without an active
+    exception"), and a multi-node ``torchrun`` then failed the whole run after it had finished. Without it
+    (an error, a peer may be gone) the group is destroyed at once."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if synchronize:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()

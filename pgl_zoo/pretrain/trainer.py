@@ -138,9 +138,12 @@ def pretrain(cfg: PretrainConfig, volumes: list[PretrainVolume] | None = None) -
             say(f"data: {data.summary()}")
         info = setup(cfg.device)
         try:
-            return _pretrain(run, info, data, checkpoint, card, patch)
-        finally:
+            result = _pretrain(run, info, data, checkpoint, card, patch)
+        except BaseException:
             cleanup()
+            raise
+        cleanup(synchronize=True)
+        return result
 
 
 RUN_FILES = ("config.json", METRICS_NAME, "summary.json", "loss.png", CHECKPOINT_NAME)
