@@ -21,7 +21,9 @@ Stages (each resumable: a run continues from its checkpoint, a finished one is r
     ``benchmarks/transfer_v3/encoders/ARM`` and used where the work folder has neither) fine-tuned with the
     chosen recipe on the K = 5 subset S (all of ``FT_SUBSETS`` without
     ``--subset``) for ``--epochs`` x ``STEPS_PER_EPOCH`` steps, the epoch with the best validation Dice
-    kept (``pgl-zoo finetune``'s ``model/``), then scored on the 39 test patients.
+    kept (``pgl-zoo finetune``'s ``model/``), then scored on the 39 test patients. ``--epochs`` other than
+    the study's ``FT_EPOCHS`` is a schedule check: its run lives apart (``finetune/A/sS_NNNNsteps``, record
+    ``A_sS_NNNNsteps.json``) and is reported beside the study's runs, never paired with them.
 
 ``report``
     Validation curves of every run (and the step each organ switched on), test Dice per arm and subset, the
@@ -45,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -85,6 +88,7 @@ class Plan:
     subsets: int = FT_SUBSETS
     steps_per_epoch: int = STEPS_PER_EPOCH
     recipe_epochs: int = RECIPE_EPOCHS
+    epochs: int = FT_EPOCHS  # the fine-tunes' schedule, the one the arms are compared on
     val_cases: int = VAL_CASES
     test_cases: int | None = None  # None: all 39
     overlap: float = 0.5  # sliding-window overlap of validation and test segmentation (pgl-zoo's default)
@@ -92,7 +96,16 @@ class Plan:
 
 # Overlap 0: a quarter of the windows (validation and the test patient's segmentation take most of a quick run).
 QUICK = Plan(recipes=("study",), arms=("random", "pgl"), subsets=1, steps_per_epoch=2,
-             recipe_epochs=1, val_cases=1, test_cases=1, overlap=0.0)
+             recipe_epochs=1, epochs=1, val_cases=1, test_cases=1, overlap=0.0)
+
+
+def run_label(subset: int, epochs: int, plan: Plan) -> str:
+    """A fine-tune's folder and record name: ``s{subset}`` on the plan's schedule, ``s{subset}_{N}steps`` on
+    another (a schedule check, kept apart so that it never resumes or replaces the study's run)."""
+    return f"s{subset}" if epochs == plan.epochs else f"s{subset}_{epochs * plan.steps_per_epoch}steps"
+
+
+_RUN_LABEL = re.compile(r"s(\d+)(?:_(\d+)steps)?")
 
 
 def validation_cases(plan: Plan) -> list[str]:
@@ -250,13 +263,14 @@ def run_finetune(runs: Path, arm: str, subsets: list[int], plan: Plan, epochs: i
     recipe = RECIPES[chosen_recipe(runs)]
     records = records_folder(results, quick)
     for s in subsets:
-        if not quick and (records / f"{arm}_s{s}.json").exists():
-            print(f"{arm} subset {s}: recorded in {records}, reused", flush=True)
+        label = run_label(s, epochs, plan)
+        if not quick and (records / f"{arm}_{label}.json").exists():
+            print(f"{arm} {label}: recorded in {records}, reused", flush=True)
             continue
-        out = runs / "finetune" / arm / f"s{s}"
+        out = runs / "finetune" / arm / label
         train(runs, out, recipe, arm, train_cases(plan, s, quick), plan, epochs)
         record = score_on_test(runs, out, plan)
-        print(f"{arm} subset {s}: test mean Dice {record['mean']['dice']['mean']}", flush=True)
+        print(f"{arm} {label}: test mean Dice {record['mean']['dice']['mean']}", flush=True)
 
 
 def collect_runs(runs: Path, records: Path, plan: Plan) -> None:
@@ -266,12 +280,14 @@ def collect_runs(runs: Path, records: Path, plan: Plan) -> None:
     from pgl_zoo.runs import atomic_write_json
 
     for arm in plan.arms:
-        for s in range(plan.subsets):
-            run = runs / "finetune" / arm / f"s{s}"
-            if (run / "test.json").exists():
+        for run in sorted((runs / "finetune" / arm).glob("s*")):
+            label = _RUN_LABEL.fullmatch(run.name)
+            if label and int(label[1]) < plan.subsets and (run / "test.json").exists():
+                s = int(label[1])
                 test = json.loads((run / "test.json").read_text())
-                atomic_write_json(records / f"{arm}_s{s}.json", {
+                atomic_write_json(records / f"{arm}_{run.name}.json", {
                     "arm": arm, "subset": s, "train_cases": train_cases(plan, s, plan == QUICK),
+                    "steps": int(label[2]) if label[2] else plan.epochs * plan.steps_per_epoch,
                     "test_mean_dice": test["mean"]["dice"]["mean"],
                     "organs": {o: test["mean"]["dice"].get(o) for o in study.ORGANS},
                     "cases_per_organ": test["cases_per_class"]["dice"], "curve": validation_curve(run),
@@ -298,15 +314,21 @@ def summarise(records: Path, plan: Plan) -> dict:
     :func:`collect_runs`, each with two 95 % bootstrap intervals: over the training subsets (``low``/``high``,
     none below ``study.MIN_INTERVAL_SUBSETS`` subsets), and over the subsets and the test patients
     (``patients``: the same patients resampled for both arms; below ``MIN_INTERVAL_SUBSETS`` subsets the
-    patients alone, the subsets held fixed: what one or two subsets can say)."""
+    patients alone, the subsets held fixed: what one or two subsets can say). Runs on another schedule
+    (:func:`run_label`) are listed under ``other_schedules``, outside every difference."""
     from transfer import two_level_interval  # benchmarks/transfer.py: one home of the intervals
 
-    runs_found, cases = {}, {}
+    steps = plan.epochs * plan.steps_per_epoch
+    runs_found, cases, other_schedules = {}, {}, []
     for path in sorted(records.glob("*_s*.json")):
         record = json.loads(path.read_text())
         if record["arm"] in plan.arms and record["subset"] < plan.subsets:
+            summary = {"steps": steps, **{k: v for k, v in record.items() if k != "test"}}  # older: no "steps"
+            if summary["steps"] != steps:
+                other_schedules.append(summary)
+                continue
             key = (record["arm"], record["subset"])
-            runs_found[key] = {k: v for k, v in record.items() if k != "test"}
+            runs_found[key] = summary
             cases[key] = record["test"]
     differences = []
     for a, b in (("pgl", "random"), ("pgl", "byol"), ("byol", "random")):
@@ -326,7 +348,32 @@ def summarise(records: Path, plan: Plan) -> dict:
             two_level["subsets_resampled"] = resample_subsets
             two_level["organs"] = dict(zip(study.ORGANS, two_level["organs"], strict=True))
             differences.append({**row, "patients": two_level})
-    return {"runs": list(runs_found.values()), "differences": differences}
+    return {"runs": list(runs_found.values()), "differences": differences, "steps": steps,
+            "other_schedules": other_schedules}
+
+
+def other_schedule_lines(table: dict) -> list[str]:
+    """The report's lines for runs on another schedule, each beside the same arm and subset on the study's:
+    test mean Dice, the best validation step, the validation mean at the study's last step and at the end."""
+    if not table["other_schedules"]:
+        return []
+    steps = table["steps"]
+    study_runs = {(r["arm"], r["subset"]): r for r in table["runs"]}
+    lines = ["", f"Other schedules (schedule checks, not paired with the {steps:,}-step runs above):", "",
+             f"| arm | subset | steps | test mean Dice | on {steps:,} steps | best validation step | validation "
+             f"mean at {steps:,} / at the end | " + " | ".join(study.ORGANS) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(study.ORGANS)]
+    for row in table["other_schedules"]:
+        curve = [r for r in row["curve"] if r["val_dice"] is not None]
+        best = max(curve, key=lambda r: r["val_dice"])
+        at = next((r["val_dice"] for r in curve if r["step"] == steps), None)
+        same = study_runs.get((row["arm"], row["subset"]))
+        lines.append(f"| {row['arm']} | {row['subset']} | {row['steps']:,} | {row['test_mean_dice']:.3f} | "
+                     f"{'-' if same is None else format(same['test_mean_dice'], '.3f')} | {best['step']} | "
+                     f"{'-' if at is None else format(at, '.3f')} / {curve[-1]['val_dice']:.3f} | "
+                     + " | ".join("-" if row["organs"][o] is None else f"{row['organs'][o]:.3f}"
+                                  for o in study.ORGANS) + " |")
+    return lines
 
 
 def run_report(runs: Path, out: Path, plan: Plan, quick: bool) -> Path:
@@ -353,13 +400,15 @@ def run_report(runs: Path, out: Path, plan: Plan, quick: bool) -> Path:
         lines.append(f"| {row['arm']} | {row['subset']} | {row['test_mean_dice']:.3f} | "
                      + " | ".join("-" if row["organs"][o] is None else f"{row['organs'][o]:.3f}"
                                   for o in study.ORGANS) + " |")
+    lines += other_schedule_lines(table)
     lines += ["", f"Validation step at which each organ's Dice first reached {ONSET_DICE} ('-': never; runs recorded "
               "before per-organ curves were kept have none):", "",
               "| arm | subset | " + " | ".join(study.ORGANS) + " |", "|---|---|" + "---|" * len(study.ORGANS)]
-    for row in table["runs"]:
+    for row in table["runs"] + table["other_schedules"]:
         if any(r.get("organs") for r in row["curve"]):
             onsets = onset_steps(row["curve"])
-            lines.append(f"| {row['arm']} | {row['subset']} | "
+            subset = row["subset"] if row["steps"] == table["steps"] else f"{row['subset']} ({row['steps']:,} steps)"
+            lines.append(f"| {row['arm']} | {subset} | "
                          + " | ".join("-" if onsets[o] is None else str(onsets[o]) for o in study.ORGANS) + " |")
     lines += ["", "Paired differences of test mean Dice, each with two 95 % bootstrap intervals: over the training "
               f"subsets (from {study.MIN_INTERVAL_SUBSETS} subsets), and over the subsets and the 39 test patients "
@@ -390,10 +439,13 @@ def _plot_curves(table: dict, path: Path) -> None:
     colours = {"random": "tab:gray", "byol": "tab:blue", "pgl": "tab:red"}
 
     def draw(ax) -> None:
-        for row in table["runs"]:
+        for row in table["runs"] + table["other_schedules"]:
             curve = [r for r in row["curve"] if r["val_dice"] is not None]
+            other = row["steps"] != table["steps"]
             ax.plot([r["step"] for r in curve], [r["val_dice"] for r in curve], color=colours.get(row["arm"]),
-                    label=row["arm"] if row["subset"] == 0 else None)
+                    linestyle="--" if other else "-",
+                    label=f"{row['arm']} s{row['subset']}, {row['steps']:,} steps" if other
+                    else row["arm"] if row["subset"] == 0 else None)
         ax.set_xlabel("step")
         ax.set_ylabel(f"validation mean Dice ({VAL_CASES} patients)")
 
@@ -407,7 +459,9 @@ def main(argv: list[str] | None = None) -> None:
     f = sub.add_parser("finetune", help="fine-tune an arm with the chosen recipe and score it on the test patients")
     f.add_argument("--arm", required=True, choices=FT_ARMS)
     f.add_argument("--subset", type=int, default=None, help="one subset (default: all)")
-    f.add_argument("--epochs", type=int, default=FT_EPOCHS)
+    f.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs of {STEPS_PER_EPOCH} steps (default: the study's {FT_EPOCHS}; another number is a "
+                        "schedule check, run and reported apart)")
     r = sub.add_parser("report")
     for q in (f, r):
         q.add_argument("--out", type=Path, default=RESULTS,
@@ -421,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage == "recipe":
         run_recipe(args.runs, plan, args.quick)
     elif args.stage == "finetune":
-        epochs = 1 if args.quick else args.epochs
+        epochs = plan.epochs if args.epochs is None else args.epochs
         subsets = [args.subset] if args.subset is not None else list(range(plan.subsets))
         run_finetune(args.runs, args.arm, subsets, plan, epochs, args.quick, args.out)
     else:

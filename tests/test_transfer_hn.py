@@ -189,6 +189,40 @@ def test_fine_tune_report_gives_one_subset_an_interval_over_test_patients_only(t
         finetune_half.summarise(records, finetune_half.Plan())
 
 
+def test_a_run_on_another_schedule_is_reported_apart_and_never_paired(tmp_path):
+    """``finetune --epochs`` other than the study's: its own folder and record name, listed under
+    ``other_schedules`` beside the same arm and subset on the study's schedule, in no difference."""
+    plan = finetune_half.Plan()
+    assert finetune_half.run_label(2, plan.epochs, plan) == "s2"
+    assert finetune_half.run_label(2, 2 * plan.epochs, plan) == f"s2_{2 * plan.epochs * plan.steps_per_epoch}steps"
+    study_steps = plan.epochs * plan.steps_per_epoch
+    cases = {f"hn_{i:03d}": {"dice": dict.fromkeys(study.ORGANS, 0.5)} for i in range(240, 244)}
+
+    def record(arm, dice, curve, **extra):
+        shifted = {c: {"dice": dict.fromkeys(study.ORGANS, dice)} for c in cases}
+        return {"arm": arm, "subset": 0, "test_mean_dice": dice, "organs": dict.fromkeys(study.ORGANS, dice),
+                "curve": curve, "test": {"cases": shifted}, **extra}
+
+    curve = [{"step": study_steps, "val_dice": 0.4, "organs": None}]
+    longer = curve + [{"step": 2 * study_steps, "val_dice": 0.5, "organs": None}]
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "random_s0.json").write_text(json.dumps(record("random", 0.5, curve)))  # older record: no "steps"
+    (records / "pgl_s0.json").write_text(json.dumps(record("pgl", 0.53, curve, steps=study_steps)))
+    (records / f"random_s0_{2 * study_steps}steps.json").write_text(
+        json.dumps(record("random", 0.6, longer, steps=2 * study_steps)))
+    table = finetune_half.summarise(records, plan)
+    assert {(r["arm"], r["steps"]) for r in table["runs"]} == {("random", study_steps), ("pgl", study_steps)}
+    (row,) = table["differences"]
+    assert row["comparison"] == "pgl - random" and row["mean"] == pytest.approx(0.03)  # not 0.53 - 0.6
+    (other,) = table["other_schedules"]
+    assert other["steps"] == 2 * study_steps and other["test_mean_dice"] == 0.6
+    (line,) = finetune_half.other_schedule_lines(table)[5:]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:7] == ["random", "0", f"{2 * study_steps:,}", "0.600", "0.500", str(2 * study_steps),
+                         "0.400 / 0.500"]
+
+
 def test_onset_is_the_first_validation_step_an_organ_reaches_the_threshold():
     organs = dict.fromkeys(study.ORGANS, 0.0)
     curve = [{"step": 50, "organs": {**organs, "Mandible": 0.3}},
