@@ -93,6 +93,11 @@ class Plan:
     test_cases: int | None = None  # None: all 39
     overlap: float = 0.5  # sliding-window overlap of validation and test segmentation (pgl-zoo's default)
 
+    @property
+    def steps(self) -> int:
+        """The fine-tunes' schedule in steps (``epochs`` x ``steps_per_epoch``)."""
+        return self.epochs * self.steps_per_epoch
+
 
 # Overlap 0: a quarter of the windows (validation and the test patient's segmentation take most of a quick run).
 QUICK = Plan(recipes=("study",), arms=("random", "pgl"), subsets=1, steps_per_epoch=2,
@@ -287,7 +292,7 @@ def collect_runs(runs: Path, records: Path, plan: Plan) -> None:
                 test = json.loads((run / "test.json").read_text())
                 atomic_write_json(records / f"{arm}_{run.name}.json", {
                     "arm": arm, "subset": s, "train_cases": train_cases(plan, s, plan == QUICK),
-                    "steps": int(label[2]) if label[2] else plan.epochs * plan.steps_per_epoch,
+                    "steps": int(label[2]) if label[2] else plan.steps,
                     "test_mean_dice": test["mean"]["dice"]["mean"],
                     "organs": {o: test["mean"]["dice"].get(o) for o in study.ORGANS},
                     "cases_per_organ": test["cases_per_class"]["dice"], "curve": validation_curve(run),
@@ -318,7 +323,7 @@ def summarise(records: Path, plan: Plan) -> dict:
     (:func:`run_label`) are listed under ``other_schedules``, outside every difference."""
     from transfer import two_level_interval  # benchmarks/transfer.py: one home of the intervals
 
-    steps = plan.epochs * plan.steps_per_epoch
+    steps = plan.steps
     runs_found, cases, other_schedules = {}, {}, []
     for path in sorted(records.glob("*_s*.json")):
         record = json.loads(path.read_text())
@@ -352,6 +357,11 @@ def summarise(records: Path, plan: Plan) -> dict:
             "other_schedules": other_schedules}
 
 
+def organ_cells(organs: dict) -> str:
+    """A run's test Dice per organ as Markdown table cells, in ``study.ORGANS`` order ('-': never scored)."""
+    return " | ".join("-" if organs[o] is None else f"{organs[o]:.3f}" for o in study.ORGANS)
+
+
 def other_schedule_lines(table: dict) -> list[str]:
     """The report's lines for runs on another schedule, each beside the same arm and subset on the study's:
     test mean Dice, the best validation step, the validation mean at the study's last step and at the end."""
@@ -371,8 +381,7 @@ def other_schedule_lines(table: dict) -> list[str]:
         lines.append(f"| {row['arm']} | {row['subset']} | {row['steps']:,} | {row['test_mean_dice']:.3f} | "
                      f"{'-' if same is None else format(same['test_mean_dice'], '.3f')} | {best['step']} | "
                      f"{'-' if at is None else format(at, '.3f')} / {curve[-1]['val_dice']:.3f} | "
-                     + " | ".join("-" if row["organs"][o] is None else f"{row['organs'][o]:.3f}"
-                                  for o in study.ORGANS) + " |")
+                     + organ_cells(row["organs"]) + " |")
     return lines
 
 
@@ -398,8 +407,7 @@ def run_report(runs: Path, out: Path, plan: Plan, quick: bool) -> Path:
               "|---|---|---|" + "---|" * len(study.ORGANS)]
     for row in table["runs"]:
         lines.append(f"| {row['arm']} | {row['subset']} | {row['test_mean_dice']:.3f} | "
-                     + " | ".join("-" if row["organs"][o] is None else f"{row['organs'][o]:.3f}"
-                                  for o in study.ORGANS) + " |")
+                     + organ_cells(row["organs"]) + " |")
     lines += other_schedule_lines(table)
     lines += ["", f"Validation step at which each organ's Dice first reached {ONSET_DICE} ('-': never; runs recorded "
               "before per-organ curves were kept have none):", "",
